@@ -1,0 +1,99 @@
+//! The nftables ruleset as plain data: what `portcullis nft` prints and what
+//! `portcullis run` installs. Built from a compiled [`crate::policy::Policy`]
+//! plus the resolved container addresses by a pure function, so it can be
+//! unit-tested without a kernel and rendered two ways (nft text, netlink
+//! batch) from one source of truth.
+
+use std::net::IpAddr;
+
+/// Name of the one table Portcullis owns (family `inet`).
+pub const TABLE: &str = "portcullis";
+
+/// Layer-4 protocol of a flow key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    /// IANA protocol number (what `meta l4proto` loads).
+    pub fn number(self) -> u8 {
+        match self {
+            L4::Tcp => 6,
+            L4::Udp => 17,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        }
+    }
+}
+
+/// One (source, destination, protocol, destination port) key. `src` and
+/// `dst` are always the same IP family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: L4,
+    pub port: u16,
+    /// Where it came from, e.g. `access[0] rules.json:14:5 app2->app1`.
+    pub comment: String,
+}
+
+/// A (source, destination) address pair whose otherwise-dropped traffic is
+/// let through and logged as `audit_deny` (an access entry in audit mode).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddrPair {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub comment: String,
+}
+
+/// A managed container address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Managed {
+    pub addr: IpAddr,
+    /// The container's name.
+    pub comment: String,
+}
+
+/// Everything Portcullis installs, in table `inet portcullis`.
+///
+/// Intended shape (`nft list table inet portcullis`):
+/// ```text
+/// table inet portcullis {
+///   set managed4  { type ipv4_addr; }                                          (+ managed6)
+///   set allow4    { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }  (+ allow6)
+///   set redirect4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }  (+ redirect6)
+///   set audit4    { type ipv4_addr . ipv4_addr; }                              (+ audit6)
+///   chain prerouting { type nat hook prerouting priority dstnat - 10; policy accept;
+///     meta l4proto tcp ip saddr . ip daddr . meta l4proto . th dport @redirect4 counter redirect to :PROXY }
+///   chain forward { type filter hook forward priority filter - 10; policy accept;
+///     ct state established,related accept
+///     meta l4proto { tcp, udp } ip saddr . ip daddr . meta l4proto . th dport @allow4 counter accept
+///     ip saddr . ip daddr @audit4 counter log prefix "portcullis audit_deny " accept
+///     ip saddr @managed4 ip daddr @managed4 counter drop   (global audit: log "audit_deny" + accept) }
+///   chain input { type filter hook input priority filter - 10; policy accept;
+///     tcp dport PROXY ct status dnat counter accept
+///     tcp dport PROXY counter drop }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ruleset {
+    /// Port of the transparent proxy listener on the host.
+    pub proxy_port: u16,
+    /// Global audit mode: the default-deny rule logs `audit_deny` and accepts.
+    pub audit: bool,
+    /// Addresses of all managed containers (both families mixed).
+    pub managed: Vec<Managed>,
+    /// L4 flows accepted in the forward chain.
+    pub allow: Vec<FlowKey>,
+    /// TCP flows redirected into the proxy in the prerouting chain.
+    pub redirect: Vec<FlowKey>,
+    /// Pairs whose denied traffic is audited rather than dropped.
+    pub audit_pairs: Vec<AddrPair>,
+}

@@ -1,0 +1,345 @@
+//! The compiled policy: the rule file turned into lookup structures once,
+//! and the decisions made from them. Pure: no I/O, no clocks.
+//!
+//! The access list is a hash map keyed by (from, to, protocol, port), so a
+//! decision costs one lookup however long the rule file is; validation has
+//! already guaranteed that at most one entry owns each key. The same
+//! functions answer `portcullis explain`, the proxy and the nftables
+//! compiler, so the three cannot disagree.
+
+pub mod matcher;
+pub mod normalize;
+
+use crate::rules::model::{Limits, Mode, Protocol};
+use crate::rules::{RuleRef, RuleSet};
+use matcher::{Matcher, Miss, RequestView};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+pub use crate::nft::ruleset::L4;
+
+/// Index of a container in [`Policy::containers`].
+pub type ContainerId = u16;
+
+pub const DEFAULT_PROXY_PORT: u16 = 15001;
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+#[derive(Debug)]
+pub struct Container {
+    pub name: String,
+    /// Fixed addresses from the rule file.
+    pub addresses: Vec<IpAddr>,
+    /// Docker container to resolve, if any.
+    pub docker: Option<String>,
+}
+
+/// One compiled access entry.
+#[derive(Debug)]
+pub struct Entry {
+    pub rule: RuleRef,
+    pub from: Vec<ContainerId>,
+    pub to: ContainerId,
+    pub proto: L4,
+    pub ports: Vec<u16>,
+    /// Audit mode (own or inherited from the top level).
+    pub audit: bool,
+    /// `None`: allowed at L4. `Some`: redirected into the proxy.
+    pub http: Option<Vec<Matcher>>,
+    pub limits: Limits,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub file: Arc<str>,
+    pub audit: bool,
+    pub containers: Vec<Container>,
+    by_name: HashMap<String, ContainerId>,
+    pub entries: Vec<Entry>,
+    flows: HashMap<(ContainerId, ContainerId, L4, u16), u32>,
+    pub proxy_port: u16,
+    pub admin: SocketAddr,
+    pub limits: Limits,
+    /// The validated rule file, for the layers compiled elsewhere
+    /// (frontends, pools, cache).
+    pub source: RuleSet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Nftables,
+    Proxy,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        })
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layer::Nftables => "nftables",
+            Layer::Proxy => "proxy",
+        })
+    }
+}
+
+/// A decision with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What happens: in audit mode a would-be denial is an `Allow` with
+    /// `audit_deny` set.
+    pub verdict: Verdict,
+    pub layer: Layer,
+    /// The rule that decided; `None` for a default.
+    pub rule: Option<RuleRef>,
+    pub reason: String,
+    /// Enforce mode would have denied this; audit mode let it through.
+    pub audit_deny: bool,
+    /// The HTTP status the proxy answers with, for proxy denials.
+    pub status: Option<u16>,
+}
+
+impl Decision {
+    fn deny(layer: Layer, rule: Option<RuleRef>, reason: String, audit: bool, status: Option<u16>) -> Decision {
+        Decision {
+            verdict: if audit { Verdict::Allow } else { Verdict::Deny },
+            layer,
+            rule,
+            reason: if audit { format!("audit_deny: {reason}") } else { reason },
+            audit_deny: audit,
+            status: if audit { None } else { status },
+        }
+    }
+}
+
+/// Outcome of the hot-path request check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestCheck {
+    /// Allowed by matcher `n` of the entry.
+    Allowed(usize),
+    /// No matcher allows it.
+    Denied,
+}
+
+impl Policy {
+    /// Compiles a validated rule set.
+    pub fn compile(set: RuleSet) -> Result<Policy, crate::rules::RuleError> {
+        let r = &set.rules;
+        let global_audit = r.mode == Some(Mode::Audit);
+        let mut containers = Vec::with_capacity(r.containers.len());
+        let mut by_name = HashMap::new();
+        for (name, spec) in &r.containers {
+            by_name.insert(name.clone(), containers.len() as ContainerId);
+            containers.push(Container {
+                name: name.clone(),
+                addresses: spec
+                    .address
+                    .iter()
+                    .flat_map(|a| a.0.iter())
+                    .filter_map(|a| a.parse().ok())
+                    .collect(),
+                docker: spec.docker.clone(),
+            });
+        }
+        let id = |n: &str| by_name.get(n).copied().unwrap_or(0);
+        let mut entries = Vec::new();
+        let mut flows = HashMap::new();
+        for (i, e) in r.access.iter().enumerate() {
+            let path = format!("access[{i}]");
+            let proto = match e.protocol {
+                Protocol::Tcp => L4::Tcp,
+                Protocol::Udp => L4::Udp,
+            };
+            let http = match &e.http {
+                None => None,
+                Some(ms) => {
+                    let mut out = Vec::with_capacity(ms.len());
+                    for (j, m) in ms.iter().enumerate() {
+                        let mpath = format!("{path}.http[{j}]");
+                        let rule = set.rule_ref(&mpath);
+                        out.push(Matcher::compile(rule, m).map_err(|err| crate::rules::RuleError::At {
+                            file: set.file.to_string(),
+                            pos: set.locations.of(&mpath),
+                            message: format!("regex does not compile: {err}"),
+                        })?);
+                    }
+                    Some(out)
+                }
+            };
+            let from: Vec<ContainerId> = e.from.0.iter().map(|f| id(f)).collect();
+            let to = id(&e.to);
+            let ports: Vec<u16> = e.ports.iter().filter_map(|&p| u16::try_from(p).ok()).collect();
+            for &f in &from {
+                for &p in &ports {
+                    flows.insert((f, to, proto, p), entries.len() as u32);
+                }
+            }
+            entries.push(Entry {
+                rule: set.rule_ref(&path),
+                from,
+                to,
+                proto,
+                ports,
+                audit: match e.mode {
+                    Some(m) => m == Mode::Audit,
+                    None => global_audit,
+                },
+                http,
+                limits: e.limits.clone().unwrap_or_default(),
+            });
+        }
+        let proxy = r.proxy.as_ref();
+        let proxy_port = proxy
+            .and_then(|p| p.listen_port)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(DEFAULT_PROXY_PORT);
+        let admin = proxy
+            .and_then(|p| p.admin.as_deref())
+            .unwrap_or(DEFAULT_ADMIN)
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)));
+        Ok(Policy {
+            file: set.file.clone(),
+            audit: global_audit,
+            containers,
+            by_name,
+            entries,
+            flows,
+            proxy_port,
+            admin,
+            limits: r.limits.clone().unwrap_or_default(),
+            source: set,
+        })
+    }
+
+    pub fn container_id(&self, name: &str) -> Option<ContainerId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn container_name(&self, id: ContainerId) -> &str {
+        self.containers.get(id as usize).map(|c| c.name.as_str()).unwrap_or("?")
+    }
+
+    /// The entry owning a flow, if any (one hash lookup).
+    pub fn flow(&self, from: ContainerId, to: ContainerId, proto: L4, port: u16) -> Option<&Entry> {
+        self.flows
+            .get(&(from, to, proto, port))
+            .and_then(|&i| self.entries.get(i as usize))
+    }
+
+    /// What nftables does with a new connection between two managed
+    /// containers.
+    pub fn decide_flow(&self, from: ContainerId, to: ContainerId, proto: L4, port: u16) -> Decision {
+        let (f, t) = (self.container_name(from), self.container_name(to));
+        match self.flow(from, to, proto, port) {
+            None => Decision::deny(
+                Layer::Nftables,
+                None,
+                format!(
+                    "default deny between managed containers: no access entry allows {f} -> {t}:{port}/{}",
+                    proto.name()
+                ),
+                self.audit,
+                None,
+            ),
+            Some(e) => Decision {
+                verdict: Verdict::Allow,
+                layer: Layer::Nftables,
+                rule: Some(e.rule.clone()),
+                reason: match &e.http {
+                    None => format!("{f} -> {t}:{port}/{} is allowed at L4", proto.name()),
+                    Some(ms) => format!(
+                        "{f} -> {t}:{port}/tcp is redirected to the proxy, which checks each request against {} http matcher(s)",
+                        ms.len()
+                    ),
+                },
+                audit_deny: false,
+                status: None,
+            },
+        }
+    }
+
+    /// Hot path: does any matcher of `entry` allow the request?
+    pub fn check_request(entry: &Entry, req: &RequestView<'_>) -> RequestCheck {
+        match &entry.http {
+            None => RequestCheck::Allowed(0),
+            Some(ms) => ms
+                .iter()
+                .position(|m| m.check(req).is_ok())
+                .map_or(RequestCheck::Denied, RequestCheck::Allowed),
+        }
+    }
+
+    /// The full decision for a request on an entry's flow, with reasons.
+    pub fn decide_request(&self, entry: &Entry, req: &RequestView<'_>) -> Decision {
+        let from = entry.from.iter().map(|&i| self.container_name(i)).collect::<Vec<_>>().join("|");
+        match (Self::check_request(entry, req), &entry.http) {
+            (RequestCheck::Allowed(i), Some(ms)) => Decision {
+                verdict: Verdict::Allow,
+                layer: Layer::Proxy,
+                rule: ms.get(i).map(|m| m.rule.clone()),
+                reason: format!("{} {} matches {}", req.method, req.path, ms.get(i).map(|m| m.describe()).unwrap_or_default()),
+                audit_deny: false,
+                status: None,
+            },
+            (_, None) => Decision {
+                verdict: Verdict::Allow,
+                layer: Layer::Nftables,
+                rule: Some(entry.rule.clone()),
+                reason: format!("{from} -> {} is allowed at L4 (no http rules)", self.container_name(entry.to)),
+                audit_deny: false,
+                status: None,
+            },
+            (RequestCheck::Denied, Some(ms)) => {
+                let why: Vec<String> = ms
+                    .iter()
+                    .map(|m| {
+                        let miss = match m.check(req) {
+                            Err(Miss::Method) => "method differs".to_owned(),
+                            Err(Miss::Path) => "path differs".to_owned(),
+                            Err(Miss::Header(h)) => format!("header {h} does not match"),
+                            Ok(()) => "matches".to_owned(),
+                        };
+                        format!("{} ({miss})", m.describe())
+                    })
+                    .collect();
+                Decision::deny(
+                    Layer::Proxy,
+                    Some(entry.rule.clone()),
+                    format!("no http matcher allows {} {}: {}", req.method, req.path, why.join("; ")),
+                    entry.audit,
+                    Some(403),
+                )
+            }
+        }
+    }
+
+    /// A request whose path could not be normalised: refused before any
+    /// rule is consulted (never audited: it is not a rule decision).
+    pub fn refuse_path(err: normalize::PathError) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            layer: Layer::Proxy,
+            rule: None,
+            reason: format!("bad request: {err}"),
+            audit_deny: false,
+            status: Some(400),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

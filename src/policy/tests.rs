@@ -1,0 +1,151 @@
+//! Decision tests on the example rule file of `spec/rules.md`: the same
+//! probes the three-container test sends, answered by the policy alone.
+
+use super::*;
+
+fn policy(text: &str) -> Policy {
+    let set = crate::rules::parse("rules.json", text).expect("valid rules");
+    Policy::compile(set).expect("compiles")
+}
+
+fn example() -> Policy {
+    policy(include_str!("../../rules/example.json"))
+}
+
+fn req<'a>(p: &Policy, method: &'a str, path: &'a str, headers: &'a [httparse::Header<'a>]) -> Decision {
+    let (app2, app1) = (p.container_id("app2").unwrap(), p.container_id("app1").unwrap());
+    let entry = p.flow(app2, app1, L4::Tcp, 80).expect("entry");
+    let norm = match normalize::normalize_path(path) {
+        Ok(n) => n,
+        Err(e) => return Policy::refuse_path(e),
+    };
+    p.decide_request(entry, &RequestView { method, path: &norm, headers })
+}
+
+#[test]
+fn scenario_2_requests() {
+    let p = example();
+    let bar = [httparse::Header { name: "x-bar", value: b"bar" }];
+    let baz = [httparse::Header { name: "X-Bar", value: b"baz" }];
+    let twice = [
+        httparse::Header { name: "X-Bar", value: b"bar" },
+        httparse::Header { name: "X-Bar", value: b"bar" },
+    ];
+    let allowed: [(&str, &str, &[httparse::Header]); 4] = [
+        ("GET", "/foo", &[]),
+        ("GET", "/foo/x", &[]),
+        ("GET", "/foo/", &[]),
+        ("PUT", "/bar", &bar),
+    ];
+    for (m, path, h) in allowed {
+        let d = req(&p, m, path, h);
+        assert_eq!(d.verdict, Verdict::Allow, "{m} {path}: {d:?}");
+        assert_eq!(d.layer, Layer::Proxy);
+        assert!(d.rule.unwrap().path.starts_with("access[0].http["));
+    }
+    let denied: [(&str, &str, &[httparse::Header]); 7] = [
+        ("POST", "/foo", &[]),
+        ("GET", "/bar", &[]),
+        ("PUT", "/bar", &[]),
+        ("PUT", "/bar", &baz),
+        ("PUT", "/bar", &twice),
+        ("GET", "/foobar", &[]),
+        ("GET", "/foo/../admin", &[]),
+    ];
+    for (m, path, h) in denied {
+        let d = req(&p, m, path, h);
+        assert_eq!(d.verdict, Verdict::Deny, "{m} {path}: {d:?}");
+        assert_eq!(d.status, Some(403));
+        assert_eq!(d.rule.as_ref().unwrap().path, "access[0]");
+        assert_eq!(d.rule.unwrap().pos.line, 9, "rule named by its line");
+    }
+    let d = req(&p, "GET", "/foo/%2e%2e/%2e%2e/etc", &[]);
+    assert_eq!((d.verdict, d.status, d.rule), (Verdict::Deny, Some(400), None));
+}
+
+#[test]
+fn scenario_1_and_other_ports_are_default_deny() {
+    let p = example();
+    let id = |n| p.container_id(n).unwrap();
+    for (from, port, proto) in [("app3", 80, L4::Tcp), ("app3", 8080, L4::Tcp), ("app3", 53, L4::Udp), ("app2", 8080, L4::Tcp), ("app2", 80, L4::Udp)] {
+        let d = p.decide_flow(id(from), id("app1"), proto, port);
+        assert_eq!((d.verdict, d.layer, d.rule), (Verdict::Deny, Layer::Nftables, None), "{from} {port}");
+        assert!(d.reason.starts_with("default deny"));
+    }
+    let d = p.decide_flow(id("app2"), id("app1"), L4::Tcp, 80);
+    assert_eq!((d.verdict, d.layer), (Verdict::Allow, Layer::Nftables));
+    assert!(d.reason.contains("redirected to the proxy"));
+}
+
+#[test]
+fn audit_mode_lets_denials_through_but_says_so() {
+    let text = include_str!("../../rules/example.json").replacen("\"version\": 1,", "\"version\": 1, \"mode\": \"audit\",", 1);
+    let p = policy(&text);
+    let d = req(&p, "POST", "/foo", &[]);
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(d.audit_deny && d.reason.starts_with("audit_deny"));
+    let id = |n| p.container_id(n).unwrap();
+    let d = p.decide_flow(id("app3"), id("app1"), L4::Tcp, 80);
+    assert!(d.audit_deny && d.verdict == Verdict::Allow);
+}
+
+#[test]
+fn per_entry_audit_overrides_global_enforce() {
+    let p = policy(r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},
+        "access":[{"from":"a","to":"b","ports":[80],"mode":"audit","http":[{"methods":["GET"]}]}]}"#);
+    let e = p.flow(0, 1, L4::Tcp, 80).unwrap();
+    let d = p.decide_request(e, &RequestView { method: "DELETE", path: "/", headers: &[] });
+    assert!(d.audit_deny && d.verdict == Verdict::Allow);
+    assert!(!p.audit);
+}
+
+#[test]
+fn header_conditions() {
+    let p = policy(r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},
+        "access":[{"from":["a"],"to":"b","ports":[80],"http":[
+          {"headers":{"X-Tok":{"prefix":"ab"},"X-Never":false,"X-Here":true,"X-Re":{"regex":"v[0-9]+"},"X-Suf":{"suffix":".json"}}}]}]}"#);
+    let e = p.flow(0, 1, L4::Tcp, 80).unwrap();
+    let h = |pairs: &[(&'static str, &'static [u8])]| pairs.iter().map(|(n, v)| httparse::Header { name: n, value: v }).collect::<Vec<_>>();
+    let good = h(&[("x-tok", b"abc"), ("x-here", b""), ("x-re", b"v12"), ("x-suf", b"a.json")]);
+    let ok = |hs: &[httparse::Header]| Policy::check_request(e, &RequestView { method: "GET", path: "/", headers: hs }) != RequestCheck::Denied;
+    assert!(ok(&good));
+    let mut with_never = good.clone();
+    with_never.push(httparse::Header { name: "X-Never", value: b"1" });
+    assert!(!ok(&with_never));
+    let mut regex_partial = good.clone();
+    regex_partial[2].value = b"xv12";
+    assert!(!ok(&regex_partial), "header regex matches the whole value");
+    assert!(!ok(&good[1..]), "missing prefix header");
+}
+
+#[test]
+fn bad_rule_files_name_their_position() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"version":1,"containers":{},"acess":[]}"#, "1:36: unknown field `acess`"),
+        (r#"{"version":2,"containers":{}}"#, "1:12: unsupported version 2"),
+        ("{\"version\":1,\n\"containers\":{\"a\":{\"address\":\"198.19.0.2\"}},\n\"access\":[{\"from\":\"a\",\"to\":\"zz\",\"ports\":[80]}]}", "3:28: unknown container \"zz\""),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},"access":[{"from":"a","to":"b","ports":[70000]}]}"#, "port 70000 out of range"),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},"access":[{"from":"a","to":"b","ports":[53],"protocol":"udp","http":[{}]}]}"#, "\"http\" requires \"protocol\": \"tcp\""),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},"access":[{"from":"a","to":"b","ports":[80],"http":[{"path_regex":"("}]}]}"#, "path_regex does not compile"),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},"access":[{"from":"a","to":"b","ports":[80]},{"from":"a","to":"b","ports":[80]}]}"#, "already covered by access[0]"),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"a":{"address":"198.19.0.3"}}}"#, "duplicate key `containers.a`"),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"}},"pools":{"p":{"members":["zz:80"]}}}"#, "unknown container \"zz\""),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"}},"frontends":[{"name":"e","listen":"127.0.0.1:1","routes":[{"host":"x","pool":"nope"}]}]}"#, "unknown pool \"nope\""),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},"access":[{"from":"a","to":"b","ports":[80],"http":[{"path_prefix":"/x/../y"}]}]}"#, "not normalised"),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},"access":[{"from":"a","to":"b","ports":[80],"http":[{"headers":{"X":{"contains":"y"}}}]}]}"#, "unknown field `contains`"),
+        (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"}},"cache":{"a:0":{"max_bytes":1}}}"#, "invalid target \"a:0\""),
+        ("{\"version\":1,\"containers\":{", "unexpected end of file"),
+    ];
+    for (text, want) in cases {
+        let err = crate::rules::parse("r.json", text).and_then(Policy::compile).map(|_| ()).unwrap_err().to_string();
+        assert!(err.starts_with("r.json:"), "{err}");
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
+
+#[test]
+fn example_file_is_valid_and_summarised() {
+    let set = crate::rules::parse("rules.json", include_str!("../../rules/example.json")).unwrap();
+    assert_eq!(set.summary(), "rules.json: valid: 3 containers, 1 access entries, 1 frontends, 3 pools, 1 cached services");
+}

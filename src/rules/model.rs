@@ -1,0 +1,326 @@
+//! The rule file as typed data, exactly the contract of `spec/rules.md`.
+//!
+//! Every struct denies unknown fields: a typo such as `"metods"` must be an
+//! error, never a silently weaker rule. Values that accept several shapes
+//! (a name or a list, a header condition) have hand-written visitors so the
+//! error says what was expected instead of serde's "did not match any
+//! variant".
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub version: u64,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    pub containers: BTreeMap<String, ContainerSpec>,
+    #[serde(default)]
+    pub access: Vec<AccessEntry>,
+    #[serde(default)]
+    pub frontends: Vec<Frontend>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub cache: BTreeMap<String, CacheSpec>,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    #[serde(default)]
+    pub proxy: Option<ProxySettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    #[serde(default)]
+    pub address: Option<OneOrMany<String>>,
+    #[serde(default)]
+    pub docker: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEntry {
+    pub from: OneOrMany<String>,
+    pub to: String,
+    pub ports: Vec<i64>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub http: Option<Vec<HttpMatcher>>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMatcher {
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, HeaderCond>>,
+}
+
+/// A condition on one request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCond {
+    Exact(String),
+    Present,
+    Absent,
+    Prefix(String),
+    Suffix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frontend {
+    pub name: String,
+    pub listen: String,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub default_pool: Option<String>,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    pub pool: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub members: Vec<PoolMember>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub health: Option<Health>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    Hash,
+}
+
+/// `"container:port"` or `{ "target": "container:port", "weight": N }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolMember {
+    pub target: String,
+    pub weight: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub unhealthy_after: Option<u32>,
+    #[serde(default)]
+    pub healthy_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    pub max_bytes: u64,
+    #[serde(default)]
+    pub default_ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub max_header_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_connections_per_source: Option<u64>,
+    #[serde(default)]
+    pub requests_per_second: Option<u64>,
+    #[serde(default)]
+    pub burst: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    #[serde(default)]
+    pub listen_port: Option<i64>,
+    #[serde(default)]
+    pub admin: Option<String>,
+}
+
+// === impl OneOrMany ===
+
+/// A single value or a list of them (`"from": "app2"` or `["app2", "app3"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let one = T::deserialize(de::value::StrDeserializer::<E>::new(v))?;
+                Ok(OneOrMany(vec![one]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(x) = seq.next_element()? {
+                    out.push(x);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+// === impl HeaderCond ===
+
+impl<'de> Deserialize<'de> for HeaderCond {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HeaderCond;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a header condition: \"exact value\", true, false, or one of {\"prefix\": …}, {\"suffix\": …}, {\"regex\": …}",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HeaderCond, E> {
+                Ok(HeaderCond::Exact(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<HeaderCond, E> {
+                Ok(if v {
+                    HeaderCond::Present
+                } else {
+                    HeaderCond::Absent
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderCond, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "empty header condition: expected {\"prefix\"|\"suffix\"|\"regex\": \"…\"}",
+                    ));
+                };
+                let value: String = map.next_value()?;
+                let cond = match key.as_str() {
+                    "prefix" => HeaderCond::Prefix(value),
+                    "suffix" => HeaderCond::Suffix(value),
+                    "regex" => HeaderCond::Regex(value),
+                    other => {
+                        return Err(de::Error::unknown_field(other, &["prefix", "suffix", "regex"]))
+                    }
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "a header condition has exactly one of prefix, suffix or regex",
+                    ));
+                }
+                Ok(cond)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// === impl PoolMember ===
+
+impl<'de> Deserialize<'de> for PoolMember {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            target: String,
+            #[serde(default = "one")]
+            weight: u64,
+        }
+        fn one() -> u64 {
+            1
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PoolMember;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"container:port\" or {\"target\": \"container:port\", \"weight\": N}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PoolMember, E> {
+                Ok(PoolMember {
+                    target: v.to_owned(),
+                    weight: 1,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PoolMember, A::Error> {
+                let f = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(PoolMember {
+                    target: f.target,
+                    weight: f.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
