@@ -1,1 +1,347 @@
-pub fn main() -> i32 { 0 }
+//! The command line (`spec/cli.md`): clap definitions and the mapping of
+//! each command onto the library. Errors reach the user as one sentence on
+//! stderr with a non-zero exit code, never as a Debug dump.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::control::{daemon, directory::Directory, docker};
+use crate::nft;
+use crate::policy::matcher::RequestView;
+use crate::policy::normalize::{normalize_path, split_target};
+use crate::policy::{Decision, Policy, L4};
+use crate::rules;
+
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about = "Host-level HTTP firewall and load balancer for containers")]
+pub struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log output.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log format (default: text on a terminal, json otherwise).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a rule file and print a one-line summary.
+    Check { rules: PathBuf },
+    /// Say what would happen to a connection or request, without touching the system.
+    Explain(ExplainArgs),
+    /// Print the nftables ruleset `run` would install (nft syntax).
+    Nft {
+        rules: PathBuf,
+        /// Docker Engine socket used to resolve {"docker": …} containers.
+        #[arg(long, default_value = docker::DEFAULT_SOCKET)]
+        docker_socket: String,
+    },
+    /// Run the daemon in the foreground: install the rules and serve the proxy.
+    Run {
+        rules: PathBuf,
+        #[arg(long, default_value = docker::DEFAULT_SOCKET)]
+        docker_socket: String,
+    },
+    /// Remove everything Portcullis installed in nftables.
+    Down,
+    /// Show the running daemon's state.
+    Status {
+        /// Admin address of the daemon.
+        #[arg(long, default_value = crate::policy::DEFAULT_ADMIN)]
+        admin: String,
+    },
+    /// Build a throw-away three-container lab in network namespaces and probe it.
+    Demo,
+    /// The lab's test service (used by `demo` inside its namespaces).
+    #[command(hide = true, disable_help_flag = true)]
+    Testsvc {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    rules: PathBuf,
+    /// Source container.
+    #[arg(long, required_unless_present = "frontend")]
+    from: Option<String>,
+    /// Destination as NAME:PORT.
+    #[arg(long, required_unless_present = "frontend")]
+    to: Option<String>,
+    #[arg(long, value_enum, default_value = "tcp")]
+    proto: Proto,
+    /// HTTP method (default GET when --path is given).
+    #[arg(long)]
+    method: Option<String>,
+    /// HTTP request target (path and optional query).
+    #[arg(long)]
+    path: Option<String>,
+    /// A request header, 'Name: value' (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Frontend name (route explanation).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    frontend: Option<String>,
+    /// Host header for --frontend.
+    #[arg(long, requires = "frontend")]
+    host: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_logging(&cli);
+    match cli.command {
+        Command::Check { rules } => check(&rules),
+        Command::Explain(args) => explain(&args),
+        Command::Nft { rules, docker_socket } => print_nft(&rules, &docker_socket),
+        Command::Run { rules, docker_socket } => run(rules, docker_socket),
+        Command::Down => down(),
+        Command::Status { admin } => status(&admin),
+        Command::Demo => crate::demo::main(),
+        Command::Testsvc { args } => testsvc::run(args),
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("portcullis={level},warn")));
+    let json = match cli.log_format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn fail(msg: impl std::fmt::Display, code: i32) -> i32 {
+    eprintln!("portcullis: {msg}");
+    code
+}
+
+fn check(path: &Path) -> i32 {
+    match rules::load(path).and_then(|s| {
+        let summary = s.summary();
+        Policy::compile(s).map(|_| summary)
+    }) {
+        Ok(summary) => {
+            println!("{summary}");
+            0
+        }
+        Err(e) => fail(e, 1),
+    }
+}
+
+fn print_decision(d: &Decision, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "verdict": d.verdict.to_string(),
+            "layer": d.layer.to_string(),
+            "rule": d.rule.as_ref().map(ToString::to_string),
+            "rule_position": d.rule.as_ref().map(|r| serde_json::json!({
+                "file": r.file.to_string(), "line": r.pos.line, "column": r.pos.col, "path": r.path,
+            })),
+            "reason": d.reason,
+            "audit_deny": d.audit_deny,
+            "status": d.status,
+        });
+        println!("{v}");
+    } else {
+        let rule = d.rule.as_ref().map_or_else(|| "default".to_owned(), ToString::to_string);
+        println!("{} {} {}: {}", d.verdict, d.layer, rule, d.reason);
+    }
+}
+
+fn explain(a: &ExplainArgs) -> i32 {
+    let policy = match rules::load(&a.rules).and_then(Policy::compile) {
+        Ok(p) => p,
+        Err(e) => return fail(e, 2),
+    };
+    if a.frontend.is_some() {
+        return fail("explaining frontend routes is not available yet (frontends arrive with the load balancer)", 2);
+    }
+    let (Some(from), Some(to)) = (&a.from, &a.to) else {
+        return fail("--from and --to are required", 2);
+    };
+    let Some(from_id) = policy.container_id(from) else {
+        return fail(format!("unknown container {from:?} (not in {})", a.rules.display()), 2);
+    };
+    let Some((to_name, port)) = to.rsplit_once(':').and_then(|(n, p)| Some((n, p.parse::<u16>().ok().filter(|&p| p != 0)?))) else {
+        return fail(format!("invalid --to {to:?}: expected NAME:PORT"), 2);
+    };
+    let Some(to_id) = policy.container_id(to_name) else {
+        return fail(format!("unknown container {to_name:?} (not in {})", a.rules.display()), 2);
+    };
+    let proto = match a.proto {
+        Proto::Tcp => L4::Tcp,
+        Proto::Udp => L4::Udp,
+    };
+    let flow = policy.decide_flow(from_id, to_id, proto, port);
+    let entry = policy.flow(from_id, to_id, proto, port);
+    let is_http = entry.is_some_and(|e| e.http.is_some());
+    let wants_request = a.method.is_some() || a.path.is_some() || !a.headers.is_empty();
+    let decision = match entry {
+        Some(e) if is_http && wants_request => {
+            let mut parsed = Vec::with_capacity(a.headers.len());
+            for h in &a.headers {
+                let Some((n, v)) = h.split_once(':') else {
+                    return fail(format!("invalid --header {h:?}: expected 'Name: value'"), 2);
+                };
+                parsed.push((n.trim().to_owned(), v.trim().to_owned()));
+            }
+            let headers: Vec<httparse::Header> = parsed
+                .iter()
+                .map(|(n, v)| httparse::Header { name: n, value: v.as_bytes() })
+                .collect();
+            let method = a.method.as_deref().unwrap_or("GET");
+            let target = a.path.as_deref().unwrap_or("/");
+            let (raw, _) = split_target(target);
+            match normalize_path(raw) {
+                Err(err) => Policy::refuse_path(err),
+                Ok(path) => policy.decide_request(e, &RequestView { method, path: &path, headers: &headers }),
+            }
+        }
+        _ => flow,
+    };
+    print_decision(&decision, a.json);
+    match decision.verdict {
+        crate::policy::Verdict::Allow => 0,
+        crate::policy::Verdict::Deny => 1,
+    }
+}
+
+fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {
+    Directory::build(policy, |name| match docker::resolve(socket, name) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("portcullis: warning: container {name} left without addresses: {e}");
+            Vec::new()
+        }
+    })
+}
+
+fn print_nft(path: &Path, socket: &str) -> i32 {
+    let policy = match rules::load(path).and_then(Policy::compile) {
+        Ok(p) => p,
+        Err(e) => return fail(e, 2),
+    };
+    let dir = resolve_for_print(&policy, socket);
+    print!("{}", nft::render::to_nft_text(&nft::compile::compile(&policy, &dir)));
+    0
+}
+
+fn down() -> i32 {
+    match nft::apply::remove() {
+        Ok(true) => {
+            println!("removed table inet {}", nft::ruleset::TABLE);
+            0
+        }
+        Ok(false) => {
+            println!("nothing to remove: table inet {} is not installed", nft::ruleset::TABLE);
+            0
+        }
+        Err(e) => fail(format!("cannot remove the nftables table: {e}"), 1),
+    }
+}
+
+fn status(admin: &str) -> i32 {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = match admin.parse() {
+        Ok(a) => a,
+        Err(_) => return fail(format!("invalid --admin {admin:?}: expected IP:PORT"), 2),
+    };
+    let res = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).and_then(|mut s| {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        s.write_all(b"GET /status HTTP/1.0\r\nHost: admin\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    match res {
+        Ok(body) => match body.split_once("\r\n\r\n") {
+            Some((_, json)) => {
+                match serde_json::from_str::<serde_json::Value>(json) {
+                    Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| json.to_owned())),
+                    Err(_) => println!("{json}"),
+                }
+                0
+            }
+            None => fail(format!("unexpected answer from {addr}"), 1),
+        },
+        Err(e) => fail(format!("no daemon answering at {addr}: {e}"), 1),
+    }
+}
+
+fn run(path: PathBuf, docker_socket: String) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
+    };
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (reload_tx, reload) = tokio::sync::mpsc::channel(4);
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return fail("cannot install signal handlers", 1);
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => { let _ = reload_tx.send(()).await; }
+                }
+            }
+            let _ = stop_tx.send(true);
+        });
+        let ctl = daemon::Control { stop, reload };
+        match daemon::run(path, docker_socket, ctl, |s| {
+            tracing::info!(proxy = %s.proxy, admin = %s.admin, "portcullis running");
+        })
+        .await
+        {
+            Ok(()) => 0,
+            Err(e) => fail(e, 1),
+        }
+    })
+}

@@ -7,7 +7,10 @@
 //! onto the library.
 #![deny(unsafe_code)]
 
-pub mod policy;
-pub mod rules;
-pub mod nft;
 pub mod cli;
+pub mod control;
+pub mod demo;
+pub mod nft;
+pub mod policy;
+pub mod proxy;
+pub mod rules;

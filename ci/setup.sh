@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what Portcullis needs on a fresh Debian 12 host (as root):
+# nftables + the C libraries the nftnl/mnl crates link to, iproute2 for the
+# namespace lab, and (with --docker) the Docker engine, started with IPv4
+# forwarding enabled first so Docker keeps the FORWARD policy at ACCEPT.
+# Idempotent; fails loudly when something cannot be had.
+set -euo pipefail
+
+want_docker=0
+[ "${1:-}" = "--docker" ] && want_docker=1
+
+die() { echo "setup: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root"
+
+pkgs=(nftables libnftnl-dev libmnl-dev iproute2 pkg-config gcc libc6-dev curl ca-certificates)
+[ "$want_docker" = 1 ] && pkgs+=(docker.io)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"
+command -v nft >/dev/null || die "nft not found after installing nftables"
+
+sysctl -qw net.ipv4.ip_forward=1
+
+if [ "$want_docker" = 1 ]; then
+  if ! timeout 5 docker info >/dev/null 2>&1; then
+    echo "setup: starting dockerd"
+    setsid dockerd >/tmp/portcullis-dockerd.log 2>&1 < /dev/null &
+    for _ in $(seq 1 60); do
+      timeout 5 docker info >/dev/null 2>&1 && break
+      sleep 1
+    done
+    timeout 5 docker info >/dev/null 2>&1 || die "dockerd did not start (see /tmp/portcullis-dockerd.log)"
+  fi
+fi

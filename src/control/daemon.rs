@@ -1,0 +1,222 @@
+//! `portcullis run`: load → resolve → install → serve, then reload on
+//! SIGHUP, on a change of the rule file, and when Docker containers move.
+//!
+//! Every reload is all-or-nothing: the new file is validated and compiled,
+//! its ruleset installed in one nftables transaction, and only then is the
+//! new snapshot published to the proxy. If any step fails the previous
+//! rules stay in force in the kernel and in the proxy. On stop the proxy
+//! drains and the nftables rules are left in place (fail closed); only
+//! `portcullis down` removes them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::directory::{Directory, Snapshot};
+use super::docker;
+use super::metrics::Metrics;
+use crate::nft;
+use crate::policy::Policy;
+use crate::proxy::{self, ProxyCtx};
+use crate::rules::{self, RuleError};
+
+const FILE_POLL: Duration = Duration::from_secs(1);
+const DOCKER_POLL: Duration = Duration::from_secs(2);
+const DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Rules(#[from] RuleError),
+    #[error("cannot install the nftables ruleset: {0}")]
+    Nft(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Docker(#[from] docker::DockerError),
+    #[error("{0}")]
+    Reload(String),
+}
+
+/// How the daemon is told to stop or reload.
+pub struct Control {
+    pub stop: watch::Receiver<bool>,
+    pub reload: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// Where the daemon ended up listening (useful to tests and the demo).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn load_policy(path: &Path) -> Result<Policy, RuleError> {
+    Policy::compile(rules::load(path)?)
+}
+
+/// Resolves the Docker containers of `policy` (blocking I/O, so off the
+/// async threads). An unreachable engine is an error only if the policy
+/// names Docker containers.
+async fn resolve(policy: Arc<Policy>, socket: String) -> Result<Directory, DaemonError> {
+    tokio::task::spawn_blocking(move || {
+        let mut err = None;
+        let dir = Directory::build(&policy, |name| match docker::resolve(&socket, name) {
+            Ok(a) => a,
+            Err(e) => {
+                err.get_or_insert(e);
+                Vec::<IpAddr>::new()
+            }
+        });
+        match err {
+            Some(e) => Err(DaemonError::Docker(e)),
+            None => Ok(dir),
+        }
+    })
+    .await
+    .map_err(|e| DaemonError::Reload(e.to_string()))?
+}
+
+async fn install(rs: nft::ruleset::Ruleset) -> Result<(), DaemonError> {
+    tokio::task::spawn_blocking(move || nft::apply::install(&rs))
+        .await
+        .map_err(|e| DaemonError::Nft(e.to_string()))?
+        .map_err(|e| DaemonError::Nft(e.to_string()))
+}
+
+/// Runs the daemon until `ctl.stop` turns true. `on_started` is told where
+/// it listens once the rules are installed.
+pub async fn run(
+    path: PathBuf,
+    docker_socket: String,
+    mut ctl: Control,
+    on_started: impl FnOnce(Started),
+) -> Result<(), DaemonError> {
+    let policy = Arc::new(load_policy(&path)?);
+    let has_docker = policy.containers.iter().any(|c| c.docker.is_some());
+    let dir = resolve(policy.clone(), docker_socket.clone()).await?;
+    let proxy_addr = SocketAddr::from(([0, 0, 0, 0], policy.proxy_port));
+    let listener = TcpListener::bind(proxy_addr).await.map_err(|source| DaemonError::Bind {
+        addr: proxy_addr,
+        what: "transparent proxy",
+        source,
+    })?;
+    let admin_listener = std::net::TcpListener::bind(policy.admin).map_err(|source| DaemonError::Bind {
+        addr: policy.admin,
+        what: "admin endpoint",
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(policy.admin);
+    install(nft::compile::compile(&policy, &dir)).await?;
+    info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
+
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot {
+        policy: policy.clone(),
+        dir,
+        version: 1,
+    }));
+    spawn_admin(admin_listener, state.clone(), metrics.clone());
+    let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
+    let (proxy_stop_tx, proxy_stop) = watch::channel(false);
+    let proxy_task = tokio::spawn(proxy::serve_transparent(listener, ctx, proxy_stop, DRAIN));
+    on_started(Started {
+        proxy: proxy_addr,
+        admin: admin_addr,
+    });
+
+    let mut last_mtime = mtime(&path);
+    let mut file_tick = tokio::time::interval(FILE_POLL);
+    let mut docker_tick = tokio::time::interval(DOCKER_POLL);
+    loop {
+        let reason = tokio::select! {
+            _ = ctl.stop.changed() => break,
+            Some(()) = ctl.reload.recv() => "signal",
+            _ = file_tick.tick() => {
+                let m = mtime(&path);
+                if m == last_mtime { continue; }
+                last_mtime = m;
+                "file change"
+            }
+            _ = docker_tick.tick(), if has_docker => "docker",
+        };
+        match reload(&path, &docker_socket, &state, reason).await {
+            Ok(true) => Metrics::inc(&metrics.reloads_total),
+            Ok(false) => {}
+            Err(e) => {
+                Metrics::inc(&metrics.reload_failures_total);
+                error!(trigger = reason, error = %e, "reload refused; the previous rules stay in force");
+            }
+        }
+    }
+    info!("stopping: draining connections; nftables rules stay in place");
+    let _ = proxy_stop_tx.send(true);
+    let _ = proxy_task.await;
+    Ok(())
+}
+
+fn spawn_admin(listener: std::net::TcpListener, state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) {
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return error!(error = %e, "admin runtime failed to start"),
+            };
+            rt.block_on(async move {
+                let _ = listener.set_nonblocking(true);
+                match TcpListener::from_std(listener) {
+                    Ok(l) => super::admin::serve(l, state, metrics).await,
+                    Err(e) => error!(error = %e, "admin listener failed"),
+                }
+            });
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| error!(error = %e, "admin thread failed to start"));
+}
+
+/// One reload. `Ok(false)`: nothing changed.
+async fn reload(path: &Path, socket: &str, state: &ArcSwap<Snapshot>, trigger: &str) -> Result<bool, DaemonError> {
+    let current = state.load_full();
+    let policy = if trigger == "docker" {
+        current.policy.clone()
+    } else {
+        Arc::new(load_policy(path)?)
+    };
+    if policy.proxy_port != current.policy.proxy_port {
+        return Err(DaemonError::Reload(format!(
+            "proxy.listen_port changed from {} to {}: restart the daemon to move the listener",
+            current.policy.proxy_port, policy.proxy_port
+        )));
+    }
+    let dir = match resolve(policy.clone(), socket.to_owned()).await {
+        Ok(d) => d,
+        Err(e) if trigger == "docker" => {
+            warn!(error = %e, "docker resolution failed; keeping the known addresses");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    if trigger == "docker" && dir == current.dir {
+        return Ok(false);
+    }
+    install(nft::compile::compile(&policy, &dir)).await?;
+    let version = current.version + 1;
+    state.store(Arc::new(Snapshot { policy, dir, version }));
+    info!(trigger, version, "rules reloaded");
+    Ok(true)
+}

@@ -1,0 +1,64 @@
+//! Which address belongs to which managed container, right now.
+//!
+//! The policy names containers; packets and sockets carry addresses. Fixed
+//! addresses come from the rule file, Docker containers are resolved by
+//! [`super::docker`] and change as containers restart, so the directory is
+//! rebuilt and republished (with the policy) whenever either changes.
+
+use crate::policy::{ContainerId, Policy};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directory {
+    /// Addresses of each container, indexed by [`ContainerId`].
+    pub addrs: Vec<Vec<IpAddr>>,
+    by_addr: HashMap<IpAddr, ContainerId>,
+}
+
+impl Directory {
+    /// Builds the directory from fixed addresses plus `docker`, which maps
+    /// a Docker container name to its current addresses (empty if it is
+    /// not running or cannot be resolved).
+    pub fn build(policy: &Policy, mut docker: impl FnMut(&str) -> Vec<IpAddr>) -> Directory {
+        let mut addrs = Vec::with_capacity(policy.containers.len());
+        let mut by_addr = HashMap::new();
+        for (i, c) in policy.containers.iter().enumerate() {
+            let mut list = c.addresses.clone();
+            if let Some(d) = &c.docker {
+                for a in docker(d) {
+                    // A Docker address that collides with a fixed one is
+                    // ignored: the rule file wins, ambiguity never does.
+                    if !by_addr.contains_key(&a) && !list.contains(&a) {
+                        list.push(a);
+                    }
+                }
+            }
+            for a in &list {
+                by_addr.entry(*a).or_insert(i as ContainerId);
+            }
+            addrs.push(list);
+        }
+        Directory { addrs, by_addr }
+    }
+
+    /// The managed container owning `ip`, if any.
+    pub fn container_at(&self, ip: IpAddr) -> Option<ContainerId> {
+        self.by_addr.get(&ip.to_canonical()).copied()
+    }
+
+    pub fn addresses(&self, id: ContainerId) -> &[IpAddr] {
+        self.addrs.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// What the data plane reads per request: the policy and the addresses it
+/// was installed with, published together so they never disagree.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub policy: Arc<Policy>,
+    pub dir: Directory,
+    /// Increases with every successful (re)load.
+    pub version: u64,
+}

@@ -1,0 +1,47 @@
+//! Counters of the data plane, exposed in Prometheus text format on the
+//! admin endpoint. Plain atomics: incremented on the request path without
+//! locks.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $help:literal),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub struct Metrics { $(pub $name: AtomicU64,)* }
+        impl Metrics {
+            /// Prometheus exposition text.
+            pub fn render(&self) -> String {
+                let mut s = String::new();
+                $(
+                    let _ = writeln!(s, "# HELP portcullis_{} {}", stringify!($name), $help);
+                    let _ = writeln!(s, "# TYPE portcullis_{} counter", stringify!($name));
+                    let _ = writeln!(s, "portcullis_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
+                )*
+                s
+            }
+            /// Name/value pairs, for `portcullis status`.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    connections_total: "Redirected connections accepted by the transparent proxy.",
+    requests_allowed_total: "Requests forwarded because a rule allowed them.",
+    requests_denied_total: "Requests refused with 403 by the access rules.",
+    requests_audit_denied_total: "Requests enforce mode would have refused, let through in audit mode.",
+    requests_bad_total: "Requests refused as malformed (400/431/501).",
+    requests_timeout_total: "Connections closed for a slow or idle client (408).",
+    upstream_errors_total: "Requests answered 502/504 because the upstream failed.",
+    reloads_total: "Successful rule reloads.",
+    reload_failures_total: "Rule reloads refused (the previous rules stayed).",
+}
+
+impl Metrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,8 @@
+//! The control plane: container addresses, Docker discovery, the admin
+//! endpoint and metrics, and the daemon loop that (re)loads rules.
+
+pub mod admin;
+pub mod daemon;
+pub mod directory;
+pub mod docker;
+pub mod metrics;

@@ -1,0 +1,276 @@
+//! Streaming message bodies: Content-Length, chunked and read-until-close,
+//! copied piece by piece so nothing is buffered whole.
+//!
+//! Chunked bodies are decoded and re-encoded rather than passed through raw:
+//! chunk extensions and trailers are dropped, and every size line is
+//! validated, so what the next hop sees has exactly one interpretation.
+
+use bytes::{Buf, BytesMut};
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::head::{head_end, Framing, HeadError};
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+/// Most trailer bytes accepted (they are read and dropped).
+const MAX_TRAILERS: usize = 16384;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A byte source with a read-ahead buffer (bytes after a head belong to
+/// the body or the next pipelined message).
+#[derive(Debug)]
+pub struct Inbound<R> {
+    pub io: R,
+    pub buf: BytesMut,
+}
+
+/// Why copying a body stopped.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Reading the source failed or it closed early.
+    Read(io::Error),
+    /// Writing to the destination failed.
+    Write(io::Error),
+    /// The framing was invalid (bad chunk size, missing CRLF…).
+    Malformed(&'static str),
+    /// The body is larger than the limit.
+    TooLarge,
+}
+
+impl<R: AsyncRead + Unpin> Inbound<R> {
+    pub fn new(io: R) -> Self {
+        Inbound {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    /// Reads until a complete head is buffered and returns its length;
+    /// `Ok(None)` if the stream ended cleanly before any byte.
+    pub async fn read_head(&mut self, max: usize) -> Result<Option<usize>, ReadHeadError> {
+        loop {
+            if let Some(end) = head_end(&self.buf).map_err(ReadHeadError::Head)? {
+                if end > max {
+                    return Err(ReadHeadError::Head(HeadError::TooLarge));
+                }
+                return Ok(Some(end));
+            }
+            if self.buf.len() > max {
+                return Err(ReadHeadError::Head(HeadError::TooLarge));
+            }
+            match self.fill().await {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) => return Err(ReadHeadError::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) => return Err(ReadHeadError::Io(e)),
+            }
+        }
+    }
+
+    async fn fill_or_eof(&mut self) -> Result<(), BodyError> {
+        match self.fill().await {
+            Ok(0) => Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(BodyError::Read(e)),
+        }
+    }
+
+    /// Takes one CRLF-terminated line (without the CRLF).
+    async fn line(&mut self) -> Result<BytesMut, BodyError> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+                if i == 0 || self.buf[i - 1] != b'\r' {
+                    return Err(BodyError::Malformed("bare LF in chunked body"));
+                }
+                let mut line = self.buf.split_to(i + 1);
+                line.truncate(i - 1);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(BodyError::Malformed("chunk line too long"));
+            }
+            self.fill_or_eof().await?;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ReadHeadError {
+    Head(HeadError),
+    Io(io::Error),
+}
+
+/// Copies one body from `src` to `dst` according to `framing`, never
+/// holding more than one read's worth. Returns the payload byte count.
+pub async fn copy_body<R, W>(
+    src: &mut Inbound<R>,
+    dst: &mut W,
+    framing: Framing,
+    limit: Option<u64>,
+) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let n = match framing {
+        Framing::None => 0,
+        Framing::Length(len) => {
+            if limit.is_some_and(|l| len > l) {
+                return Err(BodyError::TooLarge);
+            }
+            copy_exact(src, dst, len).await?;
+            len
+        }
+        Framing::Chunked => copy_chunked(src, dst, limit).await?,
+        Framing::UntilClose => {
+            let mut total = 0u64;
+            loop {
+                if !src.buf.is_empty() {
+                    total += src.buf.len() as u64;
+                    dst.write_all(&src.buf).await.map_err(BodyError::Write)?;
+                    src.buf.clear();
+                }
+                match src.fill().await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(BodyError::Read(e)),
+                }
+            }
+            total
+        }
+    };
+    dst.flush().await.map_err(BodyError::Write)?;
+    Ok(n)
+}
+
+async fn copy_exact<R, W>(src: &mut Inbound<R>, dst: &mut W, mut left: u64) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while left > 0 {
+        if src.buf.is_empty() {
+            src.fill_or_eof().await?;
+        }
+        let take = (src.buf.len() as u64).min(left) as usize;
+        dst.write_all(&src.buf[..take]).await.map_err(BodyError::Write)?;
+        src.buf.advance(take);
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+    let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
+    let digits = &line[..end];
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(BodyError::Malformed("invalid chunk size"));
+    }
+    let mut n = 0u64;
+    for &d in digits {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return Err(BodyError::Malformed("invalid chunk size")),
+        };
+        n = n * 16 + u64::from(v);
+    }
+    Ok(n)
+}
+
+async fn copy_chunked<R, W>(src: &mut Inbound<R>, dst: &mut W, limit: Option<u64>) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut total = 0u64;
+    loop {
+        let line = src.line().await?;
+        let size = chunk_size(&line)?;
+        total = total.saturating_add(size);
+        if limit.is_some_and(|l| total > l) {
+            return Err(BodyError::TooLarge);
+        }
+        dst.write_all(format!("{size:x}\r\n").as_bytes()).await.map_err(BodyError::Write)?;
+        if size == 0 {
+            let mut trailer_bytes = 0;
+            loop {
+                let t = src.line().await?;
+                if t.is_empty() {
+                    break;
+                }
+                trailer_bytes += t.len();
+                if trailer_bytes > MAX_TRAILERS {
+                    return Err(BodyError::Malformed("trailer section too large"));
+                }
+            }
+            dst.write_all(b"\r\n").await.map_err(BodyError::Write)?;
+            return Ok(total);
+        }
+        copy_exact(src, dst, size).await?;
+        let crlf = src.line().await?;
+        if !crlf.is_empty() {
+            return Err(BodyError::Malformed("chunk data longer than its size"));
+        }
+        dst.write_all(b"\r\n").await.map_err(BodyError::Write)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run(input: &[u8], framing: Framing) -> (Result<u64, BodyError>, Vec<u8>, Vec<u8>) {
+        let mut src = Inbound::new(input);
+        let mut out = Vec::new();
+        let r = copy_body(&mut src, &mut out, framing, Some(1000)).await;
+        (r, out, src.buf.to_vec())
+    }
+
+    #[tokio::test]
+    async fn content_length_leaves_the_next_message() {
+        let (r, out, rest) = run(b"helloGET /", Framing::Length(5)).await;
+        assert_eq!(r.unwrap(), 5);
+        assert_eq!(out, b"hello");
+        assert_eq!(rest, b"GET /");
+    }
+
+    #[tokio::test]
+    async fn chunked_is_reencoded_without_extensions_or_trailers() {
+        let (r, out, rest) = run(b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT", Framing::Chunked).await;
+        assert_eq!(r.unwrap(), 5);
+        assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(rest, b"NEXT");
+    }
+
+    #[tokio::test]
+    async fn chunked_errors() {
+        for bad in [
+            &b"fffffffffffffffff\r\n"[..],
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"zz\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhel",
+            b"3e9\r\n",
+        ] {
+            let (r, _, _) = run(bad, Framing::Chunked).await;
+            assert!(r.is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn limit_applies_to_both_framings() {
+        let (r, _, _) = run(b"x", Framing::Length(5000)).await;
+        assert!(matches!(r, Err(BodyError::TooLarge)));
+    }
+}

@@ -1,0 +1,393 @@
+# shellcheck shell=bash
+# Reusable pieces of the container harnesses (sourced, never run):
+#   prerequisites   pc_require_root, pc_ensure_nft, pc_ensure_jq, pc_ensure_docker
+#   a run           pc_init_run (ids, temp dir), pc_cleanup (the EXIT trap)
+#   binaries        pc_build_testsvc, pc_build_portcullis
+#   the lab         pc_build_image, pc_lab_up, pc_lab_down (three containers on one Docker network)
+#   portcullis      pc_render_rules, pc_free_port, pc_portcullis_start, pc_portcullis_stop
+#   probes          pc_probe (host), pc_probe_in / pc_udp_probe_in (inside a container)
+#   reporting       pc_expect, pc_summary
+# Everything here is named pc_* / PC_*; what a run creates carries its run id
+# (pc-<runid>, label portcullis.test=<runid>) so two runs never collide.
+
+PC_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PC_HERE=$PC_REPO/tests/containers
+PC_DOCKERD_LOG=/tmp/portcullis-dockerd.log
+PC_TARGET_DIR=${CARGO_TARGET_DIR:-$PC_REPO/target}
+PC_APPS=(app1 app2 app3)
+# What every app container serves.
+PC_APP_ARGS=(--http 80 --http 8080 --udp 5353)
+PC_PASSED=0
+PC_FAILED=0
+PC_RUN_ID=''
+PC_TMP=''
+PC_PORTCULLIS=''
+PC_PORTCULLIS_PID=''
+PC_PORTCULLIS_STARTED=''
+declare -gA PC_IP=()
+
+pc_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+pc_warn() { printf 'WARNING: %s\n' "$*" >&2; }
+pc_die() {
+	printf 'ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+# === prerequisites ===
+
+pc_require_root() {
+	[[ $(id -u) == 0 ]] || pc_die "this harness needs root (Docker, nftables, sysctl)"
+}
+
+PC_APT_UPDATED=''
+pc_apt_install() {
+	command -v apt-get >/dev/null || pc_die "apt-get not found; install $* by hand"
+	if [[ -z $PC_APT_UPDATED ]]; then
+		pc_log "apt-get update"
+		DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 </dev/null || pc_die "apt-get update failed"
+		PC_APT_UPDATED=1
+	fi
+	pc_log "apt-get install $*"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 </dev/null || pc_die "apt-get install $* failed"
+}
+
+# pc_require_cmd COMMAND PACKAGE: installs PACKAGE if COMMAND is missing.
+pc_require_cmd() {
+	command -v "$1" >/dev/null || pc_apt_install "$2"
+	command -v "$1" >/dev/null || pc_die "'$1' is still missing after installing package $2"
+}
+
+pc_ensure_nft() {
+	pc_require_cmd nft nftables
+	nft list tables >/dev/null || pc_die "'nft list tables' fails: nftables is not usable here"
+}
+
+pc_ensure_jq() { pc_require_cmd jq jq; }
+
+pc_docker_alive() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+# Installs Docker if needed and starts the engine (forwarding enabled first, see
+# shared/lab.md), then checks what would break traffic between containers.
+pc_ensure_docker() {
+	pc_require_cmd dockerd docker.io
+	pc_require_cmd docker docker.io
+	sysctl -qw net.ipv4.ip_forward=1 || pc_die "cannot set net.ipv4.ip_forward=1"
+	if ! pc_docker_alive; then
+		pc_log "starting dockerd (log: $PC_DOCKERD_LOG)"
+		setsid dockerd >"$PC_DOCKERD_LOG" 2>&1 </dev/null &
+		local pid=$! i
+		for ((i = 0; i < 60; i++)); do
+			pc_docker_alive && break
+			kill -0 "$pid" 2>/dev/null || pc_die "dockerd exited at start: $(tail -n 5 "$PC_DOCKERD_LOG")"
+			sleep 1
+		done
+		pc_docker_alive || pc_die "dockerd did not answer on /var/run/docker.sock within 60 s; see $PC_DOCKERD_LOG"
+	fi
+	pc_check_forward_policy "${PC_FORWARD_NEEDS:-docker-bridge}"
+}
+
+# pc_check_forward_policy docker-bridge|namespaces
+# Docker sets the iptables FORWARD policy to DROP when it starts with forwarding
+# off. Its own ACCEPT rules still pass traffic inside a Docker bridge, so a
+# Docker-only lab survives that (its reachability check proves it), but traffic
+# routed between plain network namespaces is dropped: fatal for `namespaces`.
+pc_check_forward_policy() {
+	local needs=$1 policy
+	policy=$(iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" { print $3; exit }') || true
+	[[ $policy == DROP ]] || return 0
+	local why="the iptables FORWARD policy is DROP (dockerd was started while net.ipv4.ip_forward=0)"
+	local fix="restart dockerd after 'sysctl -w net.ipv4.ip_forward=1', or 'iptables -P FORWARD ACCEPT'"
+	case $needs in
+	namespaces) pc_die "$why: traffic routed between network namespaces would be dropped; $fix" ;;
+	*) pc_warn "$why; Docker's own rules still pass traffic inside its bridges, the lab check below verifies it" ;;
+	esac
+}
+
+# nftables sees traffic between containers on one bridge only through br_netfilter.
+pc_ensure_bridge_netfilter() {
+	local key=net.bridge.bridge-nf-call-iptables value
+	value=$(sysctl -n "$key" 2>/dev/null) || value=''
+	[[ $value == 1 ]] && return 0
+	pc_log "enabling $key (was '${value:-absent}')"
+	[[ -n $value ]] || modprobe br_netfilter 2>/dev/null || true
+	sysctl -qw "$key=1" 2>/dev/null ||
+		pc_die "$key is '${value:-absent}' and cannot be set: without br_netfilter nftables never sees traffic between containers on a bridge (load the br_netfilter module)"
+}
+
+# === one run ===
+
+# Sets the run id, the names derived from it and a temp dir.
+pc_init_run() {
+	PC_RUN_ID=${PC_RUN_ID:-$(printf '%04x%04x' "$RANDOM" "$RANDOM")}
+	PC_NAME=pc-$PC_RUN_ID
+	PC_IMAGE=portcullis-testsvc:$PC_RUN_ID
+	PC_TMP=$(mktemp -d "/tmp/$PC_NAME.XXXXXX")
+	pc_log "run $PC_RUN_ID"
+}
+
+# The EXIT trap: removes everything this run made, keeps the exit status
+# (non-zero also when something could not be removed).
+pc_cleanup() {
+	local rc=$?
+	set +e
+	trap - EXIT INT TERM
+	if ((rc != 0)); then pc_dump_logs; fi
+	pc_portcullis_stop
+	pc_lab_down
+	[[ -n $PC_TMP ]] && rm -rf "$PC_TMP"
+	pc_assert_clean || rc=1
+	exit "$rc"
+}
+
+pc_dump_logs() {
+	local app
+	if [[ -n $PC_PORTCULLIS_STARTED && -f $PC_TMP/portcullis.log ]]; then
+		printf -- '--- last lines of the portcullis log\n' >&2
+		tail -n 40 "$PC_TMP/portcullis.log" >&2
+	fi
+	[[ -n $PC_RUN_ID ]] || return 0
+	for app in "${PC_APPS[@]}"; do
+		docker inspect "$PC_NAME-$app" >/dev/null 2>&1 || continue
+		printf -- '--- last lines of docker logs %s\n' "$PC_NAME-$app" >&2
+		docker logs --tail 15 "$PC_NAME-$app" >&2 2>&1
+	done
+}
+
+# Fails (and says what is left) if anything of this run is still there.
+pc_assert_clean() {
+	[[ -n $PC_RUN_ID ]] || return 0
+	local left=()
+	[[ -z $(docker ps -aq --filter "label=portcullis.test=$PC_RUN_ID") ]] || left+=(containers)
+	docker network inspect "$PC_NAME" >/dev/null 2>&1 && left+=("network $PC_NAME")
+	docker image inspect "$PC_IMAGE" >/dev/null 2>&1 && left+=("image $PC_IMAGE")
+	[[ -n $PC_PORTCULLIS_STARTED ]] && nft list table inet portcullis >/dev/null 2>&1 && left+=("table inet portcullis")
+	((${#left[@]} == 0)) && return 0
+	printf 'ERROR: cleanup left behind: %s\n' "${left[*]}" >&2
+	return 1
+}
+
+# === binaries ===
+
+# Sets PC_TESTSVC: $TESTSVC_BIN, or the static build of the testsvc crate.
+pc_build_testsvc() {
+	if [[ -n ${TESTSVC_BIN:-} ]]; then
+		PC_TESTSVC=$TESTSVC_BIN
+	else
+		command -v cargo >/dev/null || pc_die "cargo not found: cannot build testsvc (or set TESTSVC_BIN)"
+		pc_log "building the static testsvc"
+		(cd "$PC_REPO" && RUSTFLAGS='-C target-feature=+crt-static' \
+			cargo build --release -p testsvc --target x86_64-unknown-linux-gnu) >&2 ||
+			pc_die "building testsvc failed"
+		PC_TESTSVC=$PC_TARGET_DIR/x86_64-unknown-linux-gnu/release/testsvc
+	fi
+	[[ -x $PC_TESTSVC ]] || pc_die "testsvc binary $PC_TESTSVC is not executable"
+	ldd "$PC_TESTSVC" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
+		pc_die "$PC_TESTSVC is not statically linked; the image holds nothing else"
+}
+
+# Sets PC_PORTCULLIS: $PORTCULLIS_BIN, or a release build of the workspace.
+pc_build_portcullis() {
+	if [[ -n ${PORTCULLIS_BIN:-} ]]; then
+		PC_PORTCULLIS=$PORTCULLIS_BIN
+	else
+		command -v cargo >/dev/null || pc_die "cargo not found: cannot build portcullis (or set PORTCULLIS_BIN)"
+		pc_log "building portcullis (release)"
+		(cd "$PC_REPO" && cargo build --release) >&2 || pc_die "building portcullis failed"
+		PC_PORTCULLIS=$PC_TARGET_DIR/release/portcullis
+	fi
+	[[ -x $PC_PORTCULLIS ]] || pc_die "portcullis binary $PC_PORTCULLIS is not executable"
+}
+
+# === the lab ===
+
+# The image: a root filesystem holding only /testsvc.
+pc_build_image() {
+	local rootfs=$PC_TMP/rootfs
+	mkdir -p "$rootfs"
+	install -m 0755 "$PC_TESTSVC" "$rootfs/testsvc"
+	tar -C "$rootfs" -c . | docker import --change 'ENTRYPOINT ["/testsvc"]' - "$PC_IMAGE" >/dev/null ||
+		pc_die "docker import of $PC_IMAGE failed"
+	rm -rf "$rootfs"
+}
+
+# Whether 198.19.N.0/24 (given as 198.19.N) is used by a host route or a Docker network.
+pc_subnet_in_use() {
+	local prefix=$1
+	ip -4 route show | grep -qF "$prefix." && return 0
+	docker network ls -q | xargs -r docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' |
+		grep -qF "$prefix."
+}
+
+# Creates network pc-<runid> on a free /24 of 198.19.0.0/16 and sets PC_PREFIX
+# (e.g. 198.19.77) and PC_IP[app] (.2, .3, .4, ...).
+pc_lab_network_up() {
+	local attempt prefix
+	for ((attempt = 0; attempt < 30; attempt++)); do
+		prefix=198.19.$((RANDOM % 200 + 20))
+		pc_subnet_in_use "$prefix" && continue
+		if docker network create --driver bridge --subnet "$prefix.0/24" --gateway "$prefix.1" \
+			--label "portcullis.test=$PC_RUN_ID" "$PC_NAME" >/dev/null 2>"$PC_TMP/network.err"; then
+			PC_PREFIX=$prefix
+			local i=2 app
+			for app in "${PC_APPS[@]}"; do
+				PC_IP[$app]=$prefix.$i
+				i=$((i + 1))
+			done
+			pc_log "network $PC_NAME on $prefix.0/24"
+			return 0
+		fi
+	done
+	pc_die "no free /24 in 198.19.0.0/16 after 30 tries: $(cat "$PC_TMP/network.err")"
+}
+
+# Network, one container per app (pc-<runid>-<app>, serving PC_APP_ARGS), all healthy.
+pc_lab_up() {
+	pc_lab_network_up
+	pc_ensure_bridge_netfilter
+	local app
+	for app in "${PC_APPS[@]}"; do
+		docker run -d --name "$PC_NAME-$app" --hostname "$app" --network "$PC_NAME" --ip "${PC_IP[$app]}" \
+			--label "portcullis.test=$PC_RUN_ID" "$PC_IMAGE" serve --name "$app" "${PC_APP_ARGS[@]}" >/dev/null ||
+			pc_die "cannot start container $PC_NAME-$app"
+	done
+	for app in "${PC_APPS[@]}"; do
+		pc_wait_http "http://${PC_IP[$app]}/healthz" 30 ||
+			pc_die "$app (${PC_IP[$app]}) does not answer /healthz from the host after 30 s"
+	done
+	pc_log "lab up: $(for app in "${PC_APPS[@]}"; do printf '%s=%s ' "$app" "${PC_IP[$app]}"; done)"
+}
+
+# Removes this run's containers, network and image; safe to call at any point.
+pc_lab_down() {
+	[[ -n $PC_RUN_ID ]] || return 0
+	docker ps -aq --filter "label=portcullis.test=$PC_RUN_ID" | xargs -r docker rm -f >/dev/null
+	docker network inspect "$PC_NAME" >/dev/null 2>&1 && docker network rm "$PC_NAME" >/dev/null
+	docker image inspect "$PC_IMAGE" >/dev/null 2>&1 && docker image rm "$PC_IMAGE" >/dev/null
+	return 0
+}
+
+# === probes (each prints testsvc's one JSON line and never fails) ===
+
+pc_probe() { "$PC_TESTSVC" probe "$@" || true; }
+pc_probe_in() {
+	local app=$1
+	shift
+	docker exec "$PC_NAME-$app" /testsvc probe "$@" || true
+}
+pc_udp_probe_in() {
+	local app=$1
+	shift
+	docker exec "$PC_NAME-$app" /testsvc udp-probe "$@" || true
+}
+
+# pc_wait_http URL SECONDS: until URL answers 200 (probed from the host).
+pc_wait_http() {
+	local url=$1 deadline=$((SECONDS + $2))
+	while ((SECONDS < deadline)); do
+		pc_probe --timeout-ms 1000 "$url" | jq -e '.result == "http" and .status == 200' >/dev/null 2>&1 && return 0
+		sleep 0.3
+	done
+	return 1
+}
+
+# pc_counter APP: APP's request counter, read from the host (not counted itself).
+pc_counter() {
+	pc_probe --timeout-ms 2000 "http://${PC_IP[$1]}/__stats" | jq -r '.body | fromjson | .counter' 2>/dev/null ||
+		echo unreadable
+}
+
+# === portcullis ===
+
+# pc_free_port VAR: a free TCP/UDP port on this host, distinct from earlier picks.
+PC_PICKED_PORTS=' '
+pc_free_port() {
+	local port
+	while :; do
+		port=$((RANDOM % 30000 + 20000))
+		[[ $PC_PICKED_PORTS == *" $port "* ]] && continue
+		[[ -z $(ss -Htuan "sport = :$port") ]] && break
+	done
+	PC_PICKED_PORTS+="$port "
+	printf -v "$1" '%s' "$port"
+}
+
+# pc_render_rules TEMPLATE OUT KEY=VALUE...: replaces each @KEY@.
+pc_render_rules() {
+	local template=$1 out=$2 kv
+	shift 2
+	local -a expr=()
+	for kv in "$@"; do
+		expr+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+	done
+	sed "${expr[@]}" "$template" >"$out"
+	! grep -qE '@[A-Z0-9_]+@' "$out" || pc_die "unreplaced placeholder in $out: $(grep -oE '@[A-Z0-9_]+@' "$out" | sort -u | tr '\n' ' ')"
+}
+
+# pc_portcullis_start RULES ADMIN: `portcullis run` in its own process group;
+# waits until its table exists and ADMIN answers /healthz.
+pc_portcullis_start() {
+	local rules=$1 admin=$2 log=$PC_TMP/portcullis.log
+	nft list table inet portcullis >/dev/null 2>&1 &&
+		pc_die "table inet portcullis already exists (another portcullis runs, or one was left behind): stop it or run 'portcullis down' first"
+	pc_log "starting portcullis run (log: $log)"
+	PC_PORTCULLIS_STARTED=1
+	setsid "$PC_PORTCULLIS" run "$rules" >"$log" 2>&1 </dev/null &
+	PC_PORTCULLIS_PID=$!
+	local deadline=$((SECONDS + 30))
+	while ((SECONDS < deadline)); do
+		kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null || pc_die "portcullis run exited early: $(tail -n 5 "$log")"
+		if nft list table inet portcullis >/dev/null 2>&1 &&
+			pc_probe --timeout-ms 1000 "http://$admin/healthz" | jq -e '.status == 200' >/dev/null 2>&1; then
+			pc_log "portcullis up (pid $PC_PORTCULLIS_PID)"
+			return 0
+		fi
+		sleep 0.3
+	done
+	pc_die "portcullis did not install table inet portcullis and answer http://$admin/healthz within 30 s"
+}
+
+# Stops the daemon (its process group: SIGTERM, then SIGKILL) and removes its rules.
+pc_portcullis_stop() {
+	local pid=$PC_PORTCULLIS_PID
+	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+		local pgid target i
+		pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+		# setsid made it a group leader; never signal a group that is not its own.
+		if [[ $pgid == "$pid" ]]; then target=-$pid; else target=$pid; fi
+		kill -TERM -- "$target" 2>/dev/null
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL -- "$target" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	fi
+	PC_PORTCULLIS_PID=''
+	[[ -n $PC_PORTCULLIS_STARTED ]] || return 0
+	"$PC_PORTCULLIS" down >&2 || pc_warn "portcullis down failed"
+	if nft list table inet portcullis >/dev/null 2>&1; then
+		# This run checked that the table did not exist before it started portcullis.
+		pc_warn "table inet portcullis still there after 'portcullis down'; deleting it"
+		nft delete table inet portcullis
+	fi
+	return 0
+}
+
+# === reporting ===
+
+# pc_expect DESCRIPTION EXPECTED SEEN: one PASS/FAIL line, counted.
+pc_expect() {
+	if [[ $3 == "$2" ]]; then
+		PC_PASSED=$((PC_PASSED + 1))
+		printf 'PASS %s: expected %s, saw %s\n' "$1" "$2" "$3"
+	else
+		PC_FAILED=$((PC_FAILED + 1))
+		printf 'FAIL %s: expected %s, saw %s\n' "$1" "$2" "$3"
+	fi
+}
+
+# The final line; fails if anything failed.
+pc_summary() {
+	printf '%d passed, %d failed\n' "$PC_PASSED" "$PC_FAILED"
+	((PC_FAILED == 0))
+}
