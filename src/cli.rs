@@ -14,7 +14,11 @@ use crate::policy::{Decision, Policy, L4};
 use crate::rules;
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about = "Host-level HTTP firewall and load balancer for containers")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Host-level HTTP firewall and load balancer for containers"
+)]
 pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -122,8 +126,14 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Check { rules } => check(&rules),
         Command::Explain(args) => explain(&args),
-        Command::Nft { rules, docker_socket } => print_nft(&rules, &docker_socket),
-        Command::Run { rules, docker_socket } => run(rules, docker_socket),
+        Command::Nft {
+            rules,
+            docker_socket,
+        } => print_nft(&rules, &docker_socket),
+        Command::Run {
+            rules,
+            docker_socket,
+        } => run(rules, docker_socket),
         Command::Down => down(),
         Command::Status { admin } => status(&admin),
         Command::Demo => crate::demo::main(),
@@ -146,8 +156,14 @@ fn init_logging(cli: &Cli) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn fail(msg: impl std::fmt::Display, code: i32) -> i32 {
@@ -183,7 +199,10 @@ fn print_decision(d: &Decision, json: bool) {
         });
         println!("{v}");
     } else {
-        let rule = d.rule.as_ref().map_or_else(|| "default".to_owned(), ToString::to_string);
+        let rule = d
+            .rule
+            .as_ref()
+            .map_or_else(|| "default".to_owned(), ToString::to_string);
         println!("{} {} {}: {}", d.verdict, d.layer, rule, d.reason);
     }
 }
@@ -200,13 +219,25 @@ fn explain(a: &ExplainArgs) -> i32 {
         return fail("--from and --to are required", 2);
     };
     let Some(from_id) = policy.container_id(from) else {
-        return fail(format!("unknown container {from:?} (not in {})", a.rules.display()), 2);
+        return fail(
+            format!("unknown container {from:?} (not in {})", a.rules.display()),
+            2,
+        );
     };
-    let Some((to_name, port)) = to.rsplit_once(':').and_then(|(n, p)| Some((n, p.parse::<u16>().ok().filter(|&p| p != 0)?))) else {
+    let Some((to_name, port)) = to
+        .rsplit_once(':')
+        .and_then(|(n, p)| Some((n, p.parse::<u16>().ok().filter(|&p| p != 0)?)))
+    else {
         return fail(format!("invalid --to {to:?}: expected NAME:PORT"), 2);
     };
     let Some(to_id) = policy.container_id(to_name) else {
-        return fail(format!("unknown container {to_name:?} (not in {})", a.rules.display()), 2);
+        return fail(
+            format!(
+                "unknown container {to_name:?} (not in {})",
+                a.rules.display()
+            ),
+            2,
+        );
     };
     let proto = match a.proto {
         Proto::Tcp => L4::Tcp,
@@ -227,14 +258,24 @@ fn explain(a: &ExplainArgs) -> i32 {
             }
             let headers: Vec<httparse::Header> = parsed
                 .iter()
-                .map(|(n, v)| httparse::Header { name: n, value: v.as_bytes() })
+                .map(|(n, v)| httparse::Header {
+                    name: n,
+                    value: v.as_bytes(),
+                })
                 .collect();
             let method = a.method.as_deref().unwrap_or("GET");
             let target = a.path.as_deref().unwrap_or("/");
             let (raw, _) = split_target(target);
             match normalize_path(raw) {
                 Err(err) => Policy::refuse_path(err),
-                Ok(path) => policy.decide_request(e, &RequestView { method, path: &path, headers: &headers }),
+                Ok(path) => policy.decide_request(
+                    e,
+                    &RequestView {
+                        method,
+                        path: &path,
+                        headers: &headers,
+                    },
+                ),
             }
         }
         _ => flow,
@@ -262,7 +303,10 @@ fn print_nft(path: &Path, socket: &str) -> i32 {
         Err(e) => return fail(e, 2),
     };
     let dir = resolve_for_print(&policy, socket);
-    print!("{}", nft::render::to_nft_text(&nft::compile::compile(&policy, &dir)));
+    print!(
+        "{}",
+        nft::render::to_nft_text(&nft::compile::compile(&policy, &dir))
+    );
     0
 }
 
@@ -273,7 +317,10 @@ fn down() -> i32 {
             0
         }
         Ok(false) => {
-            println!("nothing to remove: table inet {} is not installed", nft::ruleset::TABLE);
+            println!(
+                "nothing to remove: table inet {} is not installed",
+                nft::ruleset::TABLE
+            );
             0
         }
         Err(e) => fail(format!("cannot remove the nftables table: {e}"), 1),
@@ -286,18 +333,22 @@ fn status(admin: &str) -> i32 {
         Ok(a) => a,
         Err(_) => return fail(format!("invalid --admin {admin:?}: expected IP:PORT"), 2),
     };
-    let res = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).and_then(|mut s| {
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-        s.write_all(b"GET /status HTTP/1.0\r\nHost: admin\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    });
+    let res = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            s.write_all(b"GET /status HTTP/1.0\r\nHost: admin\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
     match res {
         Ok(body) => match body.split_once("\r\n\r\n") {
             Some((_, json)) => {
                 match serde_json::from_str::<serde_json::Value>(json) {
-                    Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| json.to_owned())),
+                    Ok(v) => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&v).unwrap_or_else(|_| json.to_owned())
+                    ),
                     Err(_) => println!("{json}"),
                 }
                 0
@@ -309,7 +360,10 @@ fn status(admin: &str) -> i32 {
 }
 
 fn run(path: PathBuf, docker_socket: String) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
     };

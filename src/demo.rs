@@ -10,8 +10,8 @@
 //! also on failure, by [`Lab`]'s `Drop`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,8 +54,22 @@ pub struct Probe {
     pub expect: Outcome,
 }
 
-const fn http(from: &'static str, method: &'static str, path: &'static str, headers: &'static [&'static str], expect: Outcome) -> Probe {
-    Probe { from, port: 80, proto: L4::Tcp, method, path, headers, expect }
+const fn http(
+    from: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: &'static [&'static str],
+    expect: Outcome,
+) -> Probe {
+    Probe {
+        from,
+        port: 80,
+        proto: L4::Tcp,
+        method,
+        path,
+        headers,
+        expect,
+    }
 }
 
 /// The probes of scenarios 1 and 2 against app1.
@@ -63,20 +77,40 @@ pub fn probes() -> Vec<Probe> {
     use Outcome::*;
     vec![
         http("app3", "GET", "/foo", &[], Dropped),
-        Probe { port: 8080, ..http("app3", "GET", "/", &[], Dropped) },
-        Probe { port: 5353, proto: L4::Udp, ..http("app3", "", "", &[], Dropped) },
+        Probe {
+            port: 8080,
+            ..http("app3", "GET", "/", &[], Dropped)
+        },
+        Probe {
+            port: 5353,
+            proto: L4::Udp,
+            ..http("app3", "", "", &[], Dropped)
+        },
         http("app2", "GET", "/foo", &[], Reached),
         http("app2", "GET", "/foo/x?y=1", &[], Reached),
         http("app2", "PUT", "/bar", &["X-Bar: bar"], Reached),
-        http("app2", "GET", "/foo", &["X-Portcullis-Source: app3"], Reached),
+        http(
+            "app2",
+            "GET",
+            "/foo",
+            &["X-Portcullis-Source: app3"],
+            Reached,
+        ),
         http("app2", "POST", "/foo", &[], Forbidden),
         http("app2", "GET", "/bar", &[], Forbidden),
         http("app2", "PUT", "/bar", &[], Forbidden),
         http("app2", "PUT", "/bar", &["X-Bar: baz"], Forbidden),
         http("app2", "GET", "/foobar", &[], Forbidden),
         http("app2", "GET", "/foo/../admin", &[], Forbidden),
-        Probe { port: 8080, ..http("app2", "GET", "/foo", &[], Dropped) },
-        Probe { port: 5353, proto: L4::Udp, ..http("app2", "", "", &[], Dropped) },
+        Probe {
+            port: 8080,
+            ..http("app2", "GET", "/foo", &[], Dropped)
+        },
+        Probe {
+            port: 5353,
+            proto: L4::Udp,
+            ..http("app2", "", "", &[], Dropped)
+        },
     ]
 }
 
@@ -85,15 +119,29 @@ impl Probe {
         let target = if self.proto == L4::Udp {
             "datagram".to_owned()
         } else {
-            format!("{} {}{}", self.method, self.path, self.headers.iter().map(|h| format!(" [{h}]")).collect::<String>())
+            format!(
+                "{} {}{}",
+                self.method,
+                self.path,
+                self.headers
+                    .iter()
+                    .map(|h| format!(" [{h}]"))
+                    .collect::<String>()
+            )
         };
-        format!("{} -> app1:{}/{} {target}", self.from, self.port, self.proto.name())
+        format!(
+            "{} -> app1:{}/{} {target}",
+            self.from,
+            self.port,
+            self.proto.name()
+        )
     }
 
     /// What the policy says, mapped onto an outcome (the same question as
     /// `portcullis explain`).
     pub fn explained(&self, policy: &Policy) -> Outcome {
-        let (Some(f), Some(t)) = (policy.container_id(self.from), policy.container_id("app1")) else {
+        let (Some(f), Some(t)) = (policy.container_id(self.from), policy.container_id("app1"))
+        else {
             return Outcome::Dropped;
         };
         let flow = policy.decide_flow(f, t, self.proto, self.port);
@@ -103,12 +151,22 @@ impl Probe {
                     .headers
                     .iter()
                     .filter_map(|h| h.split_once(':'))
-                    .map(|(n, v)| httparse::Header { name: n.trim(), value: v.trim().as_bytes() })
+                    .map(|(n, v)| httparse::Header {
+                        name: n.trim(),
+                        value: v.trim().as_bytes(),
+                    })
                     .collect();
                 let (raw, _) = split_target(self.path);
                 match normalize_path(raw) {
                     Err(e) => Policy::refuse_path(e),
-                    Ok(p) => policy.decide_request(e, &RequestView { method: self.method, path: &p, headers: &headers }),
+                    Ok(p) => policy.decide_request(
+                        e,
+                        &RequestView {
+                            method: self.method,
+                            path: &p,
+                            headers: &headers,
+                        },
+                    ),
                 }
             }
             _ => flow,
@@ -139,7 +197,11 @@ fn sh(args: &[&str]) -> Result<String, String> {
         .output()
         .map_err(|e| format!("cannot run {}: {e}", args[0]))?;
     if !out.status.success() {
-        return Err(format!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -165,7 +227,8 @@ impl Lab {
             })
             .ok_or("no free /24 in 198.19.100-199.0")?;
         let dir = std::env::temp_dir().join(format!("portcullis-demo-{pid}"));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let forward_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").ok();
         Ok(Lab {
             subnet,
@@ -179,7 +242,8 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<(), String> {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))?;
         let gw = self.addr(1).to_string();
         for app in 1..=3usize {
             let ns = self.ns(app);
@@ -187,19 +251,43 @@ impl Lab {
             let ip = self.addr(1 + app as u8).to_string();
             sh(&["ip", "netns", "add", &ns])?;
             self.namespaces.push(ns.clone());
-            sh(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            sh(&[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-            sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip}/32"),
+                "dev",
+                "eth0",
+            ])?;
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
             sh(&["ip", "-n", &ns, "route", "add", &gw, "dev", "eth0"])?;
-            sh(&["ip", "-n", &ns, "route", "add", "default", "via", &gw, "dev", "eth0"])?;
+            sh(&[
+                "ip", "-n", &ns, "route", "add", "default", "via", &gw, "dev", "eth0",
+            ])?;
             sh(&["ip", "addr", "add", &format!("{gw}/32"), "dev", &veth])?;
             sh(&["ip", "link", "set", &veth, "up"])?;
             sh(&["ip", "route", "add", &format!("{ip}/32"), "dev", &veth])?;
             let child = Command::new("ip")
                 .args(["netns", "exec", &ns])
                 .arg(std::env::current_exe().map_err(|e| e.to_string())?)
-                .args(["testsvc", "serve", "--name", &format!("app{app}"), "--http", "80", "--http", "8080", "--udp", "5353"])
+                .args([
+                    "testsvc",
+                    "serve",
+                    "--name",
+                    &format!("app{app}"),
+                    "--http",
+                    "80",
+                    "--http",
+                    "8080",
+                    "--udp",
+                    "5353",
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -213,15 +301,21 @@ impl Lab {
 
     fn rules(&self, proxy_port: u16, admin_port: u16) -> Result<PathBuf, String> {
         let text = include_str!("../rules/example.json")
-            .replace("{ \"docker\": \"app2\" }", &format!("{{ \"address\": \"{}\" }}", self.addr(3)))
+            .replace(
+                "{ \"docker\": \"app2\" }",
+                &format!("{{ \"address\": \"{}\" }}", self.addr(3)),
+            )
             .replace("198.19.0.2", &self.addr(2).to_string())
             .replace("198.19.0.4", &self.addr(4).to_string())
             .replace("\"0.0.0.0:8080\"", "\"127.0.0.1:18080\"");
         let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         v["proxy"] = serde_json::json!({ "listen_port": proxy_port, "admin": format!("127.0.0.1:{admin_port}") });
         let path = self.dir.join("rules.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(path)
     }
 
@@ -251,9 +345,20 @@ impl Lab {
         let target = SocketAddr::new(IpAddr::V4(self.addr(2)), p.port);
         let mut args: Vec<String> = Vec::new();
         if p.proto == L4::Udp {
-            args.extend(["udp-probe".into(), "--timeout-ms".into(), "1500".into(), target.to_string()]);
+            args.extend([
+                "udp-probe".into(),
+                "--timeout-ms".into(),
+                "1500".into(),
+                target.to_string(),
+            ]);
         } else {
-            args.extend(["probe".into(), "--timeout-ms".into(), "1500".into(), "--method".into(), p.method.into()]);
+            args.extend([
+                "probe".into(),
+                "--timeout-ms".into(),
+                "1500".into(),
+                "--method".into(),
+                p.method.into(),
+            ]);
             for h in p.headers {
                 args.extend(["--header".into(), (*h).into()]);
             }
@@ -269,29 +374,53 @@ impl Lab {
                 let body = v["body"].as_str().unwrap_or("");
                 match status {
                     200 => {
-                        let echo: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                        let echo: serde_json::Value =
+                            serde_json::from_str(body).unwrap_or_default();
                         let source: Vec<String> = echo["headers"]
                             .as_array()
                             .into_iter()
                             .flatten()
-                            .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case("x-portcullis-source")))
+                            .filter(|h| {
+                                h[0].as_str()
+                                    .is_some_and(|n| n.eq_ignore_ascii_case("x-portcullis-source"))
+                            })
                             .map(|h| h[1].as_str().unwrap_or("").to_owned())
                             .collect();
                         if echo["service"] != "app1" || source != [p.from.to_owned()] {
-                            return (None, format!("200 from {} with X-Portcullis-Source {source:?}", echo["service"]));
+                            return (
+                                None,
+                                format!(
+                                    "200 from {} with X-Portcullis-Source {source:?}",
+                                    echo["service"]
+                                ),
+                            );
                         }
-                        (Some(Outcome::Reached), format!("200, app1 saw X-Portcullis-Source: {}", source.join(",")))
+                        (
+                            Some(Outcome::Reached),
+                            format!("200, app1 saw X-Portcullis-Source: {}", source.join(",")),
+                        )
                     }
                     403 => (Some(Outcome::Forbidden), format!("403 {}", body.trim())),
                     s => (None, format!("HTTP {s} {}", body.trim())),
                 }
             }
-            other => (None, format!("{other}: {}", v["error"].as_str().unwrap_or(""))),
+            other => (
+                None,
+                format!("{other}: {}", v["error"].as_str().unwrap_or("")),
+            ),
         }
     }
 
     fn app1_counter(&self) -> Option<u64> {
-        let v = self.probe_from(&self.ns(1), &["probe".into(), "--timeout-ms".into(), "1500".into(), format!("http://{}:80/__stats", self.addr(2))]);
+        let v = self.probe_from(
+            &self.ns(1),
+            &[
+                "probe".into(),
+                "--timeout-ms".into(),
+                "1500".into(),
+                format!("http://{}:80/__stats", self.addr(2)),
+            ],
+        );
         let body: serde_json::Value = serde_json::from_str(v["body"].as_str()?).ok()?;
         body["counter"].as_u64()
     }
@@ -301,7 +430,15 @@ impl Lab {
         for app in 1..=3u8 {
             let url = format!("http://{}:80/healthz", self.addr(1 + app));
             loop {
-                let v = self.probe_from(&self.ns(app as usize), &["probe".into(), "--timeout-ms".into(), "500".into(), url.clone()]);
+                let v = self.probe_from(
+                    &self.ns(app as usize),
+                    &[
+                        "probe".into(),
+                        "--timeout-ms".into(),
+                        "500".into(),
+                        url.clone(),
+                    ],
+                );
                 if v["status"].as_u64() == Some(200) {
                     break;
                 }
@@ -324,7 +461,10 @@ impl Drop for Lab {
         }
         for c in &mut self.children {
             // Each service runs in its own process group (ip netns exec + child).
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
         }
         for ns in &self.namespaces {
@@ -364,7 +504,9 @@ fn run_demo() -> Result<bool, String> {
     let mut lab = Lab::new()?;
     lab.build()?;
     let rules = lab.rules(free_port()?, free_port()?)?;
-    let policy = crate::rules::load(&rules).and_then(Policy::compile).map_err(|e| e.to_string())?;
+    let policy = crate::rules::load(&rules)
+        .and_then(Policy::compile)
+        .map_err(|e| e.to_string())?;
     lab.wait_healthy()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -376,14 +518,25 @@ fn run_demo() -> Result<bool, String> {
     let (_reload_tx, reload) = tokio::sync::mpsc::channel(1);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     lab.nft_installed = true;
-    let daemon = rt.spawn(daemon::run(rules.clone(), "/nonexistent/docker.sock".into(), daemon::Control { stop, reload }, move |s| {
-        let _ = started_tx.send(s);
-    }));
+    let daemon = rt.spawn(daemon::run(
+        rules.clone(),
+        "/nonexistent/docker.sock".into(),
+        daemon::Control { stop, reload },
+        move |s| {
+            let _ = started_tx.send(s);
+        },
+    ));
     let started = match started_rx.recv_timeout(Duration::from_secs(15)) {
         Ok(s) => s,
         Err(_) => {
-            let err = rt.block_on(daemon).map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
-            return Err(format!("the daemon did not start: {}", err.err().unwrap_or_default()));
+            let err = rt
+                .block_on(daemon)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            return Err(format!(
+                "the daemon did not start: {}",
+                err.err().unwrap_or_default()
+            ));
         }
     };
     println!(
@@ -398,7 +551,10 @@ fn run_demo() -> Result<bool, String> {
     let before = lab.app1_counter();
     let mut failures = 0;
     let mut reached = 0u64;
-    println!("{:<52} {:<9} {:<9} {:<4} observed", "probe", "rules say", "expected", "ok");
+    println!(
+        "{:<52} {:<9} {:<9} {:<4} observed",
+        "probe", "rules say", "expected", "ok"
+    );
     for p in probes() {
         let (seen, detail) = lab.run_probe(&p);
         let said = p.explained(&policy);
@@ -409,7 +565,13 @@ fn run_demo() -> Result<bool, String> {
         if seen == Some(Outcome::Reached) {
             reached += 1;
         }
-        println!("{:<52} {:<9} {:<9} {:<4} {detail}", p.describe(), said.as_str(), p.expect.as_str(), if ok { "ok" } else { "FAIL" });
+        println!(
+            "{:<52} {:<9} {:<9} {:<4} {detail}",
+            p.describe(),
+            said.as_str(),
+            p.expect.as_str(),
+            if ok { "ok" } else { "FAIL" }
+        );
     }
     let after = lab.app1_counter();
     let counted = match (before, after) {
@@ -420,7 +582,14 @@ fn run_demo() -> Result<bool, String> {
     if !counter_ok {
         failures += 1;
     }
-    println!("app1's request counter rose by {counted} for {reached} allowed probes: {}", if counter_ok { "nothing else reached it" } else { "FAIL" });
+    println!(
+        "app1's request counter rose by {counted} for {reached} allowed probes: {}",
+        if counter_ok {
+            "nothing else reached it"
+        } else {
+            "FAIL"
+        }
+    );
     let _ = stop_tx.send(true);
     let _ = rt.block_on(daemon);
     let total = probes().len() + 1;

@@ -16,14 +16,18 @@ use super::metrics::Metrics;
 /// Serves the admin endpoint on `listener` until the runtime stops.
 pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) {
     loop {
-        let Ok((mut s, _)) = listener.accept().await else { continue };
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
         let state = state.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut n = 0;
             while n < buf.len() {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf[n..])).await {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf[n..]))
+                    .await
+                {
                     Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
                     Ok(Ok(k)) => n += k,
                 }
@@ -36,7 +40,11 @@ pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, metrics
             let (code, ctype, body) = match path {
                 "/healthz" => (200, "text/plain", "ok\n".to_owned()),
                 "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
-                "/status" => (200, "application/json", status_json(&state.load(), &metrics)),
+                "/status" => (
+                    200,
+                    "application/json",
+                    status_json(&state.load(), &metrics),
+                ),
                 _ => (404, "text/plain", "not found\n".to_owned()),
             };
             let head = format!(
@@ -57,12 +65,20 @@ fn status_json(snap: &Snapshot, metrics: &Metrics) -> String {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let addrs: Vec<String> = snap.dir.addresses(i as u16).iter().map(ToString::to_string).collect();
+            let addrs: Vec<String> = snap
+                .dir
+                .addresses(i as u16)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             (c.name.clone(), serde_json::json!(addrs))
         })
         .collect();
-    let counters: serde_json::Map<String, serde_json::Value> =
-        metrics.pairs().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+    let counters: serde_json::Map<String, serde_json::Value> = metrics
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
     serde_json::json!({
         "rules": p.file.to_string(),
         "version": snap.version,

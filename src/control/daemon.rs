@@ -110,16 +110,19 @@ pub async fn run(
     let has_docker = policy.containers.iter().any(|c| c.docker.is_some());
     let dir = resolve(policy.clone(), docker_socket.clone()).await?;
     let proxy_addr = SocketAddr::from(([0, 0, 0, 0], policy.proxy_port));
-    let listener = TcpListener::bind(proxy_addr).await.map_err(|source| DaemonError::Bind {
-        addr: proxy_addr,
-        what: "transparent proxy",
-        source,
-    })?;
-    let admin_listener = std::net::TcpListener::bind(policy.admin).map_err(|source| DaemonError::Bind {
-        addr: policy.admin,
-        what: "admin endpoint",
-        source,
-    })?;
+    let listener = TcpListener::bind(proxy_addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: proxy_addr,
+            what: "transparent proxy",
+            source,
+        })?;
+    let admin_listener =
+        std::net::TcpListener::bind(policy.admin).map_err(|source| DaemonError::Bind {
+            addr: policy.admin,
+            what: "admin endpoint",
+            source,
+        })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(policy.admin);
     install(nft::compile::compile(&policy, &dir)).await?;
     info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
@@ -169,11 +172,18 @@ pub async fn run(
     Ok(())
 }
 
-fn spawn_admin(listener: std::net::TcpListener, state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) {
+fn spawn_admin(
+    listener: std::net::TcpListener,
+    state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+) {
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return error!(error = %e, "admin runtime failed to start"),
             };
@@ -190,7 +200,12 @@ fn spawn_admin(listener: std::net::TcpListener, state: Arc<ArcSwap<Snapshot>>, m
 }
 
 /// One reload. `Ok(false)`: nothing changed.
-async fn reload(path: &Path, socket: &str, state: &ArcSwap<Snapshot>, trigger: &str) -> Result<bool, DaemonError> {
+async fn reload(
+    path: &Path,
+    socket: &str,
+    state: &ArcSwap<Snapshot>,
+    trigger: &str,
+) -> Result<bool, DaemonError> {
     let current = state.load_full();
     let policy = if trigger == "docker" {
         current.policy.clone()
@@ -216,7 +231,11 @@ async fn reload(path: &Path, socket: &str, state: &ArcSwap<Snapshot>, trigger: &
     }
     install(nft::compile::compile(&policy, &dir)).await?;
     let version = current.version + 1;
-    state.store(Arc::new(Snapshot { policy, dir, version }));
+    state.store(Arc::new(Snapshot {
+        policy,
+        dir,
+        version,
+    }));
     info!(trigger, version, "rules reloaded");
     Ok(true)
 }

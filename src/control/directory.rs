@@ -49,7 +49,10 @@ impl Directory {
     }
 
     pub fn addresses(&self, id: ContainerId) -> &[IpAddr] {
-        self.addrs.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.addrs
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 

@@ -40,10 +40,17 @@ pub fn resolve(socket: &str, name: &str) -> Result<Vec<IpAddr>, DockerError> {
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     // Names are validated by the rule file loader; still refuse anything
     // that could break the request line.
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
         return Err(api("invalid container name".into()));
     }
-    write!(s, "GET /containers/{name}/json HTTP/1.0\r\nHost: docker\r\n\r\n").map_err(|e| api(e.to_string()))?;
+    write!(
+        s,
+        "GET /containers/{name}/json HTTP/1.0\r\nHost: docker\r\n\r\n"
+    )
+    .map_err(|e| api(e.to_string()))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| api(e.to_string()))?;
     let split = raw
@@ -58,7 +65,8 @@ pub fn resolve(socket: &str, name: &str) -> Result<Vec<IpAddr>, DockerError> {
     if status != "200" {
         return Err(api(format!("HTTP status {status}")));
     }
-    let v: serde_json::Value = serde_json::from_slice(&raw[split + 4..]).map_err(|e| api(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&raw[split + 4..]).map_err(|e| api(e.to_string()))?;
     Ok(addresses(&v))
 }
 
@@ -68,10 +76,17 @@ fn addresses(v: &serde_json::Value) -> Vec<IpAddr> {
         return Vec::new();
     }
     let mut out = Vec::new();
-    if let Some(nets) = v.pointer("/NetworkSettings/Networks").and_then(|n| n.as_object()) {
+    if let Some(nets) = v
+        .pointer("/NetworkSettings/Networks")
+        .and_then(|n| n.as_object())
+    {
         for net in nets.values() {
             for key in ["IPAddress", "GlobalIPv6Address"] {
-                if let Some(ip) = net.get(key).and_then(|a| a.as_str()).and_then(|a| a.parse().ok()) {
+                if let Some(ip) = net
+                    .get(key)
+                    .and_then(|a| a.as_str())
+                    .and_then(|a| a.parse().ok())
+                {
                     if !out.contains(&ip) {
                         out.push(ip);
                     }
@@ -90,7 +105,10 @@ mod tests {
             r#"{"State":{"Running":true},"NetworkSettings":{"Networks":{"n1":{"IPAddress":"198.19.5.3","GlobalIPv6Address":""}}}}"#,
         )
         .unwrap();
-        assert_eq!(super::addresses(&v), vec!["198.19.5.3".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            super::addresses(&v),
+            vec!["198.19.5.3".parse::<std::net::IpAddr>().unwrap()]
+        );
         let stopped: serde_json::Value = serde_json::from_str(r#"{"State":{"Running":false},"NetworkSettings":{"Networks":{"n1":{"IPAddress":"198.19.5.3"}}}}"#).unwrap();
         assert!(super::addresses(&stopped).is_empty());
     }

@@ -17,7 +17,9 @@ use std::ops::Range;
 use std::os::raw::c_int;
 
 use nftnl::nftnl_sys::libc;
-use nftnl::{Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table};
+use nftnl::{
+    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
+};
 
 use super::expr::{comment_udata, set_udata, Expr, Reg, SetElemsMsg, SetMsg, ELEMS_PER_MSG};
 use super::layout::{ChainKind, Family, HookPoint, Layout, SetLayout, Stmt, AUDIT_PREFIX};
@@ -49,7 +51,9 @@ pub enum NftError {
 fn errno_hint(errno: i32) -> &'static str {
     match errno {
         libc::EPERM => "; run as root or with CAP_NET_ADMIN",
-        libc::ENOENT => "; the kernel may lack an nftables module (nf_tables, nft_redir, nft_ct, nf_nat)",
+        libc::ENOENT => {
+            "; the kernel may lack an nftables module (nf_tables, nft_redir, nft_ct, nf_nat)"
+        }
         libc::EOPNOTSUPP => "; the kernel does not support this nftables feature",
         _ => "",
     }
@@ -312,7 +316,11 @@ fn stmt_exprs(stmt: &Stmt, id_of: &dyn Fn(&str) -> u32) -> Vec<Expr> {
         }
         Stmt::AuditPair { family, set } => {
             v.extend(nfproto(*family));
-            v.push(network(family.saddr_offset(), family.addr_len(), Reg::word(0)));
+            v.push(network(
+                family.saddr_offset(),
+                family.addr_len(),
+                Reg::word(0),
+            ));
             v.push(network(
                 family.daddr_offset(),
                 family.addr_len(),
@@ -324,9 +332,17 @@ fn stmt_exprs(stmt: &Stmt, id_of: &dyn Fn(&str) -> u32) -> Vec<Expr> {
         }
         Stmt::DefaultDeny { family, set, audit } => {
             v.extend(nfproto(*family));
-            v.push(network(family.saddr_offset(), family.addr_len(), Reg::word(0)));
+            v.push(network(
+                family.saddr_offset(),
+                family.addr_len(),
+                Reg::word(0),
+            ));
             v.push(lookup(set, id_of));
-            v.push(network(family.daddr_offset(), family.addr_len(), Reg::word(0)));
+            v.push(network(
+                family.daddr_offset(),
+                family.addr_len(),
+                Reg::word(0),
+            ));
             v.push(lookup(set, id_of));
             v.push(Expr::Counter);
             if *audit {
@@ -399,7 +415,8 @@ pub fn exists() -> Result<bool, NftError> {
 
 /// Message type of a table description: `NFNL_SUBSYS_NFTABLES << 8 |
 /// NFT_MSG_NEWTABLE`.
-const NEWTABLE_TYPE: u16 = ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | libc::NFT_MSG_NEWTABLE as u16;
+const NEWTABLE_TYPE: u16 =
+    ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | libc::NFT_MSG_NEWTABLE as u16;
 
 /// `NFT_MSG_GETTABLE` for our table, built by hand: a netlink header, the
 /// nfgenmsg header and one `NFTA_TABLE_NAME` attribute.
@@ -443,7 +460,8 @@ fn open() -> Result<mnl::Socket, NftError> {
     // Error answers without a copy of the failed request: keeps each
     // answer small however large the rejected message was.
     const NETLINK_CAP_ACK: c_int = 10;
-    setsockopt(&socket, libc::SOL_NETLINK, NETLINK_CAP_ACK, &1 as &c_int).map_err(NftError::Socket)?;
+    setsockopt(&socket, libc::SOL_NETLINK, NETLINK_CAP_ACK, &1 as &c_int)
+        .map_err(NftError::Socket)?;
     Ok(socket)
 }
 
@@ -463,7 +481,9 @@ fn setsockopt<T>(socket: &mnl::Socket, level: c_int, name: c_int, value: &T) -> 
 }
 
 fn send(socket: &mnl::Socket, bytes: &[u8]) -> Result<(), NftError> {
-    let sent = socket.send(bytes).map_err(|source| NftError::Send { source })?;
+    let sent = socket
+        .send(bytes)
+        .map_err(|source| NftError::Send { source })?;
     if sent < bytes.len() {
         return Err(NftError::Send {
             source: io::Error::other("short write"),
@@ -520,7 +540,10 @@ pub(super) fn transact(batch: &FinalizedBatch, labels: &[String]) -> Result<(), 
         let msgs = match receive(&socket, &mut buf) {
             Ok(m) => m,
             Err(NftError::Receive(e))
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
             {
                 break
             }

@@ -63,7 +63,8 @@ pub fn compile(policy: &Policy, dir: &Directory) -> Ruleset {
     rs.allow.sort();
     rs.redirect.sort();
     rs.audit_pairs.sort();
-    rs.audit_pairs.dedup_by(|a, b| a.src == b.src && a.dst == b.dst);
+    rs.audit_pairs
+        .dedup_by(|a, b| a.src == b.src && a.dst == b.dst);
     rs
 }
 
@@ -74,7 +75,8 @@ mod tests {
 
     #[test]
     fn example_redirects_app2_to_app1_and_manages_all() {
-        let set = crate::rules::parse("rules.json", include_str!("../../rules/example.json")).unwrap();
+        let set =
+            crate::rules::parse("rules.json", include_str!("../../rules/example.json")).unwrap();
         let policy = Policy::compile(set).unwrap();
         let dir = Directory::build(&policy, |name| {
             assert_eq!(name, "app2");
@@ -86,13 +88,17 @@ mod tests {
         assert!(rs.allow.is_empty());
         assert_eq!(rs.redirect.len(), 1);
         let r = &rs.redirect[0];
-        assert_eq!((r.src.to_string(), r.dst.to_string(), r.proto, r.port), ("198.19.0.3".into(), "198.19.0.2".into(), L4::Tcp, 80));
+        assert_eq!(
+            (r.src.to_string(), r.dst.to_string(), r.proto, r.port),
+            ("198.19.0.3".into(), "198.19.0.2".into(), L4::Tcp, 80)
+        );
         assert_eq!(r.comment, "access[0]:9:5 app2->app1");
     }
 
     #[test]
     fn unresolved_docker_container_gets_no_elements() {
-        let set = crate::rules::parse("rules.json", include_str!("../../rules/example.json")).unwrap();
+        let set =
+            crate::rules::parse("rules.json", include_str!("../../rules/example.json")).unwrap();
         let policy = Policy::compile(set).unwrap();
         let rs = compile(&policy, &Directory::build(&policy, |_| vec![]));
         assert_eq!(rs.managed.len(), 2);

@@ -72,7 +72,10 @@ impl Reg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expr {
     /// `meta KEY` into `dreg`.
-    Meta { key: u32, dreg: Reg },
+    Meta {
+        key: u32,
+        dreg: Reg,
+    },
     /// `len` bytes at `offset` of header `base` into `dreg`.
     Payload {
         base: u32,
@@ -81,7 +84,11 @@ pub(crate) enum Expr {
         dreg: Reg,
     },
     /// Compare `sreg` with `data`.
-    Cmp { op: u32, sreg: Reg, data: Vec<u8> },
+    Cmp {
+        op: u32,
+        sreg: Reg,
+        data: Vec<u8>,
+    },
     /// `dreg = (sreg & mask) ^ xor`.
     Bitwise {
         sreg: Reg,
@@ -90,17 +97,32 @@ pub(crate) enum Expr {
         xor: Vec<u8>,
     },
     /// `ct KEY` into `dreg`.
-    Ct { key: u32, dreg: Reg },
+    Ct {
+        key: u32,
+        dreg: Reg,
+    },
     /// Match if the key starting at `sreg` is in the named set.
-    Lookup { sreg: Reg, set: String, set_id: u32 },
+    Lookup {
+        sreg: Reg,
+        set: String,
+        set_id: u32,
+    },
     Counter,
-    Log { prefix: String },
+    Log {
+        prefix: String,
+    },
     /// A constant into a data register.
-    Immediate { dreg: Reg, data: Vec<u8> },
+    Immediate {
+        dreg: Reg,
+        data: Vec<u8>,
+    },
     /// `accept`, `drop`… (`NF_ACCEPT`, `NF_DROP`).
     Verdict(i32),
     /// Redirect to the local port held in `proto_min`.
-    Redir { proto_min: Reg, flags: u32 },
+    Redir {
+        proto_min: Reg,
+        flags: u32,
+    },
 }
 
 fn new_expr(name: &CStr) -> NonNull<sys::nftnl_expr> {
@@ -132,7 +154,8 @@ fn set_str(e: NonNull<sys::nftnl_expr>, attr: u32, s: &str) {
     z.extend(s.bytes().filter(|&b| b != 0));
     z.push(0);
     // SAFETY: `e` is live; `z` is NUL-terminated and libnftnl copies it.
-    let ret = unsafe { sys::nftnl_expr_set_str(e.as_ptr(), attr as u16, z.as_ptr().cast::<c_char>()) };
+    let ret =
+        unsafe { sys::nftnl_expr_set_str(e.as_ptr(), attr as u16, z.as_ptr().cast::<c_char>()) };
     copied_or_abort(ret);
 }
 
@@ -222,19 +245,18 @@ impl Expression for Expr {
 
 // === impl SetMsg ===
 
-fn new_set(
-    family: ProtoFamily,
-    table: &CStr,
-    name: &CStr,
-    id: u32,
-) -> NonNull<sys::nftnl_set> {
+fn new_set(family: ProtoFamily, table: &CStr, name: &CStr, id: u32) -> NonNull<sys::nftnl_set> {
     // SAFETY: plain allocation, checked for NULL.
     let set = alloc_or_abort(unsafe { sys::nftnl_set_alloc() });
     let s = set.as_ptr();
     // SAFETY: `s` is live; the strings are NUL-terminated and copied.
-    copied_or_abort(unsafe { sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr()) });
+    copied_or_abort(unsafe {
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr())
+    });
     // SAFETY: as above.
-    copied_or_abort(unsafe { sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr()) });
+    copied_or_abort(unsafe {
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr())
+    });
     // SAFETY: `s` is live.
     unsafe { sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, family as u32) };
     // SAFETY: `s` is live.
@@ -288,10 +310,7 @@ impl SetMsg {
 unsafe impl NlMsg for SetMsg {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
         let (ty, flags) = match msg_type {
-            MsgType::Add => (
-                libc::NFT_MSG_NEWSET,
-                libc::NLM_F_CREATE | libc::NLM_F_ACK,
-            ),
+            MsgType::Add => (libc::NFT_MSG_NEWSET, libc::NLM_F_CREATE | libc::NLM_F_ACK),
             MsgType::Del => (libc::NFT_MSG_DELSET, libc::NLM_F_ACK),
         };
         // SAFETY: the caller (nftnl's `Batch`) passes a buffer of

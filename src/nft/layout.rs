@@ -693,10 +693,20 @@ mod tests {
             ..Ruleset::default()
         };
         let l = Layout::new(&rs);
-        let allow4 = &l.sets.iter().find(|s| s.name == "allow4").expect("set").elements;
+        let allow4 = &l
+            .sets
+            .iter()
+            .find(|s| s.name == "allow4")
+            .expect("set")
+            .elements;
         assert_eq!(allow4.len(), 1);
         assert_eq!(allow4[0].comment, "first; second");
-        let allow6 = &l.sets.iter().find(|s| s.name == "allow6").expect("set").elements;
+        let allow6 = &l
+            .sets
+            .iter()
+            .find(|s| s.name == "allow6")
+            .expect("set")
+            .elements;
         assert!(allow6.is_empty());
     }
 }

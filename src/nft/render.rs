@@ -73,7 +73,11 @@ fn set_text(set: &SetLayout) -> String {
     if !set.elements.is_empty() {
         b.push_str("\t\telements = { ");
         // nft puts two IPv4 addresses on a line, and one of anything else.
-        let per_line = if set.fields() == [Field::Ipv4Addr] { 2 } else { 1 };
+        let per_line = if set.fields() == [Field::Ipv4Addr] {
+            2
+        } else {
+            1
+        };
         for (i, e) in set.elements.iter().enumerate() {
             if i > 0 {
                 b.push_str(if i % per_line == 0 {
@@ -196,7 +200,9 @@ mod tests {
         let text = to_nft_text(&sample());
         let declare = text.find("table inet portcullis {\n}\n").expect("declare");
         let delete = text.find("delete table inet portcullis\n").expect("delete");
-        let define = text.rfind("table inet portcullis {\n\tset").expect("define");
+        let define = text
+            .rfind("table inet portcullis {\n\tset")
+            .expect("define");
         assert!(declare < delete && delete < define);
         assert!(text.ends_with(&table_text(&sample())));
     }
@@ -216,9 +222,8 @@ mod tests {
         ] {
             assert!(text.contains(&format!("\tset {name} {{\n")), "{name}");
         }
-        assert!(text.contains(
-            "elements = { 198.19.0.2 comment \"app1\", 198.19.0.3 comment \"app2\" }"
-        ));
+        assert!(text
+            .contains("elements = { 198.19.0.2 comment \"app1\", 198.19.0.3 comment \"app2\" }"));
         assert!(text.contains("elements = { fd00::2 comment \"app1\" }"));
         assert!(text.contains(
             "elements = { 198.19.0.3 . 198.19.0.2 . udp . 53 comment \
@@ -235,16 +240,18 @@ mod tests {
              \t\tip saddr . ip daddr . meta l4proto . tcp dport @redirect4 counter redirect to :15001 \
              comment \"http-filtered access flows (ipv4) into the proxy\"\n"
         ));
-        assert!(text.contains(
-            "ip6 saddr . ip6 daddr . meta l4proto . udp dport @allow6 counter accept"
-        ));
+        assert!(text
+            .contains("ip6 saddr . ip6 daddr . meta l4proto . udp dport @allow6 counter accept"));
         assert!(text.contains(
             "ip saddr @managed4 ip daddr @managed4 counter drop \
              comment \"default deny between managed containers (ipv4)\""
         ));
         assert!(text.contains("tcp dport 15001 ct status dnat counter accept"));
         assert!(text.contains("tcp dport 15001 counter drop"));
-        for line in text.lines().filter(|l| l.starts_with("\t\t") && l.contains(" counter ")) {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("\t\t") && l.contains(" counter "))
+        {
             assert!(line.contains(" comment \""), "rule without comment: {line}");
         }
     }

@@ -76,11 +76,15 @@ fn rich(audit: bool) -> Ruleset {
         let addr = IpAddr::V4(Ipv4Addr::new(10, 77, (i / 250) as u8, (i % 250) as u8 + 1));
         rs.managed.push(managed(addr, &format!("bulk{i}")));
     }
-    rs.allow.push(flow(v4(2), v4(4), L4::Udp, 53, "access[1] app1->app3 dns"));
-    rs.allow.push(flow(v4(2), v4(4), L4::Tcp, 5432, &"long ".repeat(40)));
-    rs.allow.push(flow(v6(2), v6(3), L4::Tcp, 443, "access[2] app1->app2 é"));
+    rs.allow
+        .push(flow(v4(2), v4(4), L4::Udp, 53, "access[1] app1->app3 dns"));
+    rs.allow
+        .push(flow(v4(2), v4(4), L4::Tcp, 5432, &"long ".repeat(40)));
+    rs.allow
+        .push(flow(v6(2), v6(3), L4::Tcp, 443, "access[2] app1->app2 é"));
     rs.allow.push(flow(v4(4), v4(2), L4::Tcp, 8080, ""));
-    rs.redirect.push(flow(v6(3), v6(2), L4::Tcp, 80, "access[0] app2->app1 v6"));
+    rs.redirect
+        .push(flow(v6(3), v6(2), L4::Tcp, 80, "access[0] app2->app1 v6"));
     rs.audit_pairs.push(AddrPair {
         src: v4(4),
         dst: v4(3),
@@ -125,7 +129,9 @@ fn golden_example() {
 static KERNEL: Mutex<()> = Mutex::new(());
 
 fn kernel_lock() -> MutexGuard<'static, ()> {
-    KERNEL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    KERNEL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Removes the table when dropped, also when the test panics.
@@ -202,7 +208,10 @@ fn normalize_bytecode(text: &str) -> String {
         flush(&mut elements, &mut out);
         let line = if line.starts_with("inet portcullis ") && !line.contains('@') {
             // "inet portcullis forward 13 11": chain, handle, position.
-            line.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            line.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         } else if line.contains("[ counter pkts") {
             "  [ counter ]".to_string()
         } else {
@@ -249,7 +258,9 @@ fn expected_elements(rs: &Ruleset) -> BTreeSet<(String, String, String)> {
                     dst,
                     proto,
                     port,
-                } => serde_json::json!({"concat": [src.to_string(), dst.to_string(), proto.name(), port]}),
+                } => {
+                    serde_json::json!({"concat": [src.to_string(), dst.to_string(), proto.name(), port]})
+                }
                 Key::Pair { src, dst } => {
                     serde_json::json!({"concat": [src.to_string(), dst.to_string()]})
                 }
@@ -349,12 +360,8 @@ fn rejected_batch_keeps_the_old_table() {
     let table = nftnl::Table::new(c"portcullis", nftnl::ProtoFamily::Inet);
     let mut batch = nftnl::Batch::new();
     batch.add(&table, nftnl::MsgType::Add);
-    let mut elems = super::expr::SetElemsMsg::new(
-        nftnl::ProtoFamily::Inet,
-        c"portcullis",
-        c"managed4",
-        0,
-    );
+    let mut elems =
+        super::expr::SetElemsMsg::new(nftnl::ProtoFamily::Inet, c"portcullis", c"managed4", 0);
     elems.push(&[0u8; 16], None);
     batch.add(&elems, nftnl::MsgType::Add);
     let labels = ["table (declare)".to_string(), "bad element".to_string()];

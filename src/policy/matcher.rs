@@ -55,7 +55,11 @@ impl Matcher {
     /// Compiles a validated matcher. Regexes were checked by validation,
     /// but an error is still reported rather than assumed away.
     pub fn compile(rule: RuleRef, m: &HttpMatcher) -> Result<Matcher, regex::Error> {
-        let regex = m.path_regex.as_deref().map(|r| Regex::new(&anchored(r))).transpose()?;
+        let regex = m
+            .path_regex
+            .as_deref()
+            .map(|r| Regex::new(&anchored(r)))
+            .transpose()?;
         let mut headers = Vec::new();
         for (name, c) in m.headers.iter().flatten() {
             let cond = match c {

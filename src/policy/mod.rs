@@ -113,12 +113,22 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn deny(layer: Layer, rule: Option<RuleRef>, reason: String, audit: bool, status: Option<u16>) -> Decision {
+    fn deny(
+        layer: Layer,
+        rule: Option<RuleRef>,
+        reason: String,
+        audit: bool,
+        status: Option<u16>,
+    ) -> Decision {
         Decision {
             verdict: if audit { Verdict::Allow } else { Verdict::Deny },
             layer,
             rule,
-            reason: if audit { format!("audit_deny: {reason}") } else { reason },
+            reason: if audit {
+                format!("audit_deny: {reason}")
+            } else {
+                reason
+            },
             audit_deny: audit,
             status: if audit { None } else { status },
         }
@@ -170,10 +180,12 @@ impl Policy {
                     for (j, m) in ms.iter().enumerate() {
                         let mpath = format!("{path}.http[{j}]");
                         let rule = set.rule_ref(&mpath);
-                        out.push(Matcher::compile(rule, m).map_err(|err| crate::rules::RuleError::At {
-                            file: set.file.to_string(),
-                            pos: set.locations.of(&mpath),
-                            message: format!("regex does not compile: {err}"),
+                        out.push(Matcher::compile(rule, m).map_err(|err| {
+                            crate::rules::RuleError::At {
+                                file: set.file.to_string(),
+                                pos: set.locations.of(&mpath),
+                                message: format!("regex does not compile: {err}"),
+                            }
                         })?);
                     }
                     Some(out)
@@ -181,7 +193,11 @@ impl Policy {
             };
             let from: Vec<ContainerId> = e.from.0.iter().map(|f| id(f)).collect();
             let to = id(&e.to);
-            let ports: Vec<u16> = e.ports.iter().filter_map(|&p| u16::try_from(p).ok()).collect();
+            let ports: Vec<u16> = e
+                .ports
+                .iter()
+                .filter_map(|&p| u16::try_from(p).ok())
+                .collect();
             for &f in &from {
                 for &p in &ports {
                     flows.insert((f, to, proto, p), entries.len() as u32);
@@ -230,7 +246,10 @@ impl Policy {
     }
 
     pub fn container_name(&self, id: ContainerId) -> &str {
-        self.containers.get(id as usize).map(|c| c.name.as_str()).unwrap_or("?")
+        self.containers
+            .get(id as usize)
+            .map(|c| c.name.as_str())
+            .unwrap_or("?")
     }
 
     /// The entry owning a flow, if any (one hash lookup).
@@ -242,7 +261,13 @@ impl Policy {
 
     /// What nftables does with a new connection between two managed
     /// containers.
-    pub fn decide_flow(&self, from: ContainerId, to: ContainerId, proto: L4, port: u16) -> Decision {
+    pub fn decide_flow(
+        &self,
+        from: ContainerId,
+        to: ContainerId,
+        proto: L4,
+        port: u16,
+    ) -> Decision {
         let (f, t) = (self.container_name(from), self.container_name(to));
         match self.flow(from, to, proto, port) {
             None => Decision::deny(
@@ -285,13 +310,23 @@ impl Policy {
 
     /// The full decision for a request on an entry's flow, with reasons.
     pub fn decide_request(&self, entry: &Entry, req: &RequestView<'_>) -> Decision {
-        let from = entry.from.iter().map(|&i| self.container_name(i)).collect::<Vec<_>>().join("|");
+        let from = entry
+            .from
+            .iter()
+            .map(|&i| self.container_name(i))
+            .collect::<Vec<_>>()
+            .join("|");
         match (Self::check_request(entry, req), &entry.http) {
             (RequestCheck::Allowed(i), Some(ms)) => Decision {
                 verdict: Verdict::Allow,
                 layer: Layer::Proxy,
                 rule: ms.get(i).map(|m| m.rule.clone()),
-                reason: format!("{} {} matches {}", req.method, req.path, ms.get(i).map(|m| m.describe()).unwrap_or_default()),
+                reason: format!(
+                    "{} {} matches {}",
+                    req.method,
+                    req.path,
+                    ms.get(i).map(|m| m.describe()).unwrap_or_default()
+                ),
                 audit_deny: false,
                 status: None,
             },
@@ -299,7 +334,10 @@ impl Policy {
                 verdict: Verdict::Allow,
                 layer: Layer::Nftables,
                 rule: Some(entry.rule.clone()),
-                reason: format!("{from} -> {} is allowed at L4 (no http rules)", self.container_name(entry.to)),
+                reason: format!(
+                    "{from} -> {} is allowed at L4 (no http rules)",
+                    self.container_name(entry.to)
+                ),
                 audit_deny: false,
                 status: None,
             },
@@ -319,7 +357,12 @@ impl Policy {
                 Decision::deny(
                     Layer::Proxy,
                     Some(entry.rule.clone()),
-                    format!("no http matcher allows {} {}: {}", req.method, req.path, why.join("; ")),
+                    format!(
+                        "no http matcher allows {} {}: {}",
+                        req.method,
+                        req.path,
+                        why.join("; ")
+                    ),
                     entry.audit,
                     Some(403),
                 )

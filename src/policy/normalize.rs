@@ -97,7 +97,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                     0..=0x1f | 0x7f => return Err(PathError::ControlByte),
                     _ => {}
                 }
-                if is_unreserved(v) || b[i + 1].is_ascii_lowercase() || b[i + 2].is_ascii_lowercase()
+                if is_unreserved(v)
+                    || b[i + 1].is_ascii_lowercase()
+                    || b[i + 2].is_ascii_lowercase()
                 {
                     needs_work = true;
                 }

@@ -12,24 +12,51 @@ fn example() -> Policy {
     policy(include_str!("../../rules/example.json"))
 }
 
-fn req<'a>(p: &Policy, method: &'a str, path: &'a str, headers: &'a [httparse::Header<'a>]) -> Decision {
-    let (app2, app1) = (p.container_id("app2").unwrap(), p.container_id("app1").unwrap());
+fn req<'a>(
+    p: &Policy,
+    method: &'a str,
+    path: &'a str,
+    headers: &'a [httparse::Header<'a>],
+) -> Decision {
+    let (app2, app1) = (
+        p.container_id("app2").unwrap(),
+        p.container_id("app1").unwrap(),
+    );
     let entry = p.flow(app2, app1, L4::Tcp, 80).expect("entry");
     let norm = match normalize::normalize_path(path) {
         Ok(n) => n,
         Err(e) => return Policy::refuse_path(e),
     };
-    p.decide_request(entry, &RequestView { method, path: &norm, headers })
+    p.decide_request(
+        entry,
+        &RequestView {
+            method,
+            path: &norm,
+            headers,
+        },
+    )
 }
 
 #[test]
 fn scenario_2_requests() {
     let p = example();
-    let bar = [httparse::Header { name: "x-bar", value: b"bar" }];
-    let baz = [httparse::Header { name: "X-Bar", value: b"baz" }];
+    let bar = [httparse::Header {
+        name: "x-bar",
+        value: b"bar",
+    }];
+    let baz = [httparse::Header {
+        name: "X-Bar",
+        value: b"baz",
+    }];
     let twice = [
-        httparse::Header { name: "X-Bar", value: b"bar" },
-        httparse::Header { name: "X-Bar", value: b"bar" },
+        httparse::Header {
+            name: "X-Bar",
+            value: b"bar",
+        },
+        httparse::Header {
+            name: "X-Bar",
+            value: b"bar",
+        },
     ];
     let allowed: [(&str, &str, &[httparse::Header]); 4] = [
         ("GET", "/foo", &[]),
@@ -60,16 +87,29 @@ fn scenario_2_requests() {
         assert_eq!(d.rule.unwrap().pos.line, 9, "rule named by its line");
     }
     let d = req(&p, "GET", "/foo/%2e%2e/%2e%2e/etc", &[]);
-    assert_eq!((d.verdict, d.status, d.rule), (Verdict::Deny, Some(400), None));
+    assert_eq!(
+        (d.verdict, d.status, d.rule),
+        (Verdict::Deny, Some(400), None)
+    );
 }
 
 #[test]
 fn scenario_1_and_other_ports_are_default_deny() {
     let p = example();
     let id = |n| p.container_id(n).unwrap();
-    for (from, port, proto) in [("app3", 80, L4::Tcp), ("app3", 8080, L4::Tcp), ("app3", 53, L4::Udp), ("app2", 8080, L4::Tcp), ("app2", 80, L4::Udp)] {
+    for (from, port, proto) in [
+        ("app3", 80, L4::Tcp),
+        ("app3", 8080, L4::Tcp),
+        ("app3", 53, L4::Udp),
+        ("app2", 8080, L4::Tcp),
+        ("app2", 80, L4::Udp),
+    ] {
         let d = p.decide_flow(id(from), id("app1"), proto, port);
-        assert_eq!((d.verdict, d.layer, d.rule), (Verdict::Deny, Layer::Nftables, None), "{from} {port}");
+        assert_eq!(
+            (d.verdict, d.layer, d.rule),
+            (Verdict::Deny, Layer::Nftables, None),
+            "{from} {port}"
+        );
         assert!(d.reason.starts_with("default deny"));
     }
     let d = p.decide_flow(id("app2"), id("app1"), L4::Tcp, 80);
@@ -79,7 +119,11 @@ fn scenario_1_and_other_ports_are_default_deny() {
 
 #[test]
 fn audit_mode_lets_denials_through_but_says_so() {
-    let text = include_str!("../../rules/example.json").replacen("\"version\": 1,", "\"version\": 1, \"mode\": \"audit\",", 1);
+    let text = include_str!("../../rules/example.json").replacen(
+        "\"version\": 1,",
+        "\"version\": 1, \"mode\": \"audit\",",
+        1,
+    );
     let p = policy(&text);
     let d = req(&p, "POST", "/foo", &[]);
     assert_eq!(d.verdict, Verdict::Allow);
@@ -91,26 +135,59 @@ fn audit_mode_lets_denials_through_but_says_so() {
 
 #[test]
 fn per_entry_audit_overrides_global_enforce() {
-    let p = policy(r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},
-        "access":[{"from":"a","to":"b","ports":[80],"mode":"audit","http":[{"methods":["GET"]}]}]}"#);
+    let p = policy(
+        r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},
+        "access":[{"from":"a","to":"b","ports":[80],"mode":"audit","http":[{"methods":["GET"]}]}]}"#,
+    );
     let e = p.flow(0, 1, L4::Tcp, 80).unwrap();
-    let d = p.decide_request(e, &RequestView { method: "DELETE", path: "/", headers: &[] });
+    let d = p.decide_request(
+        e,
+        &RequestView {
+            method: "DELETE",
+            path: "/",
+            headers: &[],
+        },
+    );
     assert!(d.audit_deny && d.verdict == Verdict::Allow);
     assert!(!p.audit);
 }
 
 #[test]
 fn header_conditions() {
-    let p = policy(r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},
+    let p = policy(
+        r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},
         "access":[{"from":["a"],"to":"b","ports":[80],"http":[
-          {"headers":{"X-Tok":{"prefix":"ab"},"X-Never":false,"X-Here":true,"X-Re":{"regex":"v[0-9]+"},"X-Suf":{"suffix":".json"}}}]}]}"#);
+          {"headers":{"X-Tok":{"prefix":"ab"},"X-Never":false,"X-Here":true,"X-Re":{"regex":"v[0-9]+"},"X-Suf":{"suffix":".json"}}}]}]}"#,
+    );
     let e = p.flow(0, 1, L4::Tcp, 80).unwrap();
-    let h = |pairs: &[(&'static str, &'static [u8])]| pairs.iter().map(|(n, v)| httparse::Header { name: n, value: v }).collect::<Vec<_>>();
-    let good = h(&[("x-tok", b"abc"), ("x-here", b""), ("x-re", b"v12"), ("x-suf", b"a.json")]);
-    let ok = |hs: &[httparse::Header]| Policy::check_request(e, &RequestView { method: "GET", path: "/", headers: hs }) != RequestCheck::Denied;
+    let h = |pairs: &[(&'static str, &'static [u8])]| {
+        pairs
+            .iter()
+            .map(|(n, v)| httparse::Header { name: n, value: v })
+            .collect::<Vec<_>>()
+    };
+    let good = h(&[
+        ("x-tok", b"abc"),
+        ("x-here", b""),
+        ("x-re", b"v12"),
+        ("x-suf", b"a.json"),
+    ]);
+    let ok = |hs: &[httparse::Header]| {
+        Policy::check_request(
+            e,
+            &RequestView {
+                method: "GET",
+                path: "/",
+                headers: hs,
+            },
+        ) != RequestCheck::Denied
+    };
     assert!(ok(&good));
     let mut with_never = good.clone();
-    with_never.push(httparse::Header { name: "X-Never", value: b"1" });
+    with_never.push(httparse::Header {
+        name: "X-Never",
+        value: b"1",
+    });
     assert!(!ok(&with_never));
     let mut regex_partial = good.clone();
     regex_partial[2].value = b"xv12";
@@ -137,7 +214,11 @@ fn bad_rule_files_name_their_position() {
         ("{\"version\":1,\"containers\":{", "unexpected end of file"),
     ];
     for (text, want) in cases {
-        let err = crate::rules::parse("r.json", text).and_then(Policy::compile).map(|_| ()).unwrap_err().to_string();
+        let err = crate::rules::parse("r.json", text)
+            .and_then(Policy::compile)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("r.json:"), "{err}");
         assert!(err.contains(want), "{err:?} should contain {want:?}");
         assert!(!err.contains('\n'), "one line: {err}");

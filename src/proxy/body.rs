@@ -162,7 +162,9 @@ where
             src.fill_or_eof().await?;
         }
         let take = (src.buf.len() as u64).min(left) as usize;
-        dst.write_all(&src.buf[..take]).await.map_err(BodyError::Write)?;
+        dst.write_all(&src.buf[..take])
+            .await
+            .map_err(BodyError::Write)?;
         src.buf.advance(take);
         left -= take as u64;
     }
@@ -188,7 +190,11 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     Ok(n)
 }
 
-async fn copy_chunked<R, W>(src: &mut Inbound<R>, dst: &mut W, limit: Option<u64>) -> Result<u64, BodyError>
+async fn copy_chunked<R, W>(
+    src: &mut Inbound<R>,
+    dst: &mut W,
+    limit: Option<u64>,
+) -> Result<u64, BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -201,7 +207,9 @@ where
         if limit.is_some_and(|l| total > l) {
             return Err(BodyError::TooLarge);
         }
-        dst.write_all(format!("{size:x}\r\n").as_bytes()).await.map_err(BodyError::Write)?;
+        dst.write_all(format!("{size:x}\r\n").as_bytes())
+            .await
+            .map_err(BodyError::Write)?;
         if size == 0 {
             let mut trailer_bytes = 0;
             loop {
@@ -247,7 +255,11 @@ mod tests {
 
     #[tokio::test]
     async fn chunked_is_reencoded_without_extensions_or_trailers() {
-        let (r, out, rest) = run(b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT", Framing::Chunked).await;
+        let (r, out, rest) = run(
+            b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT",
+            Framing::Chunked,
+        )
+        .await;
         assert_eq!(r.unwrap(), 5);
         assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
         assert_eq!(rest, b"NEXT");

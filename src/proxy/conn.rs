@@ -23,10 +23,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::warn;
 
-use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
+use super::body::{Inbound, ReadHeadError};
+use super::forward::{forward, write_refusal, Exchange, Upstream};
 use super::head::{self, Framing, HeadError, MAX_HEADERS};
 use super::respond;
-use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::control::metrics::Metrics;
 use crate::policy::matcher::RequestView;
@@ -36,8 +36,6 @@ use crate::policy::{ContainerId, Policy, RequestCheck, L4};
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Who is talking to whom on this connection.
 struct Flow {
@@ -48,13 +46,7 @@ struct Flow {
 /// What the authorise phase decided, owning what later phases need so the
 /// borrow of the read buffer can end.
 enum Plan {
-    Forward {
-        framing: Framing,
-        keep_alive: bool,
-        head_request: bool,
-        expect_continue: bool,
-        body_limit: Option<u64>,
-    },
+    Forward(Exchange),
     Refuse {
         code: u16,
         reason: String,
@@ -77,8 +69,10 @@ fn limits_for(policy: &Policy, entry: Option<&crate::policy::Entry>) -> Limits {
     let pick = |f: fn(&crate::rules::model::Limits) -> Option<u64>| e.and_then(f).or_else(|| f(g));
     Limits {
         max_header_bytes: pick(|l| l.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES) as usize,
-        header_timeout: pick(|l| l.header_timeout_ms).map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
-        idle_timeout: pick(|l| l.idle_timeout_ms).map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
+        header_timeout: pick(|l| l.header_timeout_ms)
+            .map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
+        idle_timeout: pick(|l| l.idle_timeout_ms)
+            .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
         max_body_bytes: pick(|l| l.max_body_bytes),
     }
 }
@@ -100,10 +94,6 @@ pub async fn serve(ctx: Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, dst:
         }
     }
     let _ = inbound.io.shutdown().await;
-}
-
-async fn write_refusal(client: &mut TcpStream, code: u16, reason: &str, close: bool) -> io::Result<()> {
-    client.write_all(&respond::simple(code, reason, close)).await
 }
 
 /// Handles one request/response exchange. `Ok(true)`: keep the connection.
@@ -134,7 +124,8 @@ async fn one_exchange(
             Ok(Err(e)) => return Err(e),
         }
     }
-    let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await {
+    let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await
+    {
         Err(_) => {
             Metrics::inc(&metrics.requests_timeout_total);
             warn!(source = %flow.peer, "request head not received in time: 408");
@@ -154,7 +145,9 @@ async fn one_exchange(
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match head::parse_request(&inbound.buf[..head_len], &mut storage) {
             Err(e) => None.ok_or(e),
-            Ok(req) => Ok(authorise(policy, from, entry, flow, &req, &lim, out_head, metrics)),
+            Ok(req) => Ok(authorise(
+                policy, from, entry, flow, &req, &lim, out_head, metrics,
+            )),
         }
     };
     let plan = match plan {
@@ -164,21 +157,30 @@ async fn one_exchange(
     inbound.buf.advance(head_len);
 
     match plan {
-        Plan::Refuse { code, reason, close } => {
+        Plan::Refuse {
+            code,
+            reason,
+            close,
+        } => {
             write_refusal(&mut inbound.io, code, &reason, close).await?;
             Ok(!close)
         }
-        Plan::Forward {
-            framing,
-            keep_alive,
-            head_request,
-            expect_continue,
-            body_limit,
-        } => forward(ctx, flow, inbound, out_head, framing, keep_alive, head_request, expect_continue, body_limit).await,
+        Plan::Forward(exchange) => {
+            let to = Upstream {
+                peer: flow.peer,
+                dst: flow.dst,
+            };
+            forward(ctx, &to, inbound, out_head, exchange).await
+        }
     }
 }
 
-async fn refuse_head(inbound: &mut Inbound<TcpStream>, flow: &Flow, e: &HeadError, metrics: &Metrics) -> io::Result<bool> {
+async fn refuse_head(
+    inbound: &mut Inbound<TcpStream>,
+    flow: &Flow,
+    e: &HeadError,
+    metrics: &Metrics,
+) -> io::Result<bool> {
     let code = respond::request_head_status(e);
     Metrics::inc(&metrics.requests_bad_total);
     warn!(source = %flow.peer, destination = %flow.dst, status = code, reason = %e, "malformed request refused");
@@ -198,11 +200,18 @@ fn authorise(
     metrics: &Metrics,
 ) -> Plan {
     let has_body = req.framing != Framing::None;
-    let refuse = |code: u16, reason: String| Plan::Refuse { code, reason, close: has_body || code != 403 };
+    let refuse = |code: u16, reason: String| Plan::Refuse {
+        code,
+        reason,
+        close: has_body || code != 403,
+    };
     if req.wants_tunnel {
         Metrics::inc(&metrics.requests_bad_total);
         warn!(source = %flow.peer, destination = %flow.dst, method = req.method, "upgrade/CONNECT refused: not supported on access flows");
-        return refuse(501, "upgrade and CONNECT are not supported on access flows".into());
+        return refuse(
+            501,
+            "upgrade and CONNECT are not supported on access flows".into(),
+        );
     }
     let target = match head::origin_form(req.target, req.headers) {
         Ok(t) => t,
@@ -240,7 +249,11 @@ fn authorise(
     };
     if Policy::check_request(entry, &view) == RequestCheck::Denied {
         let d = policy.decide_request(entry, &view);
-        let rule = d.rule.as_ref().map(ToString::to_string).unwrap_or_else(|| "default".into());
+        let rule = d
+            .rule
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "default".into());
         if d.audit_deny {
             Metrics::inc(&metrics.requests_audit_denied_total);
             warn!(source = source_name.unwrap_or("?"), destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
@@ -287,184 +300,11 @@ fn authorise(
     out_head.extend_from_slice(b"x-portcullis-source: ");
     out_head.extend_from_slice(source_name.unwrap_or("unknown").as_bytes());
     out_head.extend_from_slice(b"\r\n\r\n");
-    Plan::Forward {
+    Plan::Forward(Exchange {
         framing: req.framing,
         keep_alive: req.keep_alive,
         head_request: req.method == "HEAD",
         expect_continue: req.expect_continue,
         body_limit: lim.max_body_bytes,
-    }
-}
-
-/// Phases 4 and 5.
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    ctx: &ProxyCtx,
-    flow: &Flow,
-    client: &mut Inbound<TcpStream>,
-    out_head: &[u8],
-    framing: Framing,
-    keep_alive: bool,
-    head_request: bool,
-    expect_continue: bool,
-    body_limit: Option<u64>,
-) -> io::Result<bool> {
-    let metrics = &ctx.metrics;
-    // A pooled connection may have been closed by the upstream meanwhile;
-    // without a body nothing is lost by retrying once on a fresh one.
-    let mut attempt = 0;
-    let (mut upstream, response_started) = loop {
-        attempt += 1;
-        let pooled = ctx.upstreams.take(flow.dst);
-        let reused = pooled.is_some();
-        let stream = match pooled {
-            Some(s) => s,
-            None => match UpstreamPool::connect(flow.dst, CONNECT_TIMEOUT).await {
-                Ok(s) => s,
-                Err(e) => {
-                    Metrics::inc(&metrics.upstream_errors_total);
-                    let code = if e.kind() == io::ErrorKind::TimedOut { 504 } else { 502 };
-                    warn!(destination = %flow.dst, error = %e, status = code, "upstream connect failed");
-                    write_refusal(&mut client.io, code, &format!("upstream {} unreachable: {e}", flow.dst), true).await?;
-                    return Ok(false);
-                }
-            },
-        };
-        let mut up = Inbound::new(stream);
-        if let Err(e) = up.io.write_all(out_head).await {
-            if reused && attempt == 1 {
-                continue;
-            }
-            return upstream_failed(client, flow, metrics, &e.to_string()).await;
-        }
-        if framing == Framing::None {
-            // Make sure the upstream is alive before giving up the retry.
-            match timeout(RESPONSE_TIMEOUT, up.fill()).await {
-                Ok(Ok(n)) if n > 0 => break (up, true),
-                Ok(_) if reused && attempt == 1 => continue,
-                Ok(Ok(_)) => return upstream_failed(client, flow, metrics, "upstream closed the connection").await,
-                Ok(Err(e)) => return upstream_failed(client, flow, metrics, &e.to_string()).await,
-                Err(_) => return upstream_timeout(client, flow, metrics).await,
-            }
-        }
-        break (up, false);
-    };
-
-    // Request body. `Expect: 100-continue` is answered here (the header is
-    // not forwarded): the request was already authorised, and an upstream
-    // that ignores Expect would otherwise deadlock waiting for the body.
-    if framing != Framing::None && !response_started {
-        if expect_continue {
-            client.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-        }
-        match copy_body(client, &mut upstream.io, framing, body_limit).await {
-            Ok(_) => {}
-            Err(BodyError::TooLarge) => {
-                warn!(source = %flow.peer, destination = %flow.dst, status = 413, "request body over the limit");
-                write_refusal(&mut client.io, 413, "request body too large", true).await?;
-                return Ok(false);
-            }
-            Err(BodyError::Malformed(why)) => {
-                Metrics::inc(&metrics.requests_bad_total);
-                warn!(source = %flow.peer, destination = %flow.dst, reason = why, "malformed request body");
-                write_refusal(&mut client.io, 400, &format!("bad request: {why}"), true).await?;
-                return Ok(false);
-            }
-            Err(BodyError::Read(e)) => return Err(e),
-            Err(BodyError::Write(e)) => return upstream_failed(client, flow, metrics, &e.to_string()).await,
-        }
-    }
-
-    // Phase 5: response heads (skipping interim 1xx), then the body.
-    loop {
-        let n = match read_response_head(&mut upstream).await {
-            Ok(n) => n,
-            Err(e) if e == "timeout" => return upstream_timeout(client, flow, metrics).await,
-            Err(e) => return upstream_failed(client, flow, metrics, &e).await,
-        };
-        let (code, res_framing, upstream_closes, interim, client_keeps, out) = {
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let res = match head::parse_response(&upstream.buf[..n], &mut storage, head_request) {
-                Ok(r) => r,
-                Err(e) => {
-                    let msg = format!("invalid response from upstream: {e}");
-                    return upstream_failed(client, flow, metrics, &msg).await;
-                }
-            };
-            if res.code == 101 {
-                return upstream_failed(client, flow, metrics, "upstream switched protocols unasked").await;
-            }
-            let interim = (100..200).contains(&res.code);
-            let client_keeps = keep_alive && !res.close;
-            (res.code, res.framing, res.close, interim, client_keeps, response_head(&res, !interim && !client_keeps))
-        };
-        upstream.buf.advance(n);
-        client.io.write_all(&out).await?;
-        if interim {
-            continue;
-        }
-        match copy_body(&mut upstream, &mut client.io, res_framing, None).await {
-            Ok(_) => {}
-            Err(BodyError::Write(e)) => return Err(e),
-            Err(e) => {
-                Metrics::inc(&metrics.upstream_errors_total);
-                warn!(destination = %flow.dst, error = ?e, "upstream response body failed; closing");
-                return Ok(false);
-            }
-        }
-        if !upstream_closes && upstream.buf.is_empty() {
-            ctx.upstreams.put(flow.dst, upstream.io);
-        }
-        client.io.flush().await?;
-        tracing::debug!(source = %flow.peer, destination = %flow.dst, status = code, "forwarded");
-        return Ok(client_keeps);
-    }
-}
-
-/// The response head relayed to the client: hop-by-hop headers dropped,
-/// framing restated, `connection: close` when this exchange is the last.
-fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", res.code, res.reason).as_bytes());
-    for h in res.headers {
-        if head::is_hop_by_hop(h.name) || head::named_by_connection(res.headers, h.name) {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if res.framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-async fn read_response_head(up: &mut Inbound<TcpStream>) -> Result<usize, String> {
-    match timeout(RESPONSE_TIMEOUT, up.read_head(64 * 1024)).await {
-        Err(_) => Err("timeout".into()),
-        Ok(Ok(Some(n))) => Ok(n),
-        Ok(Ok(None)) => Err("upstream closed the connection before responding".into()),
-        Ok(Err(ReadHeadError::Io(e))) => Err(e.to_string()),
-        Ok(Err(ReadHeadError::Head(e))) => Err(format!("invalid response head from upstream: {e}")),
-    }
-}
-
-async fn upstream_failed(client: &mut Inbound<TcpStream>, flow: &Flow, metrics: &Metrics, why: &str) -> io::Result<bool> {
-    Metrics::inc(&metrics.upstream_errors_total);
-    warn!(destination = %flow.dst, error = why, status = 502, "upstream failed");
-    write_refusal(&mut client.io, 502, &format!("upstream {} failed: {why}", flow.dst), true).await?;
-    Ok(false)
-}
-
-async fn upstream_timeout(client: &mut Inbound<TcpStream>, flow: &Flow, metrics: &Metrics) -> io::Result<bool> {
-    Metrics::inc(&metrics.upstream_errors_total);
-    warn!(destination = %flow.dst, status = 504, "upstream did not answer in time");
-    write_refusal(&mut client.io, 504, &format!("upstream {} did not answer in time", flow.dst), true).await?;
-    Ok(false)
+    })
 }

@@ -96,8 +96,14 @@ pub fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool
 }
 
 pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -121,21 +127,34 @@ fn framing(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<Fram
                 return Err(HeadError::Malformed("repeated Transfer-Encoding"));
             }
             te_seen = true;
-            let last = h.value.rsplit(|&b| b == b',').next().map(trim).unwrap_or_default();
+            let last = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .map(trim)
+                .unwrap_or_default();
             if !last.eq_ignore_ascii_case(b"chunked") {
-                return Err(HeadError::Malformed("Transfer-Encoding whose last coding is not chunked"));
+                return Err(HeadError::Malformed(
+                    "Transfer-Encoding whose last coding is not chunked",
+                ));
             }
             if h.value.contains(&b',') {
-                return Err(HeadError::Unsupported("transfer codings other than chunked"));
+                return Err(HeadError::Unsupported(
+                    "transfer codings other than chunked",
+                ));
             }
             chunked = true;
         }
     }
     if te_seen && length.is_some() {
-        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
+        return Err(HeadError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     if te_seen && http10 {
-        return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 message"));
+        return Err(HeadError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 message",
+        ));
     }
     Ok(if chunked {
         Some(Framing::Chunked)
@@ -147,7 +166,10 @@ fn framing(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<Fram
 fn check_values(headers: &[httparse::Header<'_>]) -> Result<(), HeadError> {
     for h in headers {
         // httparse allows obs-text; refuse NUL and other controls except HTAB.
-        if h.value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if h.value
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
             return Err(HeadError::Malformed("control byte in a header value"));
         }
     }
@@ -190,7 +212,9 @@ pub fn parse_request<'b, 'h>(
     let mut req = httparse::Request::new(storage);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete request head")),
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("incomplete request head"))
+        }
         Err(e) => return Err(map_parse_err(e)),
     }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
@@ -199,7 +223,10 @@ pub fn parse_request<'b, 'h>(
     let headers: &'h [httparse::Header<'b>] = req.headers;
     check_values(headers)?;
     let http10 = version == 0;
-    let hosts = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count();
+    let hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
     if hosts > 1 {
         return Err(HeadError::Malformed("more than one Host header"));
     }
@@ -220,7 +247,9 @@ pub fn parse_request<'b, 'h>(
         h.name.eq_ignore_ascii_case("expect") && trim(h.value).eq_ignore_ascii_case(b"100-continue")
     });
     let wants_tunnel = method == "CONNECT"
-        || headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+        || headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
     Ok(RequestHead {
         method,
         target,
@@ -235,14 +264,19 @@ pub fn parse_request<'b, 'h>(
 
 /// The path and query of a request target, accepting origin form and
 /// absolute form (`http://host/path`, whose host must agree with `Host`).
-pub fn origin_form<'a>(target: &'a str, headers: &[httparse::Header<'_>]) -> Result<&'a str, HeadError> {
+pub fn origin_form<'a>(
+    target: &'a str,
+    headers: &[httparse::Header<'_>],
+) -> Result<&'a str, HeadError> {
     if target.starts_with('/') {
         return Ok(target);
     }
     let rest = target
         .strip_prefix("http://")
         .or_else(|| target.strip_prefix("HTTP://"))
-        .ok_or(HeadError::Malformed("request target is not in origin or absolute form"))?;
+        .ok_or(HeadError::Malformed(
+            "request target is not in origin or absolute form",
+        ))?;
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -250,12 +284,19 @@ pub fn origin_form<'a>(target: &'a str, headers: &[httparse::Header<'_>]) -> Res
     if authority.is_empty() || authority.contains('@') {
         return Err(HeadError::Malformed("invalid authority in request target"));
     }
-    let host = headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")).map(|h| trim(h.value));
+    let host = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| trim(h.value));
     if host.is_some_and(|h| !h.eq_ignore_ascii_case(authority.as_bytes())) {
-        return Err(HeadError::Malformed("absolute-form target and Host disagree"));
+        return Err(HeadError::Malformed(
+            "absolute-form target and Host disagree",
+        ));
     }
     if path.starts_with('?') {
-        return Err(HeadError::Malformed("request target has a query but no path"));
+        return Err(HeadError::Malformed(
+            "request target has a query but no path",
+        ));
     }
     Ok(path)
 }
@@ -281,7 +322,9 @@ pub fn parse_response<'b, 'h>(
     let mut res = httparse::Response::new(storage);
     match res.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete response head")),
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("incomplete response head"))
+        }
         Err(e) => return Err(map_parse_err(e)),
     }
     let (Some(code), Some(version)) = (res.code, res.version) else {
@@ -323,8 +366,14 @@ mod tests {
 
     #[test]
     fn accepts_plain_requests() {
-        assert_eq!(req("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok((Framing::None, true)));
-        assert_eq!(req("PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"), Ok((Framing::Length(5), true)));
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok((Framing::None, true))
+        );
+        assert_eq!(
+            req("PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+            Ok((Framing::Length(5), true))
+        );
         assert_eq!(req("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"), Ok((Framing::Chunked, false)));
         assert_eq!(req("GET / HTTP/1.0\r\n\r\n"), Ok((Framing::None, false)));
     }
@@ -354,7 +403,10 @@ mod tests {
 
     #[test]
     fn absolute_form_must_agree_with_host() {
-        let h = [httparse::Header { name: "Host", value: b"app1" }];
+        let h = [httparse::Header {
+            name: "Host",
+            value: b"app1",
+        }];
         assert_eq!(origin_form("http://app1/foo?x", &h), Ok("/foo?x"));
         assert_eq!(origin_form("http://app1", &h), Ok("/"));
         assert!(origin_form("http://evil/foo", &h).is_err());
@@ -364,15 +416,30 @@ mod tests {
     #[test]
     fn response_framing() {
         let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", &mut st, false).unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            &mut st,
+            false,
+        )
+        .unwrap();
         assert_eq!((r.framing, r.close), (Framing::Length(3), false));
         let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", &mut st, true).unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            &mut st,
+            true,
+        )
+        .unwrap();
         assert_eq!(r.framing, Framing::None);
         let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let r = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", &mut st, false).unwrap();
         assert_eq!((r.framing, r.close), (Framing::UntilClose, true));
         let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", &mut st, false).is_err());
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &mut st,
+            false
+        )
+        .is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod forward;
 pub mod head;
 pub mod original_dst;
 pub mod respond;
@@ -55,7 +56,12 @@ impl Drop for ActiveGuard {
 
 /// Accepts redirected connections until `shutdown` turns true, then waits
 /// up to `drain` for open connections to finish.
-pub async fn serve_transparent(listener: TcpListener, ctx: Arc<ProxyCtx>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+pub async fn serve_transparent(
+    listener: TcpListener,
+    ctx: Arc<ProxyCtx>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,

@@ -17,12 +17,20 @@ pub fn original_dst<S: AsFd>(sock: &S, local: SocketAddr) -> io::Result<SocketAd
         SocketAddr::V4(_) => {
             let sa = getsockopt(sock, sockopt::OriginalDst).map_err(io::Error::from)?;
             let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
-            Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sa.sin_port))))
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sa.sin_port),
+            )))
         }
         SocketAddr::V6(_) => {
             let sa = getsockopt(sock, sockopt::Ip6tOriginalDst).map_err(io::Error::from)?;
             let ip = Ipv6Addr::from(sa.sin6_addr.s6_addr);
-            Ok(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sa.sin6_port), 0, 0)))
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sa.sin6_port),
+                0,
+                0,
+            )))
         }
     }
 }

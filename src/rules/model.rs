@@ -272,7 +272,10 @@ impl<'de> Deserialize<'de> for HeaderCond {
                     "suffix" => HeaderCond::Suffix(value),
                     "regex" => HeaderCond::Regex(value),
                     other => {
-                        return Err(de::Error::unknown_field(other, &["prefix", "suffix", "regex"]))
+                        return Err(de::Error::unknown_field(
+                            other,
+                            &["prefix", "suffix", "regex"],
+                        ))
                     }
                 };
                 if map.next_key::<String>()?.is_some() {

@@ -21,8 +21,9 @@ pub fn valid_container_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        })
 }
 
 /// An HTTP token (RFC 9110 `tchar`), as used for methods and header names.
@@ -32,7 +33,20 @@ pub fn is_token(s: &str) -> bool {
             c.is_ascii_alphanumeric()
                 || matches!(
                     c,
-                    b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
                 )
         })
 }
@@ -47,7 +61,10 @@ pub fn parse_target(s: &str) -> Option<(&str, u16)> {
 pub fn validate(set: &RuleSet) -> Result<(), Invalid> {
     let r = &set.rules;
     if r.version != 1 {
-        return bad("version", format!("unsupported version {}: expected 1", r.version));
+        return bad(
+            "version",
+            format!("unsupported version {}: expected 1", r.version),
+        );
     }
     containers(r)?;
     access(r)?;
@@ -60,12 +77,18 @@ pub fn validate(set: &RuleSet) -> Result<(), Invalid> {
     if let Some(p) = &r.proxy {
         if let Some(port) = p.listen_port {
             if !(1..=65535).contains(&port) {
-                return bad("proxy.listen_port", format!("port {port} out of range: expected 1-65535"));
+                return bad(
+                    "proxy.listen_port",
+                    format!("port {port} out of range: expected 1-65535"),
+                );
             }
         }
         if let Some(a) = &p.admin {
             if a.parse::<SocketAddr>().is_err() {
-                return bad("proxy.admin", format!("invalid admin address {a:?}: expected \"IP:PORT\""));
+                return bad(
+                    "proxy.admin",
+                    format!("invalid admin address {a:?}: expected \"IP:PORT\""),
+                );
             }
         }
     }
@@ -77,30 +100,62 @@ fn containers(r: &RuleFile) -> Result<(), Invalid> {
     for (name, spec) in &r.containers {
         let path = format!("containers.{name}");
         if !valid_container_name(name) {
-            return bad(path, format!("invalid container name {name:?}: expected [a-z0-9][a-z0-9_.-]{{0,62}}"));
+            return bad(
+                path,
+                format!("invalid container name {name:?}: expected [a-z0-9][a-z0-9_.-]{{0,62}}"),
+            );
         }
         match (&spec.address, &spec.docker) {
-            (Some(_), Some(_)) => return bad(path, format!("container {name} has both address and docker: give exactly one")),
-            (None, None) => return bad(path, format!("container {name} needs \"address\" or \"docker\"")),
-            (None, Some(d)) if d.is_empty() => return bad(format!("{path}.docker"), "empty docker name"),
+            (Some(_), Some(_)) => {
+                return bad(
+                    path,
+                    format!("container {name} has both address and docker: give exactly one"),
+                )
+            }
+            (None, None) => {
+                return bad(
+                    path,
+                    format!("container {name} needs \"address\" or \"docker\""),
+                )
+            }
+            (None, Some(d)) if d.is_empty() => {
+                return bad(format!("{path}.docker"), "empty docker name")
+            }
             _ => {}
         }
         if let Some(addrs) = &spec.address {
             if addrs.0.is_empty() {
-                return bad(format!("{path}.address"), format!("container {name} has an empty address list"));
+                return bad(
+                    format!("{path}.address"),
+                    format!("container {name} has an empty address list"),
+                );
             }
             for a in &addrs.0 {
                 let Ok(ip) = a.parse::<IpAddr>() else {
-                    return bad(format!("{path}.address"), format!("invalid IP address {a:?} for container {name}"));
+                    return bad(
+                        format!("{path}.address"),
+                        format!("invalid IP address {a:?} for container {name}"),
+                    );
                 };
                 if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-                    return bad(format!("{path}.address"), format!("address {ip} of container {name} is not a unicast container address"));
+                    return bad(
+                        format!("{path}.address"),
+                        format!(
+                            "address {ip} of container {name} is not a unicast container address"
+                        ),
+                    );
                 }
                 if let Some(prev) = owner.insert(ip, name) {
                     if prev != name {
-                        return bad(format!("{path}.address"), format!("address {ip} is given to both {prev} and {name}"));
+                        return bad(
+                            format!("{path}.address"),
+                            format!("address {ip} is given to both {prev} and {name}"),
+                        );
                     }
-                    return bad(format!("{path}.address"), format!("address {ip} is listed twice for {name}"));
+                    return bad(
+                        format!("{path}.address"),
+                        format!("address {ip} is listed twice for {name}"),
+                    );
                 }
             }
         }
@@ -112,7 +167,10 @@ fn known(r: &RuleFile, path: &str, name: &str) -> Result<(), Invalid> {
     if r.containers.contains_key(name) {
         Ok(())
     } else {
-        bad(path, format!("unknown container {name:?}: it is not listed under \"containers\""))
+        bad(
+            path,
+            format!("unknown container {name:?}: it is not listed under \"containers\""),
+        )
     }
 }
 
@@ -131,7 +189,10 @@ fn access(r: &RuleFile) -> Result<(), Invalid> {
         }
         known(r, &format!("{path}.to"), &e.to)?;
         if e.ports.is_empty() {
-            return bad(format!("{path}.ports"), "\"ports\" is empty: list at least one port");
+            return bad(
+                format!("{path}.ports"),
+                "\"ports\" is empty: list at least one port",
+            );
         }
         for (j, &p) in e.ports.iter().enumerate() {
             let pp = format!("{path}.ports[{j}]");
@@ -149,7 +210,10 @@ fn access(r: &RuleFile) -> Result<(), Invalid> {
         }
         if let Some(http) = &e.http {
             if e.protocol != super::model::Protocol::Tcp {
-                return bad(format!("{path}.http"), "\"http\" requires \"protocol\": \"tcp\"");
+                return bad(
+                    format!("{path}.http"),
+                    "\"http\" requires \"protocol\": \"tcp\"",
+                );
             }
             if http.is_empty() {
                 return bad(format!("{path}.http"), "\"http\" is empty, which would refuse every request: omit it to allow at L4, or list matchers");
@@ -168,7 +232,10 @@ fn access(r: &RuleFile) -> Result<(), Invalid> {
 fn normal_path(path: &str, field: &str, p: &str) -> Result<(), Invalid> {
     match normalize_path(p) {
         Ok(n) if n == p => Ok(()),
-        Ok(n) => bad(path, format!("{field} {p:?} is not normalised: write {n:?}")),
+        Ok(n) => bad(
+            path,
+            format!("{field} {p:?} is not normalised: write {n:?}"),
+        ),
         Err(e) => bad(path, format!("invalid {field} {p:?}: {e}")),
     }
 }
@@ -176,7 +243,10 @@ fn normal_path(path: &str, field: &str, p: &str) -> Result<(), Invalid> {
 fn matcher(path: &str, m: &super::model::HttpMatcher) -> Result<(), Invalid> {
     if let Some(methods) = &m.methods {
         if methods.is_empty() {
-            return bad(format!("{path}.methods"), "\"methods\" is empty: omit it to allow any method");
+            return bad(
+                format!("{path}.methods"),
+                "\"methods\" is empty: omit it to allow any method",
+            );
         }
         for (k, meth) in methods.iter().enumerate() {
             if !is_token(meth) || meth.bytes().any(|c| c.is_ascii_lowercase()) {
@@ -192,7 +262,10 @@ fn matcher(path: &str, m: &super::model::HttpMatcher) -> Result<(), Invalid> {
     }
     if let Some(re) = &m.path_regex {
         if let Err(e) = regex::Regex::new(re) {
-            return bad(format!("{path}.path_regex"), format!("path_regex does not compile: {}", one_line(&e.to_string())));
+            return bad(
+                format!("{path}.path_regex"),
+                format!("path_regex does not compile: {}", one_line(&e.to_string())),
+            );
         }
     }
     if let Some(h) = &m.headers {
@@ -203,11 +276,20 @@ fn matcher(path: &str, m: &super::model::HttpMatcher) -> Result<(), Invalid> {
                 return bad(hp, format!("invalid header name {name:?}"));
             }
             if !names.insert(name.to_ascii_lowercase()) {
-                return bad(hp, format!("header {name:?} is listed twice (names are case-insensitive)"));
+                return bad(
+                    hp,
+                    format!("header {name:?} is listed twice (names are case-insensitive)"),
+                );
             }
             if let HeaderCond::Regex(re) = cond {
                 if let Err(e) = regex::Regex::new(re) {
-                    return bad(hp, format!("header regex does not compile: {}", one_line(&e.to_string())));
+                    return bad(
+                        hp,
+                        format!(
+                            "header regex does not compile: {}",
+                            one_line(&e.to_string())
+                        ),
+                    );
                 }
             }
         }
@@ -221,7 +303,10 @@ fn one_line(s: &str) -> String {
 
 fn member_target<'a>(r: &'a RuleFile, path: &str, t: &'a str) -> Result<(&'a str, u16), Invalid> {
     let Some((name, port)) = parse_target(t) else {
-        return bad(path, format!("invalid target {t:?}: expected \"container:port\" with port 1-65535"));
+        return bad(
+            path,
+            format!("invalid target {t:?}: expected \"container:port\" with port 1-65535"),
+        );
     };
     known(r, path, name)?;
     Ok((name, port))
@@ -231,33 +316,58 @@ fn pools(r: &RuleFile) -> Result<(), Invalid> {
     for (name, p) in &r.pools {
         let path = format!("pools.{name}");
         if !valid_container_name(name) {
-            return bad(path, format!("invalid pool name {name:?}: expected [a-z0-9][a-z0-9_.-]{{0,62}}"));
+            return bad(
+                path,
+                format!("invalid pool name {name:?}: expected [a-z0-9][a-z0-9_.-]{{0,62}}"),
+            );
         }
         if p.members.is_empty() {
-            return bad(format!("{path}.members"), format!("pool {name} has no members"));
+            return bad(
+                format!("{path}.members"),
+                format!("pool {name} has no members"),
+            );
         }
         let mut seen = HashSet::new();
         for (i, m) in p.members.iter().enumerate() {
             let mp = format!("{path}.members[{i}]");
             let t = member_target(r, &mp, &m.target)?;
             if !seen.insert(t) {
-                return bad(mp, format!("member {} is listed twice in pool {name}", m.target));
+                return bad(
+                    mp,
+                    format!("member {} is listed twice in pool {name}", m.target),
+                );
             }
             if m.weight == 0 || m.weight > 1000 {
-                return bad(mp, format!("weight {} out of range: expected 1-1000", m.weight));
+                return bad(
+                    mp,
+                    format!("weight {} out of range: expected 1-1000", m.weight),
+                );
             }
         }
         match (p.balance, &p.hash_key) {
             (Balance::Hash, None) => {
-                return bad(format!("{path}.balance"), "\"balance\": \"hash\" needs \"hash_key\": \"client_ip\" or \"header:NAME\"")
+                return bad(
+                    format!("{path}.balance"),
+                    "\"balance\": \"hash\" needs \"hash_key\": \"client_ip\" or \"header:NAME\"",
+                )
             }
             (Balance::Hash, Some(k)) => {
                 let ok = k == "client_ip" || k.strip_prefix("header:").is_some_and(is_token);
                 if !ok {
-                    return bad(format!("{path}.hash_key"), format!("invalid hash_key {k:?}: expected \"client_ip\" or \"header:NAME\""));
+                    return bad(
+                        format!("{path}.hash_key"),
+                        format!(
+                            "invalid hash_key {k:?}: expected \"client_ip\" or \"header:NAME\""
+                        ),
+                    );
                 }
             }
-            (_, Some(_)) => return bad(format!("{path}.hash_key"), "\"hash_key\" is only meaningful with \"balance\": \"hash\""),
+            (_, Some(_)) => {
+                return bad(
+                    format!("{path}.hash_key"),
+                    "\"hash_key\" is only meaningful with \"balance\": \"hash\"",
+                )
+            }
             _ => {}
         }
         if let Some(h) = &p.health {
@@ -266,22 +376,40 @@ fn pools(r: &RuleFile) -> Result<(), Invalid> {
             }
             for (field, v) in [("interval_ms", h.interval_ms), ("timeout_ms", h.timeout_ms)] {
                 if v == Some(0) {
-                    return bad(format!("{path}.health.{field}"), format!("{field} must be greater than 0"));
+                    return bad(
+                        format!("{path}.health.{field}"),
+                        format!("{field} must be greater than 0"),
+                    );
                 }
             }
-            for (field, v) in [("unhealthy_after", h.unhealthy_after), ("healthy_after", h.healthy_after)] {
+            for (field, v) in [
+                ("unhealthy_after", h.unhealthy_after),
+                ("healthy_after", h.healthy_after),
+            ] {
                 if v == Some(0) {
-                    return bad(format!("{path}.health.{field}"), format!("{field} must be at least 1"));
+                    return bad(
+                        format!("{path}.health.{field}"),
+                        format!("{field} must be at least 1"),
+                    );
                 }
             }
         }
-        for (field, v) in [("connect_timeout_ms", p.connect_timeout_ms), ("timeout_ms", p.timeout_ms)] {
+        for (field, v) in [
+            ("connect_timeout_ms", p.connect_timeout_ms),
+            ("timeout_ms", p.timeout_ms),
+        ] {
             if v == Some(0) {
-                return bad(format!("{path}.{field}"), format!("{field} must be greater than 0"));
+                return bad(
+                    format!("{path}.{field}"),
+                    format!("{field} must be greater than 0"),
+                );
             }
         }
         if p.retries.is_some_and(|n| n > 10) {
-            return bad(format!("{path}.retries"), "retries out of range: expected 0-10");
+            return bad(
+                format!("{path}.retries"),
+                "retries out of range: expected 0-10",
+            );
         }
     }
     Ok(())
@@ -293,7 +421,9 @@ fn valid_host(h: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
         })
 }
 
@@ -303,26 +433,47 @@ fn frontends(r: &RuleFile) -> Result<(), Invalid> {
     for (i, f) in r.frontends.iter().enumerate() {
         let path = format!("frontends[{i}]");
         if !valid_container_name(&f.name) {
-            return bad(format!("{path}.name"), format!("invalid frontend name {:?}", f.name));
+            return bad(
+                format!("{path}.name"),
+                format!("invalid frontend name {:?}", f.name),
+            );
         }
         if !names.insert(f.name.as_str()) {
-            return bad(format!("{path}.name"), format!("frontend name {:?} is used twice", f.name));
+            return bad(
+                format!("{path}.name"),
+                format!("frontend name {:?} is used twice", f.name),
+            );
         }
         let Ok(addr) = f.listen.parse::<SocketAddr>() else {
-            return bad(format!("{path}.listen"), format!("invalid listen address {:?}: expected \"IP:PORT\"", f.listen));
+            return bad(
+                format!("{path}.listen"),
+                format!(
+                    "invalid listen address {:?}: expected \"IP:PORT\"",
+                    f.listen
+                ),
+            );
         };
         if addr.port() == 0 {
             return bad(format!("{path}.listen"), "listen port 0: expected 1-65535");
         }
         if !listens.insert(addr) {
-            return bad(format!("{path}.listen"), format!("listen address {addr} is used by two frontends"));
+            return bad(
+                format!("{path}.listen"),
+                format!("listen address {addr} is used by two frontends"),
+            );
         }
         if f.routes.is_empty() && f.default_pool.is_none() {
-            return bad(format!("{path}.routes"), format!("frontend {} has no routes and no default_pool", f.name));
+            return bad(
+                format!("{path}.routes"),
+                format!("frontend {} has no routes and no default_pool", f.name),
+            );
         }
         if let Some(p) = &f.default_pool {
             if !r.pools.contains_key(p) {
-                return bad(format!("{path}.default_pool"), format!("unknown pool {p:?}"));
+                return bad(
+                    format!("{path}.default_pool"),
+                    format!("unknown pool {p:?}"),
+                );
             }
         }
         let mut seen = HashMap::new();
@@ -342,9 +493,15 @@ fn frontends(r: &RuleFile) -> Result<(), Invalid> {
             if !r.pools.contains_key(&rt.pool) {
                 return bad(format!("{rp}.pool"), format!("unknown pool {:?}", rt.pool));
             }
-            let key = (rt.host.as_ref().map(|h| h.to_ascii_lowercase()), rt.path_prefix.clone());
+            let key = (
+                rt.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                rt.path_prefix.clone(),
+            );
             if let Some(prev) = seen.insert(key, j) {
-                return bad(rp, format!("route duplicates routes[{prev}] (same host and path_prefix)"));
+                return bad(
+                    rp,
+                    format!("route duplicates routes[{prev}] (same host and path_prefix)"),
+                );
             }
         }
         if let Some(l) = &f.limits {
@@ -359,7 +516,10 @@ fn cache(r: &RuleFile) -> Result<(), Invalid> {
         let path = format!("cache.{target}");
         member_target(r, &path, target)?;
         if c.max_bytes == 0 {
-            return bad(format!("{path}.max_bytes"), "max_bytes must be greater than 0");
+            return bad(
+                format!("{path}.max_bytes"),
+                "max_bytes must be greater than 0",
+            );
         }
     }
     Ok(())
@@ -377,16 +537,25 @@ fn limits(path: &str, l: &Limits) -> Result<(), Invalid> {
     ];
     for (name, v) in fields {
         if v == Some(0) {
-            return bad(format!("{path}.{name}"), format!("{name} must be greater than 0"));
+            return bad(
+                format!("{path}.{name}"),
+                format!("{name} must be greater than 0"),
+            );
         }
     }
     if let Some(h) = l.max_header_bytes {
         if !(1024..=1 << 20).contains(&h) {
-            return bad(format!("{path}.max_header_bytes"), "max_header_bytes out of range: expected 1024-1048576");
+            return bad(
+                format!("{path}.max_header_bytes"),
+                "max_header_bytes out of range: expected 1024-1048576",
+            );
         }
     }
     if l.burst.is_some() && l.requests_per_second.is_none() {
-        return bad(format!("{path}.burst"), "\"burst\" needs \"requests_per_second\"");
+        return bad(
+            format!("{path}.burst"),
+            "\"burst\" needs \"requests_per_second\"",
+        );
     }
     Ok(())
 }

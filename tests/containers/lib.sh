@@ -11,9 +11,10 @@
 # (pc-<runid>, label portcullis.test=<runid>) so two runs never collide.
 
 PC_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PC_HERE=$PC_REPO/tests/containers
 PC_DOCKERD_LOG=/tmp/portcullis-dockerd.log
 PC_TARGET_DIR=${CARGO_TARGET_DIR:-$PC_REPO/target}
+# The table portcullis owns; overridable only for the harness's own self-test.
+read -r -a PC_NFT_TABLE <<<"${PC_NFT_TABLE:-inet portcullis}"
 PC_APPS=(app1 app2 app3)
 # What every app container serves.
 PC_APP_ARGS=(--http 80 --http 8080 --udp 5353)
@@ -160,7 +161,7 @@ pc_assert_clean() {
 	[[ -z $(docker ps -aq --filter "label=portcullis.test=$PC_RUN_ID") ]] || left+=(containers)
 	docker network inspect "$PC_NAME" >/dev/null 2>&1 && left+=("network $PC_NAME")
 	docker image inspect "$PC_IMAGE" >/dev/null 2>&1 && left+=("image $PC_IMAGE")
-	[[ -n $PC_PORTCULLIS_STARTED ]] && nft list table inet portcullis >/dev/null 2>&1 && left+=("table inet portcullis")
+	[[ -n $PC_PORTCULLIS_STARTED ]] && nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1 && left+=("table ${PC_NFT_TABLE[*]}")
 	((${#left[@]} == 0)) && return 0
 	printf 'ERROR: cleanup left behind: %s\n' "${left[*]}" >&2
 	return 1
@@ -227,6 +228,7 @@ pc_lab_network_up() {
 		pc_subnet_in_use "$prefix" && continue
 		if docker network create --driver bridge --subnet "$prefix.0/24" --gateway "$prefix.1" \
 			--label "portcullis.test=$PC_RUN_ID" "$PC_NAME" >/dev/null 2>"$PC_TMP/network.err"; then
+			# shellcheck disable=SC2034 # for the scripts that source this file
 			PC_PREFIX=$prefix
 			local i=2 app
 			for app in "${PC_APPS[@]}"; do
@@ -327,8 +329,8 @@ pc_render_rules() {
 # waits until its table exists and ADMIN answers /healthz.
 pc_portcullis_start() {
 	local rules=$1 admin=$2 log=$PC_TMP/portcullis.log
-	nft list table inet portcullis >/dev/null 2>&1 &&
-		pc_die "table inet portcullis already exists (another portcullis runs, or one was left behind): stop it or run 'portcullis down' first"
+	nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1 &&
+		pc_die "table ${PC_NFT_TABLE[*]} already exists (another portcullis runs, or one was left behind): stop it or run 'portcullis down' first"
 	pc_log "starting portcullis run (log: $log)"
 	PC_PORTCULLIS_STARTED=1
 	setsid "$PC_PORTCULLIS" run "$rules" >"$log" 2>&1 </dev/null &
@@ -336,14 +338,14 @@ pc_portcullis_start() {
 	local deadline=$((SECONDS + 30))
 	while ((SECONDS < deadline)); do
 		kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null || pc_die "portcullis run exited early: $(tail -n 5 "$log")"
-		if nft list table inet portcullis >/dev/null 2>&1 &&
+		if nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1 &&
 			pc_probe --timeout-ms 1000 "http://$admin/healthz" | jq -e '.status == 200' >/dev/null 2>&1; then
 			pc_log "portcullis up (pid $PC_PORTCULLIS_PID)"
 			return 0
 		fi
 		sleep 0.3
 	done
-	pc_die "portcullis did not install table inet portcullis and answer http://$admin/healthz within 30 s"
+	pc_die "portcullis did not install table ${PC_NFT_TABLE[*]} and answer http://$admin/healthz within 30 s"
 }
 
 # Stops the daemon (its process group: SIGTERM, then SIGKILL) and removes its rules.
@@ -365,10 +367,10 @@ pc_portcullis_stop() {
 	PC_PORTCULLIS_PID=''
 	[[ -n $PC_PORTCULLIS_STARTED ]] || return 0
 	"$PC_PORTCULLIS" down >&2 || pc_warn "portcullis down failed"
-	if nft list table inet portcullis >/dev/null 2>&1; then
+	if nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1; then
 		# This run checked that the table did not exist before it started portcullis.
-		pc_warn "table inet portcullis still there after 'portcullis down'; deleting it"
-		nft delete table inet portcullis
+		pc_warn "table ${PC_NFT_TABLE[*]} still there after 'portcullis down'; deleting it"
+		nft delete table "${PC_NFT_TABLE[@]}"
 	fi
 	return 0
 }

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# The three-container test (spec/scenarios.md, scenarios 1 and 2): app1, app2,
+# app3 on their own Docker network, `portcullis run` on the host with the
+# example rules, and probes sent from inside the containers. Each probe is also
+# put to `portcullis explain`, whose verdict must agree with what happened.
+#
+# Env: HARNESS_UNTIL=lab (stop once the lab is up and verified, no portcullis),
+#      PORTCULLIS_BIN, TESTSVC_BIN (prebuilt binaries), PROBE_TIMEOUT_MS (default 2000).
+# Prints one PASS/FAIL line per check and ends with `N passed, M failed`.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/containers/lib.sh
+source "$HERE/lib.sh"
+
+UNTIL=${HARNESS_UNTIL:-all}
+PROBE_TIMEOUT_MS=${PROBE_TIMEOUT_MS:-2000}
+TEMPLATE=$HERE/rules/three-containers.json.tmpl
+RULES=''
+ALLOWED_TO_APP1=0
+
+# === what a probe saw, as one comparable phrase ===
+
+# For an HTTP probe: `reached SERVICE source=X-Portcullis-Source values|none`,
+# `403 one-line`, `http STATUS`, `timeout`, `refused`, `reset`, `error: ...`.
+seen_http() {
+	jq -r '
+		def sources: [.headers[]? | select(.[0] | ascii_downcase == "x-portcullis-source") | .[1]]
+			| if length == 0 then "none" else join(",") end;
+		if .result == "http" then
+			(.body | try fromjson catch null) as $echo
+			| if .status == 200 and ($echo | type) == "object" and ($echo.service | type) == "string"
+				then "reached \($echo.service) source=\($echo | sources)"
+			elif .status == 403 then
+				"403 " + (.body | rtrimstr("\n") | if . == "" then "empty" elif contains("\n") then "multi-line" else "one-line" end)
+			else "http \(.status)" end
+		elif .result == "error" then "error: \(.error)"
+		else .result end' <<<"$1" 2>/dev/null || echo "unparsable output: ${1:-none}"
+}
+
+# For a UDP probe: `reached SERVICE` or the result.
+seen_udp() {
+	jq -r 'if .result == "reply" then "reached " + (.body | split(":")[0]) else .result end' <<<"$1" 2>/dev/null ||
+		echo "unparsable output: ${1:-none}"
+}
+
+# explain_verdict FROM PORT PROTO [METHOD TARGET HEADER...]: `VERDICT/LAYER rc=N`.
+explain_verdict() {
+	local from=$1 port=$2 proto=$3
+	shift 3
+	local -a args=(explain "$RULES" --from "$from" --to "app1:$port" --proto "$proto" --json)
+	if (($# > 0)); then
+		args+=(--method "$1" --path "$2")
+		shift 2
+		local h
+		for h in "$@"; do args+=(--header "$h"); done
+	fi
+	local out rc=0
+	out=$("$PC_PORTCULLIS" "${args[@]}" 2>"$PC_TMP/explain.err") || rc=$?
+	jq -r --arg rc "$rc" '"\(.verdict)/\(.layer) rc=\($rc)"' <<<"$out" 2>/dev/null ||
+		echo "explain failed rc=$rc: $(head -n 1 "$PC_TMP/explain.err")"
+}
+
+# The phrases an outcome must produce: allow | deny (403 from the proxy) | drop (kernel).
+want_seen() {
+	case $1 in
+	allow) echo "reached app1 source=$2" ;;
+	deny) echo "403 one-line" ;;
+	drop) echo timeout ;;
+	esac
+}
+want_explain() {
+	case $1 in
+	allow) echo "allow rc=0" ;;
+	deny) echo "deny/proxy rc=1" ;;
+	drop) echo "deny/nftables rc=1" ;;
+	esac
+}
+# An allowed verdict is compared without its layer.
+explain_phrase() {
+	if [[ $1 == allow/* ]]; then echo "allow ${1#* }"; else echo "$1"; fi
+}
+
+# === checks ===
+
+# expect_http FROM PORT METHOD TARGET OUTCOME [HEADER]...
+# An allowed request must reach app1, which sees `X-Portcullis-Source: FROM` only.
+expect_http() {
+	local from=$1 port=$2 method=$3 target=$4 outcome=$5
+	shift 5
+	local -a headers=()
+	local h
+	for h in "$@"; do headers+=(--header "$h"); done
+	local out seen explain
+	out=$(pc_probe_in "$from" --timeout-ms "$PROBE_TIMEOUT_MS" --method "$method" "${headers[@]}" \
+		"http://${PC_IP[app1]}:$port$target")
+	seen=$(seen_http "$out")
+	explain=$(explain_phrase "$(explain_verdict "$from" "$port" tcp "$method" "$target" "$@")")
+	[[ $outcome == allow ]] && ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 1))
+	pc_expect "$from->app1 tcp/$port $method $target${*:+ [$*]}" \
+		"$outcome: $(want_seen "$outcome" "$from"); explain $(want_explain "$outcome")" \
+		"$seen; explain $explain"
+}
+
+# expect_udp FROM PORT OUTCOME (allow | drop)
+expect_udp() {
+	local from=$1 port=$2 outcome=$3 seen explain want=timeout
+	[[ $outcome == allow ]] && want="reached app1"
+	seen=$(seen_udp "$(pc_udp_probe_in "$from" --timeout-ms "$PROBE_TIMEOUT_MS" "${PC_IP[app1]}:$port")")
+	explain=$(explain_phrase "$(explain_verdict "$from" "$port" udp)")
+	[[ $outcome == allow ]] && ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 1))
+	pc_expect "$from->app1 udp/$port" "$outcome: $want; explain $(want_explain "$outcome")" "$seen; explain $explain"
+}
+
+# Before portcullis: every path the firewall checks use must work, or a drop
+# seen later would prove nothing.
+lab_checks() {
+	local failed_before=$PC_FAILED app
+	for app in app2 app3; do
+		pc_expect "lab: $app->app1 tcp/80 GET /foo" "reached app1 source=none" \
+			"$(seen_http "$(pc_probe_in "$app" --timeout-ms "$PROBE_TIMEOUT_MS" "http://${PC_IP[app1]}/foo")")"
+	done
+	pc_expect "lab: app3->app1 tcp/8080 GET /" "reached app1 source=none" \
+		"$(seen_http "$(pc_probe_in app3 --timeout-ms "$PROBE_TIMEOUT_MS" "http://${PC_IP[app1]}:8080/")")"
+	pc_expect "lab: app3->app1 udp/5353" "reached app1" \
+		"$(seen_udp "$(pc_udp_probe_in app3 --timeout-ms "$PROBE_TIMEOUT_MS" "${PC_IP[app1]}:5353")")"
+	pc_expect "lab: app1->app2 tcp/8080 (by name in the Host header)" "reached app2 source=none" \
+		"$(seen_http "$(pc_probe_in app1 --connect "${PC_IP[app2]}:8080" "http://app2.example:8080/x")")"
+	if ((PC_FAILED > failed_before)); then
+		pc_summary || true
+		pc_die "the lab network does not pass traffic between containers without portcullis (iptables FORWARD policy? other nftables rules on 198.19.0.0/16?)"
+	fi
+}
+
+firewall_checks() {
+	local before after
+	before=$(pc_counter app1)
+
+	# Scenario 1: app3 has no access to app1 at all.
+	expect_http app3 80 GET /foo drop
+	expect_http app3 8080 GET /foo drop
+	expect_udp app3 5353 drop
+
+	# Scenario 2: app2 reaches app1 only on port 80 with GET /foo... or PUT /bar + X-Bar: bar.
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 GET '/foo/x?y=1' allow
+	expect_http app2 80 PUT /bar allow 'X-Bar: bar'
+	expect_http app2 80 GET /foo allow 'X-Portcullis-Source: app3'
+	expect_http app2 80 POST /foo deny
+	expect_http app2 80 GET /bar deny
+	expect_http app2 80 PUT /bar deny
+	expect_http app2 80 PUT /bar deny 'X-Bar: baz'
+	expect_http app2 80 GET /foobar deny
+	expect_http app2 80 GET /foo/../admin deny
+	expect_http app2 8080 GET /foo drop
+	expect_udp app2 5353 drop
+
+	after=$(pc_counter app1)
+	local rose=unreadable
+	[[ $before =~ ^[0-9]+$ && $after =~ ^[0-9]+$ ]] && rose=$((after - before))
+	pc_expect "app1: its counter rose by the allowed requests only" "$ALLOWED_TO_APP1" "$rose"
+
+	local drops=none
+	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | grep -qE 'counter packets [1-9][0-9]* bytes [0-9]+ .*drop' &&
+		drops=non-zero
+	pc_expect "kernel: a drop rule in ${PC_NFT_TABLE[*]} counted packets" non-zero "$drops"
+
+	local alive=exited
+	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
+	pc_expect "portcullis still running after the probes" running "$alive"
+}
+
+start_portcullis() {
+	local frontend proxy admin_port
+	pc_free_port frontend
+	pc_free_port proxy
+	pc_free_port admin_port
+	RULES=$PC_TMP/rules.json
+	pc_render_rules "$TEMPLATE" "$RULES" \
+		APP1_ADDRESS="${PC_IP[app1]}" APP2_DOCKER="$PC_NAME-app2" APP3_ADDRESS="${PC_IP[app3]}" \
+		FRONTEND_LISTEN="127.0.0.1:$frontend" PROXY_PORT="$proxy" ADMIN_ADDRESS="127.0.0.1:$admin_port"
+	pc_portcullis_start "$RULES" "127.0.0.1:$admin_port"
+}
+
+main() {
+	case $UNTIL in
+	lab | all) ;;
+	*) pc_die "HARNESS_UNTIL must be 'lab' or 'all', not '$UNTIL'" ;;
+	esac
+	pc_require_root
+	pc_ensure_nft
+	pc_ensure_jq
+	pc_ensure_docker
+	pc_init_run
+	trap pc_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	pc_build_testsvc
+	[[ $UNTIL == lab ]] || pc_build_portcullis
+	pc_build_image
+	pc_lab_up
+	lab_checks
+	if [[ $UNTIL == all ]]; then
+		start_portcullis
+		firewall_checks
+	fi
+	pc_summary
+}
+
+main "$@"
