@@ -97,9 +97,8 @@ expect_http() {
 	seen=$(seen_http "$out")
 	explain=$(explain_phrase "$(explain_verdict "$from" "$port" tcp "$method" "$target" "$@")")
 	[[ $outcome == allow ]] && ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 1))
-	pc_expect "$from->app1 tcp/$port $method $target${*:+ [$*]}" \
-		"$outcome: $(want_seen "$outcome" "$from"); explain $(want_explain "$outcome")" \
-		"$seen; explain $explain"
+	pc_expect "$outcome $from->app1 tcp/$port $method $target${*:+ [$*]}" \
+		"$(want_seen "$outcome" "$from"); explain $(want_explain "$outcome")" "$seen; explain $explain"
 }
 
 # expect_udp FROM PORT OUTCOME (allow | drop)
@@ -109,7 +108,7 @@ expect_udp() {
 	seen=$(seen_udp "$(pc_udp_probe_in "$from" --timeout-ms "$PROBE_TIMEOUT_MS" "${PC_IP[app1]}:$port")")
 	explain=$(explain_phrase "$(explain_verdict "$from" "$port" udp)")
 	[[ $outcome == allow ]] && ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 1))
-	pc_expect "$from->app1 udp/$port" "$outcome: $want; explain $(want_explain "$outcome")" "$seen; explain $explain"
+	pc_expect "$outcome $from->app1 udp/$port" "$want; explain $(want_explain "$outcome")" "$seen; explain $explain"
 }
 
 # Before portcullis: every path the firewall checks use must work, or a drop
