@@ -79,8 +79,32 @@ fn status_json(snap: &Snapshot, metrics: &Metrics) -> String {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.into()))
         .collect();
+    let pools: serde_json::Map<String, serde_json::Value> = snap
+        .lb
+        .pools
+        .iter()
+        .map(|pool| {
+            let members: serde_json::Map<String, serde_json::Value> = pool
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.target.clone(),
+                        serde_json::json!({
+                            "status": m.status(&snap.dir).as_str(),
+                            "address": m.address(&snap.dir).map(|a| a.to_string()),
+                            "weight": m.weight,
+                            "in_flight": m.inflight(),
+                        }),
+                    )
+                })
+                .collect();
+            (pool.name.clone(), serde_json::json!({ "members": members }))
+        })
+        .collect();
     serde_json::json!({
         "rules": p.file.to_string(),
+        "pools": pools,
         "version": snap.version,
         "mode": if p.audit { "audit" } else { "enforce" },
         "containers": containers,

@@ -36,6 +36,10 @@ counters! {
     requests_bad_total: "Requests refused as malformed (400/431/501).",
     requests_timeout_total: "Connections closed for a slow or idle client (408).",
     upstream_errors_total: "Requests answered 502/504 because the upstream failed.",
+    frontend_requests_total: "Requests that entered a frontend.",
+    frontend_no_route_total: "Frontend requests answered 404 because no route matched.",
+    frontend_unavailable_total: "Frontend requests answered 503 because the pool had no healthy member.",
+    upstream_retries_total: "Frontend requests sent again to another pool member after a failure.",
     reloads_total: "Successful rule reloads.",
     reload_failures_total: "Rule reloads refused (the previous rules stayed).",
 }

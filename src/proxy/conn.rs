@@ -306,5 +306,7 @@ fn authorise(
         head_request: req.method == "HEAD",
         expect_continue: req.expect_continue,
         body_limit: lim.max_body_bytes,
+        connect_timeout: super::forward::CONNECT_TIMEOUT,
+        response_timeout: super::forward::RESPONSE_TIMEOUT,
     })
 }

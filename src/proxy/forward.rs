@@ -20,8 +20,9 @@ use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::control::metrics::Metrics;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Defaults for access flows (frontends take theirs from the pool).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The two ends of a forwarded exchange.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +42,10 @@ pub struct Exchange {
     pub head_request: bool,
     pub expect_continue: bool,
     pub body_limit: Option<u64>,
+    /// Bound on connecting to the upstream (→ 504).
+    pub connect_timeout: Duration,
+    /// Bound on waiting for each response head (→ 504).
+    pub response_timeout: Duration,
 }
 
 /// Writes a response the proxy produced itself.
@@ -57,7 +62,8 @@ pub async fn write_refusal(
 
 /// Sends one authorised request (`out_head`, then the client's body) to
 /// `flow.dst` and relays the response. `Ok(true)`: the client connection
-/// may carry another request.
+/// may carry another request. An upstream failure is logged and answered
+/// with 502/504 here.
 pub async fn forward(
     ctx: &ProxyCtx,
     flow: &Upstream,
@@ -65,12 +71,85 @@ pub async fn forward(
     out_head: &[u8],
     exchange: Exchange,
 ) -> io::Result<bool> {
+    match forward_once(ctx, flow, client, out_head, exchange).await? {
+        Ok(relayed) => Ok(relayed.keep),
+        Err(f) => {
+            Metrics::inc(&ctx.metrics.upstream_errors_total);
+            warn!(destination = %flow.dst, error = %f.why, status = f.code, "upstream failed");
+            write_refusal(&mut client.io, f.code, &f.message(flow.dst), true).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// A response that reached the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed {
+    /// The client connection may carry another request.
+    pub keep: bool,
+    /// The upstream's status; `None` when the proxy answered itself
+    /// (a malformed or oversized request body).
+    pub status: Option<u16>,
+}
+
+/// An upstream failure before a final response reached the client.
+/// Nothing has been written to the client for it (an interim `1xx`
+/// excepted, see `client_touched`); the caller answers or retries.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    /// 502, or 504 for a timeout.
+    pub code: u16,
+    pub why: String,
+    /// Bytes of the request may have reached the upstream.
+    pub request_sent: bool,
+    /// The client's body was (partly) consumed, or an interim response was
+    /// relayed: the request cannot be sent again.
+    pub client_touched: bool,
+}
+
+impl UpstreamFailure {
+    /// The one-line body of the 502/504.
+    pub fn message(&self, dst: SocketAddr) -> String {
+        if self.code == 504 {
+            format!("upstream {dst} did not answer in time: {}", self.why)
+        } else {
+            format!("upstream {dst} failed: {}", self.why)
+        }
+    }
+}
+
+fn failure(
+    code: u16,
+    why: impl Into<String>,
+    request_sent: bool,
+    client_touched: bool,
+) -> io::Result<Result<Relayed, UpstreamFailure>> {
+    Ok(Err(UpstreamFailure {
+        code,
+        why: why.into(),
+        request_sent,
+        client_touched,
+    }))
+}
+
+/// [`forward`] without answering failures: the outer `Err` is the client
+/// connection failing, the inner one an upstream failure the caller
+/// reports (and may retry on another upstream, see [`UpstreamFailure`]).
+pub async fn forward_once(
+    ctx: &ProxyCtx,
+    flow: &Upstream,
+    client: &mut Inbound<TcpStream>,
+    out_head: &[u8],
+    exchange: Exchange,
+) -> io::Result<Result<Relayed, UpstreamFailure>> {
     let Exchange {
         framing,
         keep_alive,
         head_request,
         expect_continue,
         body_limit,
+        connect_timeout,
+        response_timeout,
     } = exchange;
     let metrics = &ctx.metrics;
     // A pooled connection may have been closed by the upstream meanwhile;
@@ -82,24 +161,15 @@ pub async fn forward(
         let reused = pooled.is_some();
         let stream = match pooled {
             Some(s) => s,
-            None => match UpstreamPool::connect(flow.dst, CONNECT_TIMEOUT).await {
+            None => match UpstreamPool::connect(flow.dst, connect_timeout).await {
                 Ok(s) => s,
                 Err(e) => {
-                    Metrics::inc(&metrics.upstream_errors_total);
                     let code = if e.kind() == io::ErrorKind::TimedOut {
                         504
                     } else {
                         502
                     };
-                    warn!(destination = %flow.dst, error = %e, status = code, "upstream connect failed");
-                    write_refusal(
-                        &mut client.io,
-                        code,
-                        &format!("upstream {} unreachable: {e}", flow.dst),
-                        true,
-                    )
-                    .await?;
-                    return Ok(false);
+                    return failure(code, format!("connect: {e}"), false, false);
                 }
             },
         };
@@ -108,19 +178,16 @@ pub async fn forward(
             if reused && attempt == 1 {
                 continue;
             }
-            return upstream_failed(client, flow, metrics, &e.to_string()).await;
+            return failure(502, e.to_string(), true, false);
         }
         if framing == Framing::None {
             // Make sure the upstream is alive before giving up the retry.
-            match timeout(RESPONSE_TIMEOUT, up.fill()).await {
+            match timeout(response_timeout, up.fill()).await {
                 Ok(Ok(n)) if n > 0 => break (up, true),
                 Ok(_) if reused && attempt == 1 => continue,
-                Ok(Ok(_)) => {
-                    return upstream_failed(client, flow, metrics, "upstream closed the connection")
-                        .await
-                }
-                Ok(Err(e)) => return upstream_failed(client, flow, metrics, &e.to_string()).await,
-                Err(_) => return upstream_timeout(client, flow, metrics).await,
+                Ok(Ok(_)) => return failure(502, "upstream closed the connection", true, false),
+                Ok(Err(e)) => return failure(502, e.to_string(), true, false),
+                Err(_) => return failure(504, "no response", true, false),
             }
         }
         break (up, false);
@@ -141,45 +208,48 @@ pub async fn forward(
             Err(BodyError::TooLarge) => {
                 warn!(source = %flow.peer, destination = %flow.dst, status = 413, "request body over the limit");
                 write_refusal(&mut client.io, 413, "request body too large", true).await?;
-                return Ok(false);
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: None,
+                }));
             }
             Err(BodyError::Malformed(why)) => {
                 Metrics::inc(&metrics.requests_bad_total);
                 warn!(source = %flow.peer, destination = %flow.dst, reason = why, "malformed request body");
                 write_refusal(&mut client.io, 400, &format!("bad request: {why}"), true).await?;
-                return Ok(false);
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: None,
+                }));
             }
             Err(BodyError::Read(e)) => return Err(e),
-            Err(BodyError::Write(e)) => {
-                return upstream_failed(client, flow, metrics, &e.to_string()).await
-            }
+            Err(BodyError::Write(e)) => return failure(502, e.to_string(), true, true),
         }
     }
+    let mut touched = framing != Framing::None;
 
     // Phase 5: response heads (skipping interim 1xx), then the body.
     loop {
-        let n = match read_response_head(&mut upstream).await {
+        let n = match read_response_head(&mut upstream, response_timeout).await {
             Ok(n) => n,
-            Err(e) if e == "timeout" => return upstream_timeout(client, flow, metrics).await,
-            Err(e) => return upstream_failed(client, flow, metrics, &e).await,
+            Err(e) if e == "timeout" => return failure(504, "no response", true, touched),
+            Err(e) => return failure(502, e, true, touched),
         };
         let (code, res_framing, upstream_closes, interim, client_keeps, out) = {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let res = match head::parse_response(&upstream.buf[..n], &mut storage, head_request) {
                 Ok(r) => r,
                 Err(e) => {
-                    let msg = format!("invalid response from upstream: {e}");
-                    return upstream_failed(client, flow, metrics, &msg).await;
+                    return failure(
+                        502,
+                        format!("invalid response from upstream: {e}"),
+                        true,
+                        touched,
+                    );
                 }
             };
             if res.code == 101 {
-                return upstream_failed(
-                    client,
-                    flow,
-                    metrics,
-                    "upstream switched protocols unasked",
-                )
-                .await;
+                return failure(502, "upstream switched protocols unasked", true, touched);
             }
             let interim = (100..200).contains(&res.code);
             let client_keeps = keep_alive && !res.close;
@@ -195,6 +265,7 @@ pub async fn forward(
         upstream.buf.advance(n);
         client.io.write_all(&out).await?;
         if interim {
+            touched = true;
             continue;
         }
         match copy_body(&mut upstream, &mut client.io, res_framing, None).await {
@@ -203,7 +274,10 @@ pub async fn forward(
             Err(e) => {
                 Metrics::inc(&metrics.upstream_errors_total);
                 warn!(destination = %flow.dst, error = ?e, "upstream response body failed; closing");
-                return Ok(false);
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: Some(code),
+                }));
             }
         }
         if !upstream_closes && upstream.buf.is_empty() {
@@ -211,7 +285,10 @@ pub async fn forward(
         }
         client.io.flush().await?;
         tracing::debug!(source = %flow.peer, destination = %flow.dst, status = code, "forwarded");
-        return Ok(client_keeps);
+        return Ok(Ok(Relayed {
+            keep: client_keeps,
+            status: Some(code),
+        }));
     }
 }
 
@@ -239,47 +316,12 @@ fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
     out
 }
 
-async fn read_response_head(up: &mut Inbound<TcpStream>) -> Result<usize, String> {
-    match timeout(RESPONSE_TIMEOUT, up.read_head(64 * 1024)).await {
+async fn read_response_head(up: &mut Inbound<TcpStream>, limit: Duration) -> Result<usize, String> {
+    match timeout(limit, up.read_head(64 * 1024)).await {
         Err(_) => Err("timeout".into()),
         Ok(Ok(Some(n))) => Ok(n),
         Ok(Ok(None)) => Err("upstream closed the connection before responding".into()),
         Ok(Err(ReadHeadError::Io(e))) => Err(e.to_string()),
         Ok(Err(ReadHeadError::Head(e))) => Err(format!("invalid response head from upstream: {e}")),
     }
-}
-
-async fn upstream_failed(
-    client: &mut Inbound<TcpStream>,
-    flow: &Upstream,
-    metrics: &Metrics,
-    why: &str,
-) -> io::Result<bool> {
-    Metrics::inc(&metrics.upstream_errors_total);
-    warn!(destination = %flow.dst, error = why, status = 502, "upstream failed");
-    write_refusal(
-        &mut client.io,
-        502,
-        &format!("upstream {} failed: {why}", flow.dst),
-        true,
-    )
-    .await?;
-    Ok(false)
-}
-
-async fn upstream_timeout(
-    client: &mut Inbound<TcpStream>,
-    flow: &Upstream,
-    metrics: &Metrics,
-) -> io::Result<bool> {
-    Metrics::inc(&metrics.upstream_errors_total);
-    warn!(destination = %flow.dst, status = 504, "upstream did not answer in time");
-    write_refusal(
-        &mut client.io,
-        504,
-        &format!("upstream {} did not answer in time", flow.dst),
-        true,
-    )
-    .await?;
-    Ok(false)
 }

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod conn;
 pub mod forward;
+pub mod frontend;
 pub mod head;
 pub mod original_dst;
 pub mod respond;
