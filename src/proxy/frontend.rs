@@ -298,7 +298,8 @@ async fn one_exchange(
         response_timeout: pool.timeout,
         ..exchange
     };
-    let has_body = exchange.framing != Framing::None;
+    // A refusal keeps the connection only if no body is left unread.
+    let close_on_refusal = exchange.framing != Framing::None || !exchange.keep_alive;
 
     let mut tried: Vec<usize> = Vec::new();
     let mut last = None;
@@ -343,8 +344,8 @@ async fn one_exchange(
             Metrics::inc(&metrics.frontend_unavailable_total);
             warn!(frontend = %fe.name, pool = %pool.name, method = %method, path = %path, status = 503, "no healthy member in the pool");
             let reason = format!("no healthy member in pool {}", pool.name);
-            write_refusal(&mut inbound.io, 503, &reason, has_body).await?;
-            Ok(!has_body)
+            write_refusal(&mut inbound.io, 503, &reason, close_on_refusal).await?;
+            Ok(!close_on_refusal)
         }
     }
 }
@@ -387,7 +388,7 @@ fn route(
     let refuse = |code: u16, reason: String| Plan::Refuse {
         code,
         reason,
-        close: has_body || code == 400 || code == 501,
+        close: has_body || !req.keep_alive || code == 400 || code == 501,
     };
     if req.wants_tunnel {
         Metrics::inc(&metrics.requests_bad_total);
