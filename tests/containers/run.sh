@@ -169,6 +169,37 @@ firewall_checks() {
 	pc_expect "portcullis still running after the probes" running "$alive"
 }
 
+# The kernel ruleset without counter values (they move with traffic).
+ruleset_shape() {
+	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'
+}
+
+# A rule file with a mistake: `check` names file:line:col and exits 1; the
+# running daemon refuses the reload and nothing changes, in the kernel or
+# in the proxy.
+bad_rules_checks() {
+	local good=$PC_TMP/rules.good.json before after rc=0 msg
+	cp "$RULES" "$good"
+	before=$(ruleset_shape)
+	sed 's/"ports": \[80\]/"ports": [80], "protocl": "tcp"/' "$good" >"$PC_TMP/rules.bad.json"
+	msg=$("$PC_PORTCULLIS" check "$PC_TMP/rules.bad.json" 2>&1) || rc=$?
+	pc_expect "check: a misspelt field is one sentence with file:line:col, exit 1" \
+		"rc=1 position=yes lines=1" \
+		"rc=$rc position=$([[ $msg =~ rules\.bad\.json:[0-9]+:[0-9]+:\ unknown\ field ]] && echo yes || echo no) lines=$(wc -l <<<"$msg")"
+	cp "$PC_TMP/rules.bad.json" "$RULES"
+	kill -HUP "$PC_PORTCULLIS_PID"
+	sleep 3
+	after=$(ruleset_shape)
+	pc_expect "reload of a bad rule file changes nothing in nftables" same \
+		"$([[ -n $before && $before == "$after" ]] && echo same || echo changed)"
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 POST /foo deny
+	local alive=exited
+	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
+	pc_expect "portcullis kept running on its previous rules" running "$alive"
+	cp "$good" "$RULES"
+}
+
 start_portcullis() {
 	local frontend proxy admin_port
 	pc_free_port frontend
@@ -202,6 +233,7 @@ main() {
 	if [[ $UNTIL == all ]]; then
 		start_portcullis
 		firewall_checks
+		bad_rules_checks
 	fi
 	pc_summary
 }
