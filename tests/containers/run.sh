@@ -159,9 +159,10 @@ firewall_checks() {
 	[[ $before =~ ^[0-9]+$ && $after =~ ^[0-9]+$ ]] && rose=$((after - before))
 	pc_expect "app1: its counter rose by the allowed requests only" "$ALLOWED_TO_APP1" "$rose"
 
-	local drops=none
-	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | grep -qE 'counter packets [1-9][0-9]* bytes [0-9]+ .*drop' &&
-		drops=non-zero
+	local drops=none listing
+	listing=$(nft list table "${PC_NFT_TABLE[@]}" 2>&1 || true)
+	grep -qE 'counter packets [1-9][0-9]* bytes [0-9]+ .*drop' <<<"$listing" && drops=non-zero
+	[[ $drops == none ]] && printf '%s\n' "$listing" >&2
 	pc_expect "kernel: a drop rule in ${PC_NFT_TABLE[*]} counted packets" non-zero "$drops"
 
 	local alive=exited
@@ -186,7 +187,9 @@ bad_rules_checks() {
 	pc_expect "check: a misspelt field is one sentence with file:line:col, exit 1" \
 		"rc=1 position=yes lines=1" \
 		"rc=$rc position=$([[ $msg =~ rules\.bad\.json:[0-9]+:[0-9]+:\ unknown\ field ]] && echo yes || echo no) lines=$(wc -l <<<"$msg")"
-	cp "$PC_TMP/rules.bad.json" "$RULES"
+	local watched=$RULES
+	cp "$PC_TMP/rules.bad.json" "$watched"
+	RULES=$good # explain answers from the rules still in force
 	kill -HUP "$PC_PORTCULLIS_PID"
 	sleep 3
 	after=$(ruleset_shape)
@@ -197,7 +200,8 @@ bad_rules_checks() {
 	local alive=exited
 	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
 	pc_expect "portcullis kept running on its previous rules" running "$alive"
-	cp "$good" "$RULES"
+	cp "$good" "$watched"
+	RULES=$watched
 }
 
 start_portcullis() {
