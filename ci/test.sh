@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+step "systemd unit hardening (exposure must stay <= 3.0)"
+systemd-analyze security --offline=true --threshold=30 packaging/portcullis.service | tail -n 1
+
 step "unit and kernel tests"
 cargo test --locked --workspace -- --test-threads=2
 
