@@ -159,14 +159,49 @@ firewall_checks() {
 	[[ $before =~ ^[0-9]+$ && $after =~ ^[0-9]+$ ]] && rose=$((after - before))
 	pc_expect "app1: its counter rose by the allowed requests only" "$ALLOWED_TO_APP1" "$rose"
 
-	local drops=none
-	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | grep -qE 'counter packets [1-9][0-9]* bytes [0-9]+ .*drop' &&
-		drops=non-zero
+	local drops=none listing
+	listing=$(nft list table "${PC_NFT_TABLE[@]}" 2>&1 || true)
+	grep -qE 'counter packets [1-9][0-9]* bytes [0-9]+ .*drop' <<<"$listing" && drops=non-zero
+	[[ $drops == none ]] && printf '%s\n' "$listing" >&2
 	pc_expect "kernel: a drop rule in ${PC_NFT_TABLE[*]} counted packets" non-zero "$drops"
 
 	local alive=exited
 	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
 	pc_expect "portcullis still running after the probes" running "$alive"
+}
+
+# The kernel ruleset without counter values (they move with traffic).
+ruleset_shape() {
+	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'
+}
+
+# A rule file with a mistake: `check` names file:line:col and exits 1; the
+# running daemon refuses the reload and nothing changes, in the kernel or
+# in the proxy.
+bad_rules_checks() {
+	local good=$PC_TMP/rules.good.json before after rc=0 msg
+	cp "$RULES" "$good"
+	before=$(ruleset_shape)
+	sed 's/"ports": \[80\]/"ports": [80], "protocl": "tcp"/' "$good" >"$PC_TMP/rules.bad.json"
+	msg=$("$PC_PORTCULLIS" check "$PC_TMP/rules.bad.json" 2>&1) || rc=$?
+	pc_expect "check: a misspelt field is one sentence with file:line:col, exit 1" \
+		"rc=1 position=yes lines=1" \
+		"rc=$rc position=$([[ $msg =~ rules\.bad\.json:[0-9]+:[0-9]+:\ unknown\ field ]] && echo yes || echo no) lines=$(wc -l <<<"$msg")"
+	local watched=$RULES
+	cp "$PC_TMP/rules.bad.json" "$watched"
+	RULES=$good # explain answers from the rules still in force
+	kill -HUP "$PC_PORTCULLIS_PID"
+	sleep 3
+	after=$(ruleset_shape)
+	pc_expect "reload of a bad rule file changes nothing in nftables" same \
+		"$([[ -n $before && $before == "$after" ]] && echo same || echo changed)"
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 POST /foo deny
+	local alive=exited
+	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
+	pc_expect "portcullis kept running on its previous rules" running "$alive"
+	cp "$good" "$watched"
+	RULES=$watched
 }
 
 start_portcullis() {
@@ -202,6 +237,7 @@ main() {
 	if [[ $UNTIL == all ]]; then
 		start_portcullis
 		firewall_checks
+		bad_rules_checks
 	fi
 	pc_summary
 }
