@@ -320,13 +320,7 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
     };
     let Some(m) = fe.lookup(host.as_deref(), &path) else {
         let reason = format!(
-            "no route of frontend {} matches host {shown_host} and path {path}{}",
-            fe.name,
-            if fe.default_pool.is_none() {
-                " and it has no default_pool"
-            } else {
-                ""
-            }
+            "no route matches host {shown_host} and path {path}, and there is no default_pool"
         );
         return not_routed(a.json, &fe.name, 404, &reason);
     };
@@ -348,10 +342,10 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
             let prefix = r.path_prefix.as_deref().unwrap_or("/");
             (
                 Some(r.rule.to_string()),
-                format!("{host_part}, path_prefix {prefix}"),
+                format!("matches {host_part}, path_prefix {prefix}"),
             )
         }
-        RouteMatch::Default { .. } => (None, "no route matched: default_pool".to_owned()),
+        RouteMatch::Default { .. } => (None, "no route matches, default_pool".to_owned()),
     };
     let balance = match &pool.algo {
         crate::balance::Algo::RoundRobin { .. } => "round_robin".to_owned(),
@@ -377,13 +371,13 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
             "pool": pool.name,
             "balance": balance,
             "members": pool.members.iter().map(|m| serde_json::json!({"target": m.target, "weight": m.weight})).collect::<Vec<_>>(),
-            "reason": format!("{method} {shown_host} {path} matches {why}"),
+            "reason": format!("{method} {shown_host} {path}: {why}"),
             "status": null,
         });
         println!("{v}");
     } else {
         println!(
-            "routed frontend {} {}: {method} {shown_host} {path} matches {why} -> pool {} ({balance}: {})",
+            "routed frontend {} {}: {method} {shown_host} {path}: {why} -> pool {} ({balance}: {})",
             fe.name,
             rule.as_deref().unwrap_or("default_pool"),
             pool.name,
