@@ -33,3 +33,6 @@ step "demo (network namespaces)"
 
 step "three-container test (Docker)"
 PORTCULLIS_BIN="$bin" bash tests/containers/run.sh
+
+step "frontends and load balancing (Docker)"
+PORTCULLIS_BIN="$bin" bash tests/containers/frontends.sh
