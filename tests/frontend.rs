@@ -138,7 +138,7 @@ async fn who(front: SocketAddr, host: &str, path: &str) -> String {
 struct Lab {
     front: SocketAddr,
     state: Arc<ArcSwap<Snapshot>>,
-    _listeners: Listeners,
+    listeners: Listeners,
     _checks: health::HealthTasks,
 }
 
@@ -180,7 +180,7 @@ async fn lab(rules: &str) -> Lab {
     Lab {
         front: SocketAddr::from(([127, 0, 0, 1], port)),
         state,
-        _listeners: listeners,
+        listeners,
         _checks: checks,
     }
 }
@@ -384,4 +384,63 @@ async fn weights_hashing_retries_and_health() {
             .await
     );
     assert!(who(f, "x", "/c").await.starts_with("status 503"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_follow_the_rules_and_refuse_busy_addresses() {
+    let app = Upstream::start(ip(7), "app").await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "app": {{ "docker": "127.0.0.7" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [], "default_pool": "p" }} ],
+  "pools": {{ "p": {{ "members": ["app:{}"] }} }} }}"#,
+        app.addr.port()
+    );
+    let mut lab = lab(&rules).await;
+    let first = lab.front;
+    assert_eq!(who(first, "x", "/").await, "app");
+
+    // An address another socket holds: prepare fails, nothing changes.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let err = lab
+        .listeners
+        .prepare(&[first, busy_addr])
+        .await
+        .expect_err("busy address");
+    assert_eq!(err.addr, busy_addr);
+    assert!(err
+        .to_string()
+        .starts_with(&format!("cannot listen on {busy_addr}")));
+    assert_eq!(who(first, "x", "/").await, "app");
+
+    // New rules move the frontend: the new address serves, the old one closes.
+    let moved = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let text = rules.replace("@FRONT@", &moved.to_string());
+    let policy =
+        Arc::new(Policy::compile(portcullis::rules::parse("rules.json", &text).unwrap()).unwrap());
+    let dir = Directory::build(&policy, |name| name.parse().into_iter().collect());
+    let lb = Arc::new(Balancer::compile(&policy));
+    let bound = lab.listeners.prepare(&lb.listen_addrs()).await.unwrap();
+    lab.state.store(Arc::new(Snapshot {
+        policy,
+        dir,
+        version: 2,
+        lb,
+    }));
+    let ctx = Arc::new(ProxyCtx::new(
+        lab.state.clone(),
+        Arc::new(Metrics::default()),
+    ));
+    lab.listeners.commit(bound, &ctx);
+    assert_eq!(who(moved, "x", "/").await, "app");
+    let mut closed = false;
+    for _ in 0..100 {
+        if TcpStream::connect(first).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the old frontend address stopped accepting");
 }
