@@ -218,15 +218,15 @@ impl RouteTable {
                 }
             }
             if !self.wildcard.is_empty() {
-                for cut in cuts(path) {
-                    let best = h
-                        .match_indices('.')
-                        .filter_map(|(dot, _)| self.wildcard.get(&h[dot + 1..]))
-                        .filter_map(|m| m.get(cut))
-                        .min();
-                    if let Some(i) = best {
-                        return hit(i, HostClass::Wildcard);
-                    }
+                // Per matching wildcard, its longest matching prefix; across
+                // wildcards the longest prefix, then the earlier route.
+                let best = h
+                    .match_indices('.')
+                    .filter_map(|(dot, _)| self.wildcard.get(&h[dot + 1..]))
+                    .filter_map(|m| cuts(path).find_map(|c| m.get(c).map(|i| (c.len(), i))))
+                    .min_by_key(|&(len, i)| (std::cmp::Reverse(len), i));
+                if let Some((_, i)) = best {
+                    return hit(i, HostClass::Wildcard);
                 }
             }
         }

@@ -21,7 +21,7 @@
 //!    client gets `502`, or `504` for a timeout.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -504,13 +504,13 @@ fn route(
         out_head.extend_from_slice(v);
         out_head.extend_from_slice(b", ");
     }
-    out_head.extend_from_slice(client.to_string().as_bytes());
+    let _ = write!(out_head, "{client}");
     out_head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
     for v in fwd.iter().filter(|v| !v.is_empty()) {
         out_head.extend_from_slice(v);
         out_head.extend_from_slice(b", ");
     }
-    out_head.extend_from_slice(forwarded_element(client, raw_host).as_bytes());
+    write_forwarded(out_head, client, raw_host);
     out_head.extend_from_slice(b"\r\n\r\n");
 
     let idempotent = matches!(
@@ -535,39 +535,42 @@ fn route(
     }
 }
 
-/// One RFC 7239 element: `for=…;proto=http[;host="…"]`.
-fn forwarded_element(client: IpAddr, host: Option<&[u8]>) -> String {
-    let mut s = match client {
-        IpAddr::V4(a) => format!("for={a}"),
-        IpAddr::V6(a) => format!("for=\"[{a}]\""),
+/// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]`.
+fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, host: Option<&[u8]>) {
+    let _ = match client {
+        IpAddr::V4(a) => write!(out, "for={a}"),
+        IpAddr::V6(a) => write!(out, "for=\"[{a}]\""),
     };
-    s.push_str(";proto=http");
-    if let Some(h) = host.and_then(|h| std::str::from_utf8(h).ok()) {
-        if h.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    out.extend_from_slice(b";proto=http");
+    if let Some(h) = host {
+        if h.iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         {
-            s.push_str(";host=\"");
-            s.push_str(h);
-            s.push('"');
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(h);
+            out.push(b'"');
         }
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn forwarded(client: &str, host: Option<&[u8]>) -> String {
+        let mut out = Vec::new();
+        write_forwarded(&mut out, client.parse().unwrap(), host);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn forwarded_elements() {
         assert_eq!(
-            forwarded_element("198.19.0.9".parse().unwrap(), Some(b"two.example:8080")),
+            forwarded("198.19.0.9", Some(b"two.example:8080")),
             "for=198.19.0.9;proto=http;host=\"two.example:8080\""
         );
-        assert_eq!(
-            forwarded_element("::1".parse().unwrap(), None),
-            "for=\"[::1]\";proto=http"
-        );
+        assert_eq!(forwarded("::1", None), "for=\"[::1]\";proto=http");
+        assert_eq!(forwarded("::1", Some(b"a\"b")), "for=\"[::1]\";proto=http");
     }
 
     #[test]
