@@ -223,6 +223,26 @@ impl Balancer {
         Balancer { frontends, pools }
     }
 
+    /// Carries the health verdicts and ejections of `old` over to the
+    /// members of this (newly compiled) balancer that are the same pool
+    /// and target, so a reload does not send traffic to a member already
+    /// known to be down.
+    pub fn carry_state_from(&self, old: &Balancer) {
+        for pool in &self.pools {
+            let Some(prev) = old.pools.iter().find(|p| p.name == pool.name) else {
+                continue;
+            };
+            for m in &pool.members {
+                if let Some(o) = prev.members.iter().find(|o| o.target == m.target) {
+                    m.healthy
+                        .store(o.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+                    m.ejected_until
+                        .store(o.ejected_until.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// The frontend listening on `addr`.
     pub fn frontend_at(&self, addr: SocketAddr) -> Option<&RouteTable> {
         self.frontends.iter().find(|f| f.listen == addr)

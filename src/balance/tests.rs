@@ -234,3 +234,24 @@ fn hash_respects_weights() {
     let share = heavy as f64 / f64::from(KEYS);
     assert!((share - 0.75).abs() < 0.02, "weight 3 of 4 got {share}");
 }
+
+#[test]
+fn reload_keeps_known_health() {
+    let (old, dir) = setup(3, &[1, 1, 1], r#""balance": "round_robin""#);
+    old.pools[0].members[1].set_healthy(false);
+    let (new, _) = setup(3, &[1, 1, 2], r#""balance": "least_connections""#);
+    new.carry_state_from(&old);
+    let status: Vec<MemberStatus> = new.pools[0]
+        .members
+        .iter()
+        .map(|m| m.status(&dir))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            MemberStatus::Healthy,
+            MemberStatus::Unhealthy,
+            MemberStatus::Healthy
+        ]
+    );
+}

@@ -260,7 +260,9 @@ async fn reload(
     let lb = if Arc::ptr_eq(&policy, &current.policy) {
         current.lb.clone()
     } else {
-        Arc::new(Balancer::compile(&policy))
+        let lb = Balancer::compile(&policy);
+        lb.carry_state_from(&current.lb);
+        Arc::new(lb)
     };
     let bound = frontends.prepare(&lb.listen_addrs()).await?;
     install(nft::compile::compile(&policy, &dir)).await?;
