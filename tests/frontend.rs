@@ -444,3 +444,60 @@ async fn listeners_follow_the_rules_and_refuse_busy_addresses() {
     }
     assert!(closed, "the old frontend address stopped accepting");
 }
+
+/// Accepts, reads a request head, and closes without answering.
+async fn start_closer(addr: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    let l = TcpListener::bind(addr).await.expect("bind closer");
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_safe_requests_are_sent_twice() {
+    let good = Upstream::start(ip(8), "good").await;
+    let (closer, closer_task) = start_closer(ip(9)).await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "good": {{ "docker": "127.0.0.8" }}, "closer": {{ "docker": "127.0.0.9" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [], "default_pool": "p" }} ],
+  "pools": {{ "p": {{ "members": ["closer:{}", "good:{}"], "retries": 1 }} }} }}"#,
+        closer.port(),
+        good.addr.port()
+    );
+    let lab = lab(&rules).await;
+    // Round robin alternates: two POSTs meet the member that closes. Their
+    // body was sent, so they are not sent again: 502. The others succeed.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (s, _) = get(
+            lab.front,
+            "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await;
+        statuses.push(s);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+    // A GET without body may be sent again: every one succeeds.
+    for _ in 0..4 {
+        assert_eq!(who(lab.front, "x", "/").await, "good");
+    }
+    closer_task.abort();
+}
