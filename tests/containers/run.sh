@@ -204,6 +204,27 @@ bad_rules_checks() {
 	RULES=$watched
 }
 
+# {"docker": NAME} containers are followed: app2 moves to a new address and
+# the rules follow it (kernel sets and proxy), with no restart.
+docker_follow_checks() {
+	local old=${PC_IP[app2]} new=$PC_PREFIX.9 deadline=$((SECONDS + 20)) seen=old
+	docker network disconnect "$PC_NAME" "$PC_NAME-app2" >/dev/null
+	docker network connect --ip "$new" "$PC_NAME" "$PC_NAME-app2" >/dev/null
+	while ((SECONDS < deadline)); do
+		if nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$new "; then
+			seen=new
+			break
+		fi
+		sleep 0.5
+	done
+	nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$old " && seen="$seen+old"
+	pc_expect "docker: app2 moved $old -> $new, the kernel sets follow" new "$seen"
+	PC_IP[app2]=$new
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 POST /foo deny
+	expect_http app2 8080 GET /foo drop
+}
+
 start_portcullis() {
 	local frontend proxy admin_port
 	pc_free_port frontend
@@ -238,6 +259,7 @@ main() {
 		start_portcullis
 		firewall_checks
 		bad_rules_checks
+		docker_follow_checks
 	fi
 	pc_summary
 }
