@@ -204,6 +204,30 @@ bad_rules_checks() {
 	RULES=$watched
 }
 
+# A rule change is applied while traffic flows: app2 sends GET /foo in a
+# loop while the file gains a matcher for /baz; no request fails, and /baz
+# is allowed afterwards.
+live_reload_checks() {
+	local statuses=$PC_TMP/live.statuses i
+	: >"$statuses"
+	(
+		for i in $(seq 1 40); do
+			pc_probe_in app2 --timeout-ms "$PROBE_TIMEOUT_MS" "http://${PC_IP[app1]}/foo" | jq -r '.status // .result' >>"$statuses"
+		done
+	) &
+	local loop=$!
+	sleep 0.5
+	sed 's|{ "methods": \["GET"\], "path_prefix": "/foo" }|{ "methods": ["GET"], "path_prefix": "/foo" }, { "methods": ["GET"], "path": "/baz" }|' \
+		"$RULES" >"$PC_TMP/rules.next.json"
+	cp "$PC_TMP/rules.next.json" "$RULES"
+	kill -HUP "$PC_PORTCULLIS_PID"
+	wait "$loop"
+	ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 40))
+	pc_expect "reload under traffic: 40 GET /foo during the change all answered 200" \
+		"40 x 200" "$(sort "$statuses" | uniq -c | awk '{printf "%s%s x %s", sep, $1, $2; sep=", "}')"
+	expect_http app2 80 GET /baz allow
+}
+
 # {"docker": NAME} containers are followed: app2 moves to a new address and
 # the rules follow it (kernel sets and proxy), with no restart.
 docker_follow_checks() {
@@ -260,6 +284,7 @@ main() {
 		firewall_checks
 		bad_rules_checks
 		docker_follow_checks
+		live_reload_checks
 	fi
 	pc_summary
 }
