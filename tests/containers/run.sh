@@ -204,6 +204,51 @@ bad_rules_checks() {
 	RULES=$watched
 }
 
+# A rule change is applied while traffic flows: app2 sends GET /foo in a
+# loop while the file gains a matcher for /baz; no request fails, and /baz
+# is allowed afterwards.
+live_reload_checks() {
+	local statuses=$PC_TMP/live.statuses i
+	: >"$statuses"
+	(
+		for i in $(seq 1 40); do
+			pc_probe_in app2 --timeout-ms "$PROBE_TIMEOUT_MS" "http://${PC_IP[app1]}/foo" | jq -r '.status // .result' >>"$statuses"
+		done
+	) &
+	local loop=$!
+	sleep 0.5
+	sed 's|{ "methods": \["GET"\], "path_prefix": "/foo" }|{ "methods": ["GET"], "path_prefix": "/foo" }, { "methods": ["GET"], "path": "/baz" }|' \
+		"$RULES" >"$PC_TMP/rules.next.json"
+	cp "$PC_TMP/rules.next.json" "$RULES"
+	kill -HUP "$PC_PORTCULLIS_PID"
+	wait "$loop"
+	ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 40))
+	pc_expect "reload under traffic: 40 GET /foo during the change all answered 200" \
+		"40 x 200" "$(sort "$statuses" | uniq -c | awk '{printf "%s%s x %s", sep, $1, $2; sep=", "}')"
+	expect_http app2 80 GET /baz allow
+}
+
+# {"docker": NAME} containers are followed: app2 moves to a new address and
+# the rules follow it (kernel sets and proxy), with no restart.
+docker_follow_checks() {
+	local old=${PC_IP[app2]} new=$PC_PREFIX.9 deadline=$((SECONDS + 20)) seen=old
+	docker network disconnect "$PC_NAME" "$PC_NAME-app2" >/dev/null
+	docker network connect --ip "$new" "$PC_NAME" "$PC_NAME-app2" >/dev/null
+	while ((SECONDS < deadline)); do
+		if nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$new "; then
+			seen=new
+			break
+		fi
+		sleep 0.5
+	done
+	nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$old " && seen="$seen+old"
+	pc_expect "docker: app2 moved $old -> $new, the kernel sets follow" new "$seen"
+	PC_IP[app2]=$new
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 POST /foo deny
+	expect_http app2 8080 GET /foo drop
+}
+
 start_portcullis() {
 	local frontend proxy admin_port
 	pc_free_port frontend
@@ -238,6 +283,8 @@ main() {
 		start_portcullis
 		firewall_checks
 		bad_rules_checks
+		docker_follow_checks
+		live_reload_checks
 	fi
 	pc_summary
 }
