@@ -7,6 +7,7 @@
 //! onto the library.
 #![deny(unsafe_code)]
 
+pub mod cache;
 pub mod cli;
 pub mod control;
 pub mod demo;

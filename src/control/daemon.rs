@@ -133,8 +133,13 @@ pub async fn run(
         dir,
         version: 1,
     }));
-    spawn_admin(admin_listener, state.clone(), metrics.clone());
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
+    spawn_admin(
+        admin_listener,
+        state.clone(),
+        metrics.clone(),
+        ctx.cache.clone(),
+    );
     let (proxy_stop_tx, proxy_stop) = watch::channel(false);
     let proxy_task = tokio::spawn(proxy::serve_transparent(listener, ctx, proxy_stop, DRAIN));
     on_started(Started {
@@ -176,6 +181,7 @@ fn spawn_admin(
     listener: std::net::TcpListener,
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    cache: Arc<crate::cache::CacheLayer>,
 ) {
     std::thread::Builder::new()
         .name("admin".into())
@@ -190,7 +196,7 @@ fn spawn_admin(
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
                 match TcpListener::from_std(listener) {
-                    Ok(l) => super::admin::serve(l, state, metrics).await,
+                    Ok(l) => super::admin::serve(l, state, metrics, cache).await,
                     Err(e) => error!(error = %e, "admin listener failed"),
                 }
             });

@@ -57,7 +57,8 @@ pub async fn write_refusal(
 
 /// Sends one authorised request (`out_head`, then the client's body) to
 /// `flow.dst` and relays the response. `Ok(true)`: the client connection
-/// may carry another request.
+/// may carry another request. A destination listed under `cache` is
+/// answered through [`crate::cache`], which may serve it from memory.
 pub async fn forward(
     ctx: &ProxyCtx,
     flow: &Upstream,
@@ -65,6 +66,106 @@ pub async fn forward(
     out_head: &[u8],
     exchange: Exchange,
 ) -> io::Result<bool> {
+    if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
+        return crate::cache::forward_cached(ctx, service, flow, client, out_head, exchange).await;
+    }
+    match relay(ctx, flow, client, out_head, exchange, &mut NoTap).await? {
+        Relayed::Done(keep) => Ok(keep),
+        Relayed::Intercepted => Ok(false),
+    }
+}
+
+/// How [`relay`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// The response (or the proxy's own error answer) went to the client;
+    /// `true`: the client connection may carry another request.
+    Done(bool),
+    /// The tap took the response head for itself ([`TapAction::Intercept`]):
+    /// nothing was written to the client, the caller answers it.
+    Intercepted,
+}
+
+/// What [`relay`] does with the final response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapAction {
+    /// Relay it with `extra` header lines (each ending in CRLF) added;
+    /// `body`: pass the body bytes to [`Tap::body`] too.
+    Relay { extra: &'static str, body: bool },
+    /// Do not relay: read and drop the (empty) body, keep the upstream
+    /// connection, return [`Relayed::Intercepted`].
+    Intercept,
+}
+
+/// The response filter of phase 5: sees the final response head and, if it
+/// asks to, every body byte as it is written to the client (the cache tees
+/// responses into its store this way without buffering them first).
+pub trait Tap: Send {
+    fn head(&mut self, res: &head::ResponseHead<'_, '_>) -> TapAction;
+    /// Bytes of the body as framed towards the client (chunked bodies in
+    /// the proxy's canonical chunked encoding).
+    fn body(&mut self, bytes: &[u8]);
+    /// The whole body reached the client.
+    fn end(&mut self);
+}
+
+/// The tap of an uncached exchange.
+pub struct NoTap;
+
+impl Tap for NoTap {
+    fn head(&mut self, _: &head::ResponseHead<'_, '_>) -> TapAction {
+        TapAction::Relay {
+            extra: "",
+            body: false,
+        }
+    }
+    fn body(&mut self, _: &[u8]) {}
+    fn end(&mut self) {}
+}
+
+/// A writer that hands every byte it writes to a [`Tap`].
+struct Tee<'a, W> {
+    inner: &'a mut W,
+    tap: &'a mut dyn Tap,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tee<'_, W> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            this.tap.body(buf.get(..*n).unwrap_or_default());
+        }
+        r
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// [`forward`] without the cache: phases 4 and 5 against the upstream,
+/// with `tap` seeing the response.
+pub async fn relay(
+    ctx: &ProxyCtx,
+    flow: &Upstream,
+    client: &mut Inbound<TcpStream>,
+    out_head: &[u8],
+    exchange: Exchange,
+    tap: &mut dyn Tap,
+) -> io::Result<Relayed> {
     let Exchange {
         framing,
         keep_alive,
@@ -99,7 +200,7 @@ pub async fn forward(
                         true,
                     )
                     .await?;
-                    return Ok(false);
+                    return Ok(Relayed::Done(false));
                 }
             },
         };
@@ -141,13 +242,13 @@ pub async fn forward(
             Err(BodyError::TooLarge) => {
                 warn!(source = %flow.peer, destination = %flow.dst, status = 413, "request body over the limit");
                 write_refusal(&mut client.io, 413, "request body too large", true).await?;
-                return Ok(false);
+                return Ok(Relayed::Done(false));
             }
             Err(BodyError::Malformed(why)) => {
                 Metrics::inc(&metrics.requests_bad_total);
                 warn!(source = %flow.peer, destination = %flow.dst, reason = why, "malformed request body");
                 write_refusal(&mut client.io, 400, &format!("bad request: {why}"), true).await?;
-                return Ok(false);
+                return Ok(Relayed::Done(false));
             }
             Err(BodyError::Read(e)) => return Err(e),
             Err(BodyError::Write(e)) => {
@@ -163,7 +264,7 @@ pub async fn forward(
             Err(e) if e == "timeout" => return upstream_timeout(client, flow, metrics).await,
             Err(e) => return upstream_failed(client, flow, metrics, &e).await,
         };
-        let (code, res_framing, upstream_closes, interim, client_keeps, out) = {
+        let (code, res_framing, upstream_closes, interim, client_keeps, out, tee) = {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let res = match head::parse_response(&upstream.buf[..n], &mut storage, head_request) {
                 Ok(r) => r,
@@ -183,13 +284,36 @@ pub async fn forward(
             }
             let interim = (100..200).contains(&res.code);
             let client_keeps = keep_alive && !res.close;
+            let action = if interim {
+                NoTap.head(&res)
+            } else {
+                tap.head(&res)
+            };
+            let (extra, tee) = match action {
+                TapAction::Relay { extra, body } => (extra, body),
+                TapAction::Intercept => {
+                    let (framing, closes) = (res.framing, res.close);
+                    upstream.buf.advance(n);
+                    let mut sink = tokio::io::sink();
+                    if copy_body(&mut upstream, &mut sink, framing, None)
+                        .await
+                        .is_ok()
+                        && !closes
+                        && upstream.buf.is_empty()
+                    {
+                        ctx.upstreams.put(flow.dst, upstream.io);
+                    }
+                    return Ok(Relayed::Intercepted);
+                }
+            };
             (
                 res.code,
                 res.framing,
                 res.close,
                 interim,
                 client_keeps,
-                response_head(&res, !interim && !client_keeps),
+                response_head(&res, !interim && !client_keeps, extra),
+                tee,
             )
         };
         upstream.buf.advance(n);
@@ -197,27 +321,37 @@ pub async fn forward(
         if interim {
             continue;
         }
-        match copy_body(&mut upstream, &mut client.io, res_framing, None).await {
+        let copied = if tee {
+            let mut w = Tee {
+                inner: &mut client.io,
+                tap: &mut *tap,
+            };
+            copy_body(&mut upstream, &mut w, res_framing, None).await
+        } else {
+            copy_body(&mut upstream, &mut client.io, res_framing, None).await
+        };
+        match copied {
             Ok(_) => {}
             Err(BodyError::Write(e)) => return Err(e),
             Err(e) => {
                 Metrics::inc(&metrics.upstream_errors_total);
                 warn!(destination = %flow.dst, error = ?e, "upstream response body failed; closing");
-                return Ok(false);
+                return Ok(Relayed::Done(false));
             }
         }
+        tap.end();
         if !upstream_closes && upstream.buf.is_empty() {
             ctx.upstreams.put(flow.dst, upstream.io);
         }
         client.io.flush().await?;
         tracing::debug!(source = %flow.peer, destination = %flow.dst, status = code, "forwarded");
-        return Ok(client_keeps);
+        return Ok(Relayed::Done(client_keeps));
     }
 }
 
 /// The response head relayed to the client: hop-by-hop headers dropped,
 /// framing restated, `connection: close` when this exchange is the last.
-fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
+fn response_head(res: &head::ResponseHead<'_, '_>, close: bool, extra: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", res.code, res.reason).as_bytes());
     for h in res.headers {
@@ -232,6 +366,7 @@ fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
     if res.framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    out.extend_from_slice(extra.as_bytes());
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -254,7 +389,7 @@ async fn upstream_failed(
     flow: &Upstream,
     metrics: &Metrics,
     why: &str,
-) -> io::Result<bool> {
+) -> io::Result<Relayed> {
     Metrics::inc(&metrics.upstream_errors_total);
     warn!(destination = %flow.dst, error = why, status = 502, "upstream failed");
     write_refusal(
@@ -264,14 +399,14 @@ async fn upstream_failed(
         true,
     )
     .await?;
-    Ok(false)
+    Ok(Relayed::Done(false))
 }
 
 async fn upstream_timeout(
     client: &mut Inbound<TcpStream>,
     flow: &Upstream,
     metrics: &Metrics,
-) -> io::Result<bool> {
+) -> io::Result<Relayed> {
     Metrics::inc(&metrics.upstream_errors_total);
     warn!(destination = %flow.dst, status = 504, "upstream did not answer in time");
     write_refusal(
@@ -281,5 +416,5 @@ async fn upstream_timeout(
         true,
     )
     .await?;
-    Ok(false)
+    Ok(Relayed::Done(false))
 }

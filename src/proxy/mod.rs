@@ -28,6 +28,8 @@ pub struct ProxyCtx {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub upstreams: upstream::UpstreamPool,
+    /// Response caches of the services listed under `cache`.
+    pub cache: Arc<crate::cache::CacheLayer>,
     active: AtomicUsize,
 }
 
@@ -35,6 +37,7 @@ impl ProxyCtx {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
         ProxyCtx {
             state,
+            cache: Arc::new(crate::cache::CacheLayer::new(metrics.clone())),
             metrics,
             upstreams: upstream::UpstreamPool::default(),
             active: AtomicUsize::new(0),
