@@ -27,3 +27,6 @@ target/release/portcullis demo
 
 step "three-container test (Docker)"
 PORTCULLIS_BIN="$PWD/target/release/portcullis" bash tests/containers/run.sh
+
+step "three-container cache test (Docker, scenario 5)"
+PORTCULLIS_BIN="$PWD/target/release/portcullis" bash tests/containers/cache.sh

@@ -7,9 +7,9 @@
 //! path but the bytes it forwards, and keys on exactly what the upstream
 //! would see (the normalised path, the query as sent).
 //!
-//! Key = method class + authority + normalised path + query; a response's
-//! `Vary` adds the values of the named request fields as a second part, so
-//! each variant is stored apart.
+//! Key = method class + authority + normalised path + query + calling
+//! container (see [`Primary`]); a response's `Vary` adds the values of the
+//! named request fields as a second part, so each variant is stored apart.
 
 use std::fmt;
 
@@ -28,18 +28,30 @@ pub enum MethodClass {
     Other,
 }
 
-/// The primary key of a stored response: one URL of one service.
+/// The primary key of a stored response: one URL of one service, as
+/// answered to one caller.
+///
+/// The caller is the `X-Portcullis-Source` the proxy set (never the
+/// client's own: entry paths strip that). Services are told they can trust
+/// that field, so one may answer each container differently; keying on it
+/// means the cache never hands one container's answer to another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Primary {
     /// Lower-cased `Host` value (the request's authority).
     pub authority: String,
     /// Normalised path plus `?query` when there is one.
     pub target: String,
+    /// The proxy-set `X-Portcullis-Source`, empty when there is none.
+    pub source: String,
 }
 
 impl fmt::Display for Primary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GET {}{}", self.authority, self.target)
+        write!(f, "GET {}{}", self.authority, self.target)?;
+        if !self.source.is_empty() {
+            write!(f, " (for {})", self.source)?;
+        }
+        Ok(())
     }
 }
 
@@ -119,11 +131,16 @@ impl CacheRequest {
         let bypass = values("content-length").any(|v| head::trim(v) != b"0")
             || values("transfer-encoding").next().is_some()
             || values("range").next().is_some();
+        let source = values("x-portcullis-source")
+            .next()
+            .map(|v| String::from_utf8_lossy(head::trim(v)).into_owned())
+            .unwrap_or_default();
         Some(CacheRequest {
             class,
             primary: Primary {
                 authority,
                 target: target.to_owned(),
+                source,
             },
             facts,
             bypass,
@@ -216,7 +233,7 @@ mod tests {
     fn key_from_the_upstream_head() {
         let r = CacheRequest::parse(HEAD).unwrap();
         assert_eq!(r.class, MethodClass::Read { head: false });
-        assert_eq!(r.primary.to_string(), "GET app1/foo/x?y=1");
+        assert_eq!(r.primary.to_string(), "GET app1/foo/x?y=1 (for app2)");
         assert_eq!(r.facts.cc.max_age, Some(5));
         assert!(!r.bypass && !r.facts.authorization);
         assert_eq!(

@@ -371,3 +371,83 @@ async fn unsafe_methods_invalidate_and_purge_empties() {
     assert_eq!(gone.status, 504);
     assert_eq!(lab.upstream_requests(), before);
 }
+
+/// Every JSON block of docs/wiki/caching.md goes through the rule loader:
+/// a block after `<!-- refused: MESSAGE -->` must be refused with MESSAGE,
+/// every other one must load and list its cached services.
+#[test]
+fn wiki_examples_load_as_documented() {
+    let page = include_str!("../../docs/wiki/caching.md");
+    let mut refused: Option<&str> = None;
+    let mut block: Option<String> = None;
+    let (mut loaded, mut rejected) = (0, 0);
+    for line in page.lines() {
+        if let Some(b) = block.as_mut() {
+            if line.trim_start() == "```" {
+                let text = block.take().unwrap_or_default();
+                let result = crate::rules::parse("caching.md", &text);
+                match refused.take() {
+                    Some(msg) => {
+                        let err = result
+                            .expect_err("a refused example must be refused")
+                            .to_string();
+                        assert!(err.contains(msg), "expected {msg:?} in {err:?}");
+                        rejected += 1;
+                    }
+                    None => {
+                        let set =
+                            result.unwrap_or_else(|e| panic!("example must load: {e}\n{text}"));
+                        assert!(!set.rules.cache.is_empty());
+                        // The listed service is cached at its address, nothing else is.
+                        let policy = Arc::new(Policy::compile(set).unwrap());
+                        let snap = Snapshot {
+                            dir: Directory::build(&policy, |_| Vec::new()),
+                            policy,
+                            version: 1,
+                        };
+                        let layer = crate::cache::CacheLayer::new(Arc::new(Metrics::default()));
+                        let at = |a: &str| {
+                            layer
+                                .service_for(&snap, a.parse().unwrap())
+                                .map(|s| s.name.clone())
+                        };
+                        assert_eq!(at("198.19.0.2:80").as_deref(), Some("app1:80"));
+                        assert_eq!(at("198.19.0.2:8080"), None);
+                        assert_eq!(at("198.19.0.3:80"), None);
+                        loaded += 1;
+                    }
+                }
+            } else {
+                b.push_str(line);
+                b.push('\n');
+            }
+        } else if line.trim_start() == "```json" {
+            block = Some(String::new());
+        } else if let Some(m) = line
+            .trim()
+            .strip_prefix("<!-- refused: ")
+            .and_then(|m| m.strip_suffix(" -->"))
+        {
+            refused = Some(m);
+        }
+    }
+    assert_eq!((loaded, rejected), (1, 2));
+}
+
+#[tokio::test]
+async fn each_calling_container_gets_its_own_entry() {
+    let lab = lab(1 << 20);
+    let t = "/who?cc=max-age%3D60";
+    let app3 = ["x-portcullis-source: app3"];
+    let a2 = lab.send("GET", t, &[]).await;
+    let a3 = lab.send("GET", t, &app3).await;
+    let b2 = lab.send("GET", t, &[]).await;
+    let b3 = lab.send("GET", t, &app3).await;
+    assert_eq!(
+        [a2.x_cache(), a3.x_cache(), b2.x_cache(), b3.x_cache()],
+        ["MISS", "MISS", "HIT", "HIT"]
+    );
+    assert_eq!((b2.body == a2.body, b3.body == a3.body), (true, true));
+    assert_ne!(a2.body, a3.body);
+    assert_eq!(lab.upstream_requests(), 2);
+}
