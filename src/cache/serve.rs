@@ -449,7 +449,11 @@ impl Tap for FetchTap<'_> {
             headers,
             age,
             chunked: res.framing == Framing::Chunked,
-            raw: Vec::new(),
+            // A declared length is within the bound here: one allocation.
+            raw: match res.framing {
+                Framing::Length(n) => Vec::with_capacity(n as usize),
+                _ => Vec::new(),
+            },
         });
         TapAction::Relay {
             extra: MISS,
