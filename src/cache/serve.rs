@@ -95,8 +95,10 @@ pub async fn forward_cached(
                 .await?;
             return Ok(!close);
         }
-        if head_request && stale.is_none() {
-            // A HEAD response has no body to store; the next GET fills it.
+        if (head_request && stale.is_none()) || req.facts.cc.no_store {
+            // A HEAD response has no body to store (the next GET fills the
+            // entry); a no-store request may not fill it: neither should
+            // make other requests wait for it.
             Metrics::inc(&metrics.cache_misses_total);
             return pass(ctx, flow, client, out_head, exchange, &mut MissTap).await;
         }

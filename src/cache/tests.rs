@@ -451,3 +451,47 @@ async fn each_calling_container_gets_its_own_entry() {
     assert_ne!(a2.body, a3.body);
     assert_eq!(lab.upstream_requests(), 2);
 }
+
+#[test]
+fn stores_survive_reloads_that_keep_their_settings() {
+    let rules = |max: u64| {
+        format!(
+            r#"{{ "version": 1, "containers": {{ "app1": {{ "address": "198.19.0.2" }} }},
+  "cache": {{ "app1:80": {{ "max_bytes": {max} }} }} }}"#
+        )
+    };
+    let snap = |max: u64, version: u64, moved: bool| {
+        let policy =
+            Arc::new(Policy::compile(crate::rules::parse("r.json", &rules(max)).unwrap()).unwrap());
+        let mut dir = Directory::build(&policy, |_| Vec::new());
+        if moved {
+            dir.addrs[0] = vec!["198.19.0.9".parse().unwrap()];
+        }
+        Snapshot {
+            policy,
+            dir,
+            version,
+        }
+    };
+    let layer = crate::cache::CacheLayer::new(Arc::new(Metrics::default()));
+    let dst = |a: &str| a.parse::<SocketAddr>().unwrap();
+    let first = layer
+        .service_for(&snap(1000, 1, false), dst("198.19.0.2:80"))
+        .unwrap();
+    // A reload with the same settings keeps the store.
+    let same = layer
+        .service_for(&snap(1000, 2, false), dst("198.19.0.2:80"))
+        .unwrap();
+    assert!(Arc::ptr_eq(&first, &same));
+    // The container moved: found at its new address only, same store.
+    let moved = snap(1000, 3, true);
+    assert!(layer.service_for(&moved, dst("198.19.0.2:80")).is_none());
+    let found = layer.service_for(&moved, dst("198.19.0.9:80")).unwrap();
+    assert!(Arc::ptr_eq(&first, &found));
+    // New settings: a new store.
+    let changed = layer
+        .service_for(&snap(2000, 4, false), dst("198.19.0.2:80"))
+        .unwrap();
+    assert!(!Arc::ptr_eq(&first, &changed));
+    assert_eq!(changed.settings.max_bytes, 2000);
+}
