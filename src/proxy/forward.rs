@@ -16,6 +16,8 @@ use tracing::warn;
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
 use super::head::{self, Framing, MAX_HEADERS};
 use super::respond;
+use super::tap::Tee;
+pub use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::control::metrics::Metrics;
@@ -84,76 +86,6 @@ pub enum Relayed {
     /// The tap took the response head for itself ([`TapAction::Intercept`]):
     /// nothing was written to the client, the caller answers it.
     Intercepted,
-}
-
-/// What [`relay`] does with the final response head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TapAction {
-    /// Relay it with `extra` header lines (each ending in CRLF) added;
-    /// `body`: pass the body bytes to [`Tap::body`] too.
-    Relay { extra: &'static str, body: bool },
-    /// Do not relay: read and drop the (empty) body, keep the upstream
-    /// connection, return [`Relayed::Intercepted`].
-    Intercept,
-}
-
-/// The response filter of phase 5: sees the final response head and, if it
-/// asks to, every body byte as it is written to the client (the cache tees
-/// responses into its store this way without buffering them first).
-pub trait Tap: Send {
-    fn head(&mut self, res: &head::ResponseHead<'_, '_>) -> TapAction;
-    /// Bytes of the body as framed towards the client (chunked bodies in
-    /// the proxy's canonical chunked encoding).
-    fn body(&mut self, bytes: &[u8]);
-    /// The whole body reached the client.
-    fn end(&mut self);
-}
-
-/// The tap of an uncached exchange.
-pub struct NoTap;
-
-impl Tap for NoTap {
-    fn head(&mut self, _: &head::ResponseHead<'_, '_>) -> TapAction {
-        TapAction::Relay {
-            extra: "",
-            body: false,
-        }
-    }
-    fn body(&mut self, _: &[u8]) {}
-    fn end(&mut self) {}
-}
-
-/// A writer that hands every byte it writes to a [`Tap`].
-struct Tee<'a, W> {
-    inner: &'a mut W,
-    tap: &'a mut dyn Tap,
-}
-
-impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tee<'_, W> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = std::pin::Pin::new(&mut *this.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = &r {
-            this.tap.body(buf.get(..*n).unwrap_or_default());
-        }
-        r
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 /// [`forward`] without the cache: phases 4 and 5 against the upstream,

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod head;
 pub mod original_dst;
 pub mod respond;
+pub mod tap;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
