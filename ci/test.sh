@@ -36,3 +36,6 @@ PORTCULLIS_BIN="$bin" bash tests/containers/run.sh
 
 step "frontends and load balancing (Docker)"
 PORTCULLIS_BIN="$bin" bash tests/containers/frontends.sh
+
+step "three-container cache test (Docker, scenario 5)"
+PORTCULLIS_BIN="$bin" bash tests/containers/cache.sh

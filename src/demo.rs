@@ -90,11 +90,13 @@ pub fn probes() -> Vec<Probe> {
         http("app2", "GET", "/foo", &[], Reached),
         http("app2", "GET", "/foo/x?y=1", &[], Reached),
         http("app2", "PUT", "/bar", &["X-Bar: bar"], Reached),
+        // app1 is cached (example rule file): no-cache makes this repeat
+        // of GET /foo reach app1, which must see the replaced source.
         http(
             "app2",
             "GET",
             "/foo",
-            &["X-Portcullis-Source: app3"],
+            &["X-Portcullis-Source: app3", "Cache-Control: no-cache"],
             Reached,
         ),
         http("app2", "POST", "/foo", &[], Forbidden),

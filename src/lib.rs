@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod balance;
+pub mod cache;
 pub mod cli;
 pub mod control;
 pub mod demo;

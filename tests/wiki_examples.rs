@@ -1,16 +1,31 @@
 //! Every ```json block in docs/wiki is a complete rule file: it must pass the
 //! same validation as `portcullis check` (or, fenced as ```json invalid, be
-//! refused with a positioned one-line error). Documentation that rots fails here.
+//! refused with a positioned one-line error; after a line
+//! `<!-- refused: MESSAGE -->` the error must contain MESSAGE). Documentation
+//! that rots fails here.
 
 use std::path::Path;
 
-fn blocks(text: &str) -> Vec<(bool, String)> {
+/// A rule-file example: `None` if it must load, `Some(message)` if it must
+/// be refused (an empty message: any positioned error).
+type Block = (Option<String>, String);
+
+fn blocks(text: &str) -> Vec<Block> {
     let mut out = Vec::new();
-    let mut current: Option<(bool, String)> = None;
+    let mut current: Option<Block> = None;
+    let mut refused: Option<String> = None;
     for line in text.lines() {
         match (&mut current, line.trim_end()) {
-            (None, "```json") => current = Some((true, String::new())),
-            (None, "```json invalid") => current = Some((false, String::new())),
+            (None, l) if l.starts_with("<!-- refused: ") => {
+                refused = l
+                    .strip_prefix("<!-- refused: ")
+                    .and_then(|r| r.strip_suffix(" -->"))
+                    .map(str::to_owned);
+            }
+            (None, "```json") => current = Some((refused.take(), String::new())),
+            (None, "```json invalid") => {
+                current = Some((Some(refused.take().unwrap_or_default()), String::new()))
+            }
             (Some(_), "```") => out.extend(current.take()),
             (Some((_, body)), l) => {
                 body.push_str(l);
@@ -32,22 +47,26 @@ fn wiki_rule_examples_are_checked() {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("readable page");
-        for (i, (valid, body)) in blocks(&text).into_iter().enumerate() {
+        for (i, (refused, body)) in blocks(&text).into_iter().enumerate() {
             seen += 1;
             let name = format!("{}#{}", path.display(), i);
             let result = portcullis::rules::parse(&name, &body)
                 .and_then(portcullis::policy::Policy::compile);
-            match (valid, result) {
-                (true, Err(e)) => panic!("{name}: documented as valid but refused: {e}"),
-                (false, Ok(_)) => panic!("{name}: documented as invalid but accepted"),
-                (false, Err(e)) => {
+            match (refused, result) {
+                (None, Err(e)) => panic!("{name}: documented as valid but refused: {e}"),
+                (Some(_), Ok(_)) => panic!("{name}: documented as invalid but accepted"),
+                (Some(want), Err(e)) => {
                     let msg = e.to_string();
                     assert!(
                         msg.starts_with(&format!("{name}:")) && !msg.contains('\n'),
                         "{msg}"
                     );
+                    assert!(
+                        msg.contains(&want),
+                        "{name}: refused with {msg:?}, documented as {want:?}"
+                    );
                 }
-                (true, Ok(_)) => {}
+                (None, Ok(_)) => {}
             }
         }
     }

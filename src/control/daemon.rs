@@ -141,8 +141,13 @@ pub async fn run(
         version: 1,
         lb: lb.clone(),
     }));
-    spawn_admin(admin_listener, state.clone(), metrics.clone());
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
+    spawn_admin(
+        admin_listener,
+        state.clone(),
+        metrics.clone(),
+        ctx.cache.clone(),
+    );
     frontends.commit(bound, &ctx);
     let mut checks = health::spawn(lb, state.clone());
     let (proxy_stop_tx, proxy_stop) = watch::channel(false);
@@ -200,6 +205,7 @@ fn spawn_admin(
     listener: std::net::TcpListener,
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    cache: Arc<crate::cache::CacheLayer>,
 ) {
     std::thread::Builder::new()
         .name("admin".into())
@@ -214,7 +220,7 @@ fn spawn_admin(
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
                 match TcpListener::from_std(listener) {
-                    Ok(l) => super::admin::serve(l, state, metrics).await,
+                    Ok(l) => super::admin::serve(l, state, metrics, cache).await,
                     Err(e) => error!(error = %e, "admin listener failed"),
                 }
             });

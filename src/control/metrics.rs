@@ -15,7 +15,9 @@ macro_rules! counters {
                 let mut s = String::new();
                 $(
                     let _ = writeln!(s, "# HELP portcullis_{} {}", stringify!($name), $help);
-                    let _ = writeln!(s, "# TYPE portcullis_{} counter", stringify!($name));
+                    // Prometheus convention: counters end in `_total`, the rest are gauges.
+                    let kind = if stringify!($name).ends_with("_total") { "counter" } else { "gauge" };
+                    let _ = writeln!(s, "# TYPE portcullis_{} {kind}", stringify!($name));
                     let _ = writeln!(s, "portcullis_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 s
@@ -42,6 +44,14 @@ counters! {
     upstream_retries_total: "Frontend requests sent again to another pool member after a failure.",
     reloads_total: "Successful rule reloads.",
     reload_failures_total: "Rule reloads refused (the previous rules stayed).",
+    cache_hits_total: "Requests to cached services answered from the cache.",
+    cache_misses_total: "Requests to cached services answered by the upstream.",
+    cache_stores_total: "Responses stored in the cache.",
+    cache_evictions_total: "Cache entries evicted to stay within max_bytes.",
+    cache_revalidations_total: "Stale cache entries confirmed by a 304 from the upstream.",
+    cache_coalesced_total: "Cache misses that waited for a concurrent fetch of the same key.",
+    cache_invalidations_total: "Unsafe requests that invalidated stored responses.",
+    cache_bytes: "Bytes held by the cache (status, headers and bodies).",
 }
 
 impl Metrics {

@@ -16,6 +16,8 @@ use tracing::warn;
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
 use super::head::{self, Framing, MAX_HEADERS};
 use super::respond;
+use super::tap::Tee;
+pub use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::control::metrics::Metrics;
@@ -62,8 +64,9 @@ pub async fn write_refusal(
 
 /// Sends one authorised request (`out_head`, then the client's body) to
 /// `flow.dst` and relays the response. `Ok(true)`: the client connection
-/// may carry another request. An upstream failure is logged and answered
-/// with 502/504 here.
+/// may carry another request. A destination listed under `cache` is
+/// answered through [`crate::cache`], which may serve it from memory. An
+/// upstream failure is logged and answered with 502/504 here.
 pub async fn forward(
     ctx: &ProxyCtx,
     flow: &Upstream,
@@ -71,13 +74,35 @@ pub async fn forward(
     out_head: &[u8],
     exchange: Exchange,
 ) -> io::Result<bool> {
-    match forward_once(ctx, flow, client, out_head, exchange).await? {
-        Ok(relayed) => Ok(relayed.keep),
+    if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
+        return crate::cache::forward_cached(ctx, service, flow, client, out_head, exchange).await;
+    }
+    Ok(relay(ctx, flow, client, out_head, exchange, &mut NoTap)
+        .await?
+        .keep)
+}
+
+/// [`forward_once`] answering upstream failures itself (502/504): what a
+/// caller that does not retry wants. `tap` sees the response.
+pub async fn relay(
+    ctx: &ProxyCtx,
+    flow: &Upstream,
+    client: &mut Inbound<TcpStream>,
+    out_head: &[u8],
+    exchange: Exchange,
+    tap: &mut dyn Tap,
+) -> io::Result<Relayed> {
+    match forward_once(ctx, flow, client, out_head, exchange, tap).await? {
+        Ok(relayed) => Ok(relayed),
         Err(f) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
             warn!(destination = %flow.dst, error = %f.why, status = f.code, "upstream failed");
             write_refusal(&mut client.io, f.code, &f.message(flow.dst), true).await?;
-            Ok(false)
+            Ok(Relayed {
+                keep: false,
+                status: Some(f.code),
+                intercepted: false,
+            })
         }
     }
 }
@@ -90,6 +115,9 @@ pub struct Relayed {
     /// The upstream's status; `None` when the proxy answered itself
     /// (a malformed or oversized request body).
     pub status: Option<u16>,
+    /// The tap took the response head for itself ([`TapAction::Intercept`]):
+    /// nothing was written to the client, the caller answers it.
+    pub intercepted: bool,
 }
 
 /// An upstream failure before a final response reached the client.
@@ -141,6 +169,7 @@ pub async fn forward_once(
     client: &mut Inbound<TcpStream>,
     out_head: &[u8],
     exchange: Exchange,
+    tap: &mut dyn Tap,
 ) -> io::Result<Result<Relayed, UpstreamFailure>> {
     let Exchange {
         framing,
@@ -211,6 +240,7 @@ pub async fn forward_once(
                 return Ok(Ok(Relayed {
                     keep: false,
                     status: None,
+                    intercepted: false,
                 }));
             }
             Err(BodyError::Malformed(why)) => {
@@ -220,6 +250,7 @@ pub async fn forward_once(
                 return Ok(Ok(Relayed {
                     keep: false,
                     status: None,
+                    intercepted: false,
                 }));
             }
             Err(BodyError::Read(e)) => return Err(e),
@@ -235,7 +266,7 @@ pub async fn forward_once(
             Err(e) if e == "timeout" => return failure(504, "no response", true, touched),
             Err(e) => return failure(502, e, true, touched),
         };
-        let (code, res_framing, upstream_closes, interim, client_keeps, out) = {
+        let (code, res_framing, upstream_closes, interim, client_keeps, out, tee) = {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let res = match head::parse_response(&upstream.buf[..n], &mut storage, head_request) {
                 Ok(r) => r,
@@ -253,13 +284,40 @@ pub async fn forward_once(
             }
             let interim = (100..200).contains(&res.code);
             let client_keeps = keep_alive && !res.close;
+            let action = if interim {
+                NoTap.head(&res)
+            } else {
+                tap.head(&res)
+            };
+            let (extra, tee) = match action {
+                TapAction::Relay { extra, body } => (extra, body),
+                TapAction::Intercept => {
+                    let (framing, closes, status) = (res.framing, res.close, res.code);
+                    upstream.buf.advance(n);
+                    let mut sink = tokio::io::sink();
+                    if copy_body(&mut upstream, &mut sink, framing, None)
+                        .await
+                        .is_ok()
+                        && !closes
+                        && upstream.buf.is_empty()
+                    {
+                        ctx.upstreams.put(flow.dst, upstream.io);
+                    }
+                    return Ok(Ok(Relayed {
+                        keep: false,
+                        status: Some(status),
+                        intercepted: true,
+                    }));
+                }
+            };
             (
                 res.code,
                 res.framing,
                 res.close,
                 interim,
                 client_keeps,
-                response_head(&res, !interim && !client_keeps),
+                response_head(&res, !interim && !client_keeps, extra),
+                tee,
             )
         };
         upstream.buf.advance(n);
@@ -268,7 +326,16 @@ pub async fn forward_once(
             touched = true;
             continue;
         }
-        match copy_body(&mut upstream, &mut client.io, res_framing, None).await {
+        let copied = if tee {
+            let mut w = Tee {
+                inner: &mut client.io,
+                tap: &mut *tap,
+            };
+            copy_body(&mut upstream, &mut w, res_framing, None).await
+        } else {
+            copy_body(&mut upstream, &mut client.io, res_framing, None).await
+        };
+        match copied {
             Ok(_) => {}
             Err(BodyError::Write(e)) => return Err(e),
             Err(e) => {
@@ -277,9 +344,11 @@ pub async fn forward_once(
                 return Ok(Ok(Relayed {
                     keep: false,
                     status: Some(code),
+                    intercepted: false,
                 }));
             }
         }
+        tap.end();
         if !upstream_closes && upstream.buf.is_empty() {
             ctx.upstreams.put(flow.dst, upstream.io);
         }
@@ -288,13 +357,14 @@ pub async fn forward_once(
         return Ok(Ok(Relayed {
             keep: client_keeps,
             status: Some(code),
+            intercepted: false,
         }));
     }
 }
 
 /// The response head relayed to the client: hop-by-hop headers dropped,
 /// framing restated, `connection: close` when this exchange is the last.
-fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
+fn response_head(res: &head::ResponseHead<'_, '_>, close: bool, extra: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", res.code, res.reason).as_bytes());
     for h in res.headers {
@@ -312,6 +382,7 @@ fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    out.extend_from_slice(extra.as_bytes());
     out.extend_from_slice(b"\r\n");
     out
 }

@@ -36,7 +36,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use super::body::{Inbound, ReadHeadError};
-use super::forward::{forward_once, write_refusal, Exchange, Upstream};
+use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
 use super::head::{self, Framing, HeadError, MAX_HEADERS};
 use super::{respond, ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
@@ -314,7 +314,14 @@ async fn one_exchange(
             peer,
             dst: pick.addr,
         };
-        match forward_once(ctx, &flow, inbound, out_head, exchange).await? {
+        if ctx.cache.service_for(&snap, pick.addr).is_some() {
+            // A cached service: the cache answers (hit, or one fetch for
+            // every concurrent miss); no retry on another member.
+            let keep = forward(ctx, &flow, inbound, out_head, exchange).await?;
+            pool.report(pick.index, true);
+            return Ok(keep);
+        }
+        match forward_once(ctx, &flow, inbound, out_head, exchange, &mut NoTap).await? {
             Ok(relayed) => {
                 let ok = relayed.status.is_none_or(|s| s < 500);
                 pool.report(pick.index, ok);

@@ -9,6 +9,7 @@ pub mod frontend;
 pub mod head;
 pub mod original_dst;
 pub mod respond;
+pub mod tap;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +30,8 @@ pub struct ProxyCtx {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub upstreams: upstream::UpstreamPool,
+    /// Response caches of the services listed under `cache`.
+    pub cache: Arc<crate::cache::CacheLayer>,
     active: AtomicUsize,
 }
 
@@ -36,6 +39,7 @@ impl ProxyCtx {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
         ProxyCtx {
             state,
+            cache: Arc::new(crate::cache::CacheLayer::new(metrics.clone())),
             metrics,
             upstreams: upstream::UpstreamPool::default(),
             active: AtomicUsize::new(0),

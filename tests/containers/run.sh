@@ -144,7 +144,9 @@ firewall_checks() {
 	expect_http app2 80 GET /foo allow
 	expect_http app2 80 GET '/foo/x?y=1' allow
 	expect_http app2 80 PUT /bar allow 'X-Bar: bar'
-	expect_http app2 80 GET /foo allow 'X-Portcullis-Source: app3'
+	# app1 is cached (scenario 5, cache.sh): no-cache makes this repeat of GET /foo
+	# reach app1, so that app1 itself shows the spoofed header was replaced.
+	expect_http app2 80 GET /foo allow 'X-Portcullis-Source: app3' 'Cache-Control: no-cache'
 	expect_http app2 80 POST /foo deny
 	expect_http app2 80 GET /bar deny
 	expect_http app2 80 PUT /bar deny
