@@ -293,11 +293,6 @@ async fn one_exchange(
     let Some(pool) = snap.lb.pool(pool_id) else {
         return Ok(false);
     };
-    let exchange = Exchange {
-        connect_timeout: pool.connect_timeout,
-        response_timeout: pool.timeout,
-        ..exchange
-    };
     // A refusal keeps the connection only if no body is left unread.
     let close_on_refusal = exchange.framing != Framing::None || !exchange.keep_alive;
 
