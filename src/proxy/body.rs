@@ -58,6 +58,11 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
     /// `Ok(None)` if the stream ended cleanly before any byte.
     pub async fn read_head(&mut self, max: usize) -> Result<Option<usize>, ReadHeadError> {
         loop {
+            // Empty lines before a request line are ignored (RFC 9112 §2.2):
+            // some clients send a CRLF after a body.
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+            }
             if let Some(end) = head_end(&self.buf).map_err(ReadHeadError::Head)? {
                 if end > max {
                     return Err(ReadHeadError::Head(HeadError::TooLarge));

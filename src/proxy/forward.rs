@@ -14,7 +14,7 @@ use tokio::time::timeout;
 use tracing::warn;
 
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
-use super::head::{self, Framing, MAX_HEADERS};
+use super::head::{self, Framing, Tunnel, MAX_HEADERS};
 use super::respond;
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
@@ -41,6 +41,9 @@ pub struct Exchange {
     pub head_request: bool,
     pub expect_continue: bool,
     pub body_limit: Option<u64>,
+    /// An authorised CONNECT or WebSocket upgrade: if the upstream agrees
+    /// (2xx / 101), the connection becomes a byte tunnel.
+    pub tunnel: Option<Tunnel>,
 }
 
 /// Writes a response the proxy produced itself.
@@ -71,6 +74,7 @@ pub async fn forward(
         head_request,
         expect_continue,
         body_limit,
+        tunnel,
     } = exchange;
     let metrics = &ctx.metrics;
     // A pooled connection may have been closed by the upstream meanwhile;
@@ -139,6 +143,7 @@ pub async fn forward(
         match copy_body(client, &mut upstream.io, framing, body_limit).await {
             Ok(_) => {}
             Err(BodyError::TooLarge) => {
+                Metrics::inc(&metrics.requests_body_too_large_total);
                 warn!(source = %flow.peer, destination = %flow.dst, status = 413, "request body over the limit");
                 write_refusal(&mut client.io, 413, "request body too large", true).await?;
                 return Ok(false);
@@ -149,7 +154,14 @@ pub async fn forward(
                 write_refusal(&mut client.io, 400, &format!("bad request: {why}"), true).await?;
                 return Ok(false);
             }
-            Err(BodyError::Read(e)) => return Err(e),
+            Err(BodyError::Read(e)) => {
+                // The client ended (or broke) its body early; the upstream
+                // never gets a complete request.
+                Metrics::inc(&metrics.requests_bad_total);
+                warn!(source = %flow.peer, destination = %flow.dst, error = %e, status = 400, "request body incomplete");
+                write_refusal(&mut client.io, 400, "bad request: incomplete body", true).await?;
+                return Ok(false);
+            }
             Err(BodyError::Write(e)) => {
                 return upstream_failed(client, flow, metrics, &e.to_string()).await
             }
@@ -163,37 +175,68 @@ pub async fn forward(
             Err(e) if e == "timeout" => return upstream_timeout(client, flow, metrics).await,
             Err(e) => return upstream_failed(client, flow, metrics, &e).await,
         };
-        let (code, res_framing, upstream_closes, interim, client_keeps, out) = {
+        let (code, res_framing, upstream_closes, interim, client_keeps, upgraded, out) = {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let res = match head::parse_response(&upstream.buf[..n], &mut storage, head_request) {
+            // Any 2xx to CONNECT starts the tunnel: it has no body.
+            let bodyless = head_request || tunnel == Some(Tunnel::Connect);
+            let res = match head::parse_response(&upstream.buf[..n], &mut storage, bodyless) {
                 Ok(r) => r,
                 Err(e) => {
                     let msg = format!("invalid response from upstream: {e}");
                     return upstream_failed(client, flow, metrics, &msg).await;
                 }
             };
-            if res.code == 101 {
-                return upstream_failed(
-                    client,
-                    flow,
-                    metrics,
-                    "upstream switched protocols unasked",
+            let upgraded = match tunnel {
+                Some(Tunnel::WebSocket) => {
+                    res.code == 101
+                        && res.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("upgrade")
+                                && head::trim(h.value).eq_ignore_ascii_case(b"websocket")
+                        })
+                }
+                Some(Tunnel::Connect) => (200..300).contains(&res.code),
+                None => false,
+            };
+            if upgraded {
+                let mut out = response_head(&res, false);
+                if tunnel == Some(Tunnel::WebSocket) {
+                    // Restore the hop-by-hop pair that makes it an upgrade.
+                    out.truncate(out.len().saturating_sub(2));
+                    out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+                }
+                (res.code, Framing::None, true, false, false, true, out)
+            } else {
+                if res.code == 101 {
+                    return upstream_failed(
+                        client,
+                        flow,
+                        metrics,
+                        "upstream switched protocols unasked",
+                    )
+                    .await;
+                }
+                let interim = (100..200).contains(&res.code);
+                let client_keeps = keep_alive && !res.close;
+                (
+                    res.code,
+                    res.framing,
+                    res.close,
+                    interim,
+                    client_keeps,
+                    false,
+                    response_head(&res, !interim && !client_keeps),
                 )
-                .await;
             }
-            let interim = (100..200).contains(&res.code);
-            let client_keeps = keep_alive && !res.close;
-            (
-                res.code,
-                res.framing,
-                res.close,
-                interim,
-                client_keeps,
-                response_head(&res, !interim && !client_keeps),
-            )
         };
         upstream.buf.advance(n);
         client.io.write_all(&out).await?;
+        if upgraded {
+            Metrics::inc(&metrics.tunnels_total);
+            tracing::info!(source = %flow.peer, destination = %flow.dst, status = code, "tunnel opened");
+            let moved = super::tunnel::splice(client, &mut upstream).await;
+            tracing::debug!(source = %flow.peer, destination = %flow.dst, result = ?moved, "tunnel closed");
+            return Ok(false);
+        }
         if interim {
             continue;
         }

@@ -5,9 +5,14 @@
 pub mod body;
 pub mod conn;
 pub mod forward;
+pub mod h2;
 pub mod head;
+pub mod limits;
 pub mod original_dst;
 pub mod respond;
+#[cfg(test)]
+mod split_tests;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +33,8 @@ pub struct ProxyCtx {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub upstreams: upstream::UpstreamPool,
+    /// Open connections and request buckets per source (`limits`).
+    pub sources: Arc<limits::SourceTable>,
     active: AtomicUsize,
 }
 
@@ -37,6 +44,7 @@ impl ProxyCtx {
             state,
             metrics,
             upstreams: upstream::UpstreamPool::default(),
+            sources: Arc::default(),
             active: AtomicUsize::new(0),
         }
     }
