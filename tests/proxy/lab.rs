@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!   client ns (198.19.N.2, .5) ──veth── host ns (198.19.N.1) ──veth── upstream ns (198.19.N.3)
-//!                                       portcullis run                  testsvc :80 :8080
+//!                                       portcullis run                  testsvc :80 :8080 :8081
 //!                                       (nft table, proxy, admin)       + test-made servers
 //! ```
 //!
@@ -113,7 +113,8 @@ impl Lab {
             &lab.upstream.clone(),
             "testsvc.log",
             &[
-                "testsvc", "serve", "--name", "up", "--http", "80", "--http", "8080", "--quiet",
+                "testsvc", "serve", "--name", "up", "--http", "80", "--http", "8080", "--http",
+                "8081", "--quiet",
             ],
         );
         let rules_path = path.to_string_lossy().into_owned();
@@ -436,7 +437,8 @@ impl Answer {
 }
 
 /// Reads responses (skipping interim 1xx) until `want` were seen and the
-/// peer closed, or `patience` passes without a byte.
+/// peer closed, or `patience` passes without a byte (with `want` 0: until
+/// the peer closes or `patience` passes).
 pub fn read_answer(s: &mut TcpStream, want: usize, patience: Duration) -> Answer {
     s.set_read_timeout(Some(patience)).ok();
     let mut buf: Vec<u8> = Vec::new();
@@ -456,7 +458,7 @@ pub fn read_answer(s: &mut TcpStream, want: usize, patience: Duration) -> Answer
             break;
         }
         // Once enough responses arrived, wait only briefly for a close.
-        if responses.len() >= want {
+        if want > 0 && responses.len() >= want {
             s.set_read_timeout(Some(Duration::from_millis(300))).ok();
         }
         match s.read(&mut chunk) {

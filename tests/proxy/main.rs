@@ -5,6 +5,7 @@
 mod corpus;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
+mod limits;
 mod slowloris;
 
 /// ≥60 malformed or smuggling requests and a table of hostile upstream
@@ -21,4 +22,13 @@ fn hostile_requests_and_responses_are_refused() {
 #[test]
 fn slowloris_does_not_starve_normal_clients() {
     slowloris::run();
+}
+
+/// max_body_bytes (413), max_header_bytes (431), header_timeout_ms (408),
+/// idle_timeout_ms, max_connections_per_source and requests_per_second
+/// with burst (429): answered, counted, logged with the source; entry
+/// limits override global ones; one source does not starve another.
+#[test]
+fn limits_are_enforced_per_source() {
+    limits::run();
 }
