@@ -7,6 +7,7 @@ mod corpus;
 mod lab;
 mod limits;
 mod slowloris;
+mod tunnel;
 
 /// ≥60 malformed or smuggling requests and a table of hostile upstream
 /// responses, each refused as HTTP says with nothing reaching the upstream.
@@ -31,4 +32,11 @@ fn slowloris_does_not_starve_normal_clients() {
 #[test]
 fn limits_are_enforced_per_source() {
     limits::run();
+}
+
+/// WebSocket upgrades and CONNECT are tunnelled only after the rules
+/// allow them and the upstream agrees; h2c upgrades are never honoured.
+#[test]
+fn tunnels_only_after_the_rule_check() {
+    tunnel::run();
 }
