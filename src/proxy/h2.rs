@@ -390,7 +390,12 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
         pump(body, up_send, limit).await
     };
     let relay = async {
-        let res = response.await.map_err(PumpError::Upstream)?;
+        // A client that resets its stream cancels the upstream request too
+        // (dropping it sends RST_STREAM upstream): no work for nobody.
+        let res = tokio::select! {
+            r = response => r.map_err(PumpError::Upstream)?,
+            _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(PumpError::Reset),
+        };
         let (rparts, rbody) = res.into_parts();
         let mut out = Response::new(());
         *out.status_mut() = rparts.status;
@@ -428,6 +433,9 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
         (_, Err(PumpError::Client(e))) => {
             debug!(source = %source, error = %e, "HTTP/2 client stream ended early")
         }
+        (_, Err(PumpError::Reset)) => {
+            debug!(source = %source, destination = %flow.dst, "HTTP/2 stream reset by the client; upstream request cancelled")
+        }
         (_, Err(PumpError::TooLarge)) => {}
     }
 }
@@ -435,6 +443,8 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
 #[derive(Debug)]
 enum PumpError {
     TooLarge,
+    /// The client reset the stream before the response came.
+    Reset,
     Client(h2::Error),
     Upstream(h2::Error),
 }

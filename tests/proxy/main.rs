@@ -3,6 +3,7 @@
 //! without it, never skips.
 
 mod corpus;
+mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
@@ -39,4 +40,12 @@ fn limits_are_enforced_per_source() {
 #[test]
 fn tunnels_only_after_the_rule_check() {
     tunnel::run();
+}
+
+/// HTTP/2 prior knowledge with curl and h2load: every stream is checked
+/// like an HTTP/1 request and forwarded over HTTP/2; rapid reset and
+/// CONTINUATION floods are contained.
+#[test]
+fn http2_streams_are_checked_and_bounded() {
+    http2::run();
 }
