@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Portcullis needs on a fresh Debian 12 host (as root):
 # nftables + the C libraries the nftnl/mnl crates link to, iproute2 for the
-# namespace lab, curl and h2load (nghttp2-client) for the HTTP/2 tests, and (with --docker) the Docker engine, started with IPv4
+# namespace labs, curl and h2load (nghttp2-client) for the HTTP/2 tests, and
+# (with --docker) the Docker engine, started with IPv4
 # forwarding enabled first so Docker keeps the FORWARD policy at ACCEPT.
 # Idempotent; fails loudly when something cannot be had.
 set -euo pipefail

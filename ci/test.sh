@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 host, as root: formatting,
-# lints, unit and kernel tests (nftables over netlink, real), the demo, and
-# the three-container test with real Docker. Any missing prerequisite is a
+# lints, unit and kernel tests (nftables over netlink, real; the proxy in
+# namespace labs), bounded fuzzing, the demo, and the three-container test
+# with real Docker. Any missing prerequisite is a
 # failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +17,11 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-step "unit and kernel tests"
+step "unit and kernel tests (incl. the proxy namespace labs, tests/proxy)"
 cargo test --locked --workspace -- --test-threads=2
+
+step "fuzz (each cargo-fuzz target for ${FUZZ_SECONDS:=20}s, nightly)"
+FUZZ_SECONDS="$FUZZ_SECONDS" bash ci/fuzz.sh
 
 step "build"
 cargo build --locked --release

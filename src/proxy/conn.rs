@@ -129,6 +129,10 @@ pub async fn serve(ctx: Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, dst:
     // The first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
     match timeout(lim.idle_timeout, inbound.fill()).await {
         Ok(Ok(n)) if n > 0 => {}
+        Err(_) => {
+            Metrics::inc(&ctx.metrics.connections_idle_closed_total);
+            return;
+        }
         _ => return,
     }
     if super::h2::starts_like_preface(&inbound.buf) {

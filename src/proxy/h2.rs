@@ -159,7 +159,12 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
             },
             // Keep the connection (pings, resets, window updates) going
             // while every permit is in use.
-            _ = poll_fn(|cx| conn.poll_closed(cx)) => break,
+            closed = poll_fn(|cx| conn.poll_closed(cx)) => {
+                if let Err(e) = closed {
+                    connection_error(&shared.flow, &e);
+                }
+                break;
+            }
         };
         let idle = working.available_permits() == MAX_STREAMS as usize - 1;
         let next = if idle {
@@ -179,11 +184,7 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
         match next {
             None => break,
             Some(Err(e)) => {
-                if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) || e.is_go_away() {
-                    warn!(peer = %shared.flow.peer, destination = %shared.flow.dst, error = %e, "HTTP/2 connection ended by protocol error");
-                } else {
-                    debug!(peer = %shared.flow.peer, error = %e, "HTTP/2 connection error");
-                }
+                connection_error(&shared.flow, &e);
                 break;
             }
             Some(Ok((req, respond))) => {
@@ -195,6 +196,16 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
                 });
             }
         }
+    }
+}
+
+/// Logs why a client connection ended: protocol errors (rapid reset,
+/// CONTINUATION flood, malformed frames) are warnings, the rest is noise.
+fn connection_error(flow: &Flow, e: &h2::Error) {
+    if e.reason().is_some_and(|r| r != Reason::NO_ERROR) {
+        warn!(peer = %flow.peer, destination = %flow.dst, error = %e, "HTTP/2 connection ended by protocol error");
+    } else {
+        debug!(peer = %flow.peer, error = %e, "HTTP/2 connection error");
     }
 }
 

@@ -102,7 +102,18 @@ pub fn run() {
     // max_connections_per_source: a fifth connection of `client` on port
     // 80 is refused with 429, `client2` is not affected, and a slot freed
     // by closing is given to the next connection.
-    let held: Vec<TcpStream> = (0..4).map(|_| lab.connect(80)).collect();
+    // Each held connection is served once first, so all four are surely
+    // admitted (and counted) before the fifth arrives.
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = lab.connect(80);
+            s.write_all(b"GET /held HTTP/1.1\r\nHost: up\r\n\r\n")
+                .expect("write");
+            let a = read_answer(&mut s, 1, Duration::from_secs(10));
+            assert_eq!((a.statuses(), a.closed), (vec![200], false), "{a:?}");
+            s
+        })
+        .collect();
     let mut extra = lab.connect(80);
     let a = read_answer(&mut extra, 1, Duration::from_secs(10));
     assert_eq!((a.statuses(), a.closed), (vec![429], true), "{a:?}");
