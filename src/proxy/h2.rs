@@ -363,7 +363,11 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
     let mut up_req = Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(h) = up_req.headers_mut() {
         for (name, value) in &parts.headers {
-            if head::is_hop_by_hop(name.as_str()) || name.as_str() == "x-portcullis-source" {
+            // `te: trailers` is the one TE value HTTP/2 allows (gRPC needs it).
+            let te_trailers = name == http::header::TE && value.as_bytes() == b"trailers";
+            if (head::is_hop_by_hop(name.as_str()) && !te_trailers)
+                || name.as_str() == "x-portcullis-source"
+            {
                 continue;
             }
             h.append(name.clone(), value.clone());

@@ -513,6 +513,72 @@ mod tests {
     }
 
     #[test]
+    fn host_values() {
+        for ok in [
+            &b""[..],
+            b"app1",
+            b"app1:80",
+            b"198.19.0.2:8080",
+            b"[::1]",
+            b"[fd00::2]:80",
+            b"a-b.c_d~e",
+        ] {
+            assert!(valid_host(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"a b"[..],
+            b"a,b",
+            b"u@a",
+            b"a/b",
+            b"a:",
+            b"a:123456",
+            b"a:8x",
+            b":80",
+            b"[::1",
+            b"[::1]x",
+            b"[]",
+            b"[::g]",
+            b"a%41",
+        ] {
+            assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn underscore_spellings_of_framing_headers() {
+        assert!(framing_lookalike("Content_Length"));
+        assert!(framing_lookalike("transfer_encoding"));
+        assert!(framing_lookalike("TRANSFER_ENCODING"));
+        assert!(!framing_lookalike("Content-Length"));
+        assert!(!framing_lookalike("X_Custom"));
+        assert!(!framing_lookalike("content_lengths"));
+    }
+
+    #[test]
+    fn tunnels_are_recognised() {
+        let tunnel = |raw: &str| {
+            let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_request(raw.as_bytes(), &mut st).map(|h| h.tunnel)
+        };
+        assert_eq!(
+            tunnel("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            Ok(Some(Tunnel::WebSocket))
+        );
+        assert_eq!(
+            tunnel("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            Ok(Some(Tunnel::Connect))
+        );
+        // Upgrade not named by Connection, h2c, or not a GET: no tunnel.
+        for raw in [
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "POST /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            assert_eq!(tunnel(raw), Ok(None), "{raw}");
+        }
+    }
+
+    #[test]
     fn absolute_form_must_agree_with_host() {
         let h = [httparse::Header {
             name: "Host",
