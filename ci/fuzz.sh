@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target (fuzz/) for a bounded time each
-# (FUZZ_SECONDS, default 30). cargo-fuzz needs the nightly toolchain; it is
+# (FUZZ_SECONDS, default 30; FUZZ_TARGETS to pick some). cargo-fuzz needs the nightly toolchain; it is
 # installed when missing, and a missing nightly is a failure, not a skip.
 # A crash input is copied to fuzz/regressions/TARGET/, where `cargo test`
 # (portcullis::fuzzing::tests::regressions_replay) replays it from then on:
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 secs="${FUZZ_SECONDS:-30}"
-targets=(request_head path rule_file)
+read -r -a targets <<<"${FUZZ_TARGETS:-request_head path rule_file}"
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 rustup toolchain list | grep -q '^nightly' \
