@@ -201,3 +201,94 @@ fn pipelined_bodies_keep_their_boundaries() {
         b"5\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n".to_vec()
     )));
 }
+
+/// Responses from upstreams, read as the proxy does: head, then the body
+/// per the parsed framing (read-until-close included).
+async fn read_response(pieces: Vec<Vec<u8>>, head_request: bool) -> Vec<String> {
+    let mut pieces = pieces;
+    pieces.retain(|p| !p.is_empty());
+    let mut src = Inbound::new(Scripted { pieces });
+    let mut events = Vec::new();
+    loop {
+        let n = match src.read_head(64 * 1024).await {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                events.push("end".to_owned());
+                return events;
+            }
+            Err(e) => {
+                events.push(format!("refused: {e:?}"));
+                return events;
+            }
+        };
+        let framing = {
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match head::parse_response(&src.buf[..n], &mut storage, head_request) {
+                Ok(r) => {
+                    events.push(format!("{} {:?} close={}", r.code, r.framing, r.close));
+                    r.framing
+                }
+                Err(e) => {
+                    events.push(format!("refused: {e}"));
+                    return events;
+                }
+            }
+        };
+        bytes::Buf::advance(&mut src.buf, n);
+        let mut body = Vec::new();
+        match copy_body(&mut src, &mut body, framing, None).await {
+            Ok(_) => events.push(String::from_utf8_lossy(&body).into_owned()),
+            Err(e) => {
+                events.push(format!("body refused: {e:?}"));
+                return events;
+            }
+        }
+    }
+}
+
+#[test]
+fn responses_read_the_same_at_every_split() {
+    // (bytes, a HEAD request, read cleanly to the end)
+    let cases: &[(&[u8], bool, bool)] = &[
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 204 No Content\r\n\r\n", false, true),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false, true),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, true),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", false, true),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false, false),
+        (b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", false, false),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false, false),
+    ];
+    for &(msg, head_request, clean) in cases {
+        let whole = run_strings(read_response(vec![msg.to_vec()], head_request));
+        assert_eq!(
+            whole.last().map(String::as_str) == Some("end"),
+            clean,
+            "{:?}: {whole:?}",
+            String::from_utf8_lossy(msg)
+        );
+        for cut in 0..=msg.len() {
+            let split = run_strings(read_response(
+                vec![msg[..cut].to_vec(), msg[cut..].to_vec()],
+                head_request,
+            ));
+            assert_eq!(
+                split,
+                whole,
+                "split at {cut} of {:?}",
+                String::from_utf8_lossy(msg)
+            );
+        }
+        let bytewise = run_strings(read_response(
+            msg.iter().map(|&b| vec![b]).collect(),
+            head_request,
+        ));
+        assert_eq!(bytewise, whole, "{:?}", String::from_utf8_lossy(msg));
+    }
+}
+
+fn run_strings(f: impl std::future::Future<Output = Vec<String>>) -> Vec<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
