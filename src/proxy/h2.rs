@@ -33,7 +33,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
@@ -116,7 +116,30 @@ impl AsyncWrite for Rewind {
 struct Shared {
     ctx: Arc<ProxyCtx>,
     flow: Flow,
-    upstream: OnceCell<h2::client::SendRequest<Bytes>>,
+    /// The upstream HTTP/2 connection, opened on the first allowed stream
+    /// and replaced when it ends (GOAWAY, close).
+    upstream: Mutex<Option<h2::client::SendRequest<Bytes>>>,
+}
+
+impl Shared {
+    /// A sender ready for one more stream, reconnecting once if the
+    /// upstream connection has ended.
+    async fn ready_sender(&self) -> Result<h2::client::SendRequest<Bytes>, io::Error> {
+        let mut slot = self.upstream.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if let Ok(ready) = s.clone().ready().await {
+                return Ok(ready);
+            }
+        }
+        let fresh = connect_upstream(self.flow.dst).await?;
+        let ready = fresh
+            .clone()
+            .ready()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        *slot = Some(fresh);
+        Ok(ready)
+    }
 }
 
 /// Serves one HTTP/2 client connection until it ends.
@@ -146,7 +169,7 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
     let shared = Arc::new(Shared {
         ctx,
         flow,
-        upstream: OnceCell::new(),
+        upstream: Mutex::new(None),
     });
     let working = Arc::new(Semaphore::new(MAX_STREAMS as usize));
     loop {
@@ -340,12 +363,8 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
         .unwrap_or("unknown");
 
     // Phase 4: the upstream request over HTTP/2.
-    let upstream = shared
-        .upstream
-        .get_or_try_init(|| connect_upstream(flow.dst))
-        .await;
-    let sender = match upstream {
-        Ok(s) => s.clone(),
+    let mut sender = match shared.ready_sender().await {
+        Ok(s) => s,
         Err(e) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
             warn!(destination = %flow.dst, error = %e, status = 502, "HTTP/2 upstream unreachable");
@@ -379,13 +398,7 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
     let Ok(up_req) = up_req.body(()) else {
         return refuse(&mut respond, 400, "bad request: cannot restate the request");
     };
-    let forwarded = async {
-        let mut sender = sender.ready().await?;
-        let (response, up_send) = sender.send_request(up_req, framing == Framing::None)?;
-        Ok::<_, h2::Error>((response, up_send))
-    }
-    .await;
-    let (response, up_send) = match forwarded {
+    let (response, up_send) = match sender.send_request(up_req, framing == Framing::None) {
         Ok(x) => x,
         Err(e) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);

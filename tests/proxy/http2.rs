@@ -25,7 +25,7 @@ const RULES: &str = r#"{
     "up": { "address": "@UP@" }
   },
   "access": [
-    { "from": "client", "to": "up", "ports": [83],
+    { "from": "client", "to": "up", "ports": [83, 84],
       "http": [ { "methods": ["GET"], "path_prefix": "/foo" },
                 { "methods": ["POST"], "path_prefix": "/upload" } ] }
   ],
@@ -41,9 +41,10 @@ struct Seen {
 }
 
 /// An HTTP/2 (prior knowledge) echo upstream in the upstream namespace.
-/// `/foo/slow` answers after two seconds.
-fn h2_upstream(lab: &Lab) -> Arc<Seen> {
-    let listener = lab.listen_upstream(PORT);
+/// `/foo/slow` answers after two seconds. With `one_each`, every
+/// connection serves one stream and then says GOAWAY.
+fn h2_upstream(lab: &Lab, port: u16, one_each: bool) -> Arc<Seen> {
+    let listener = lab.listen_upstream(port);
     listener.set_nonblocking(true).expect("nonblocking");
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
@@ -67,6 +68,9 @@ fn h2_upstream(lab: &Lab) -> Arc<Seen> {
                     while let Some(Ok((req, respond))) = conn.accept().await {
                         let seen = seen.clone();
                         tokio::spawn(answer(req, respond, seen));
+                        if one_each {
+                            conn.graceful_shutdown();
+                        }
                     }
                 });
             }
@@ -150,7 +154,7 @@ fn curl(lab: &Lab, args: &[&str], path: &str) -> (u16, String, String) {
 
 pub fn run() {
     let lab = Lab::start(RULES);
-    let seen = h2_upstream(&lab);
+    let seen = h2_upstream(&lab, PORT, false);
     let count = || seen.requests.load(Ordering::SeqCst);
 
     // Allowed: forwarded over HTTP/2 with the source stamped by the proxy.
@@ -207,6 +211,26 @@ pub fn run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(report.contains("Application protocol: h2c"), "{report}");
+
+    // An upstream connection that ends (GOAWAY) is replaced: two requests
+    // on one client connection to an upstream serving one per connection.
+    let one_each = h2_upstream(&lab, 84, true);
+    let out = lab.run_in_client(&[
+        "h2load",
+        "-n",
+        "3",
+        "-c",
+        "1",
+        "-m",
+        "1",
+        &format!("http://{}/foo/again", lab.upstream(84)),
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("3 succeeded") && report.contains("3 2xx"),
+        "three requests on one client connection, each on a fresh upstream connection:\n{report}"
+    );
+    assert_eq!(one_each.requests.load(Ordering::SeqCst), 3);
 
     rapid_reset(&lab, &seen);
     continuation_flood(&lab);
