@@ -204,6 +204,8 @@ async fn one_exchange(
             Ok(Err(e)) => return Err(e),
         }
     }
+    // A body may pause between reads for at most the idle timeout.
+    inbound.read_timeout = Some(lim.idle_timeout);
     let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await
     {
         Err(_) => {

@@ -108,6 +108,7 @@ pub async fn forward(
             },
         };
         let mut up = Inbound::new(stream);
+        up.read_timeout = Some(RESPONSE_TIMEOUT);
         if let Err(e) = up.io.write_all(out_head).await {
             if reused && attempt == 1 {
                 continue;
@@ -152,6 +153,12 @@ pub async fn forward(
                 Metrics::inc(&metrics.requests_bad_total);
                 warn!(source = %flow.peer, destination = %flow.dst, reason = why, "malformed request body");
                 write_refusal(&mut client.io, 400, &format!("bad request: {why}"), true).await?;
+                return Ok(false);
+            }
+            Err(BodyError::Read(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Metrics::inc(&metrics.requests_timeout_total);
+                warn!(source = %flow.peer, destination = %flow.dst, status = 408, "request body stalled longer than idle_timeout_ms");
+                write_refusal(&mut client.io, 408, "request body timeout", true).await?;
                 return Ok(false);
             }
             Err(BodyError::Read(e)) => {

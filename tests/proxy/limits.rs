@@ -99,6 +99,16 @@ pub fn run() {
     );
     assert!(lab.metric("connections_idle_closed_total") >= 1);
 
+    // A body that stalls for longer than idle_timeout_ms (a slow-body
+    // attack) is answered 408, and the upstream never serves it.
+    let before = lab.upstream_count();
+    let mut s = lab.connect(8080);
+    s.write_all(b"POST /slow-body HTTP/1.1\r\nHost: up\r\nContent-Length: 10\r\n\r\nhello")
+        .expect("write");
+    let a = read_answer(&mut s, 1, Duration::from_secs(10));
+    assert_eq!((a.statuses(), a.closed), (vec![408], true), "{a:?}");
+    assert_eq!(lab.upstream_count(), before);
+
     // max_connections_per_source: a fifth connection of `client` on port
     // 80 is refused with 429, `client2` is not affected, and a slot freed
     // by closing is given to the next connection.
