@@ -1,1 +1,108 @@
-fn main() {}
+//! Hot-path costs: path normalisation, request-head parsing and the access
+//! decision (flow lookup + matchers) on the example rules, plus the flow
+//! lookup in a large policy to show it does not grow with the rule count.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use portcullis::policy::matcher::RequestView;
+use portcullis::policy::normalize::normalize_path;
+use portcullis::policy::{Policy, L4};
+use portcullis::proxy::head::{head_end, parse_request, MAX_HEADERS};
+
+fn example() -> Policy {
+    let set = portcullis::rules::parse("example.json", include_str!("../rules/example.json"))
+        .expect("valid");
+    Policy::compile(set).expect("compiles")
+}
+
+/// `n` containers in a chain, each allowed to call the next on 16 ports.
+fn large(n: usize) -> Policy {
+    let containers: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "\"c{i}\": {{ \"address\": \"198.19.{}.{}\" }}",
+                i / 250,
+                i % 250 + 2
+            )
+        })
+        .collect();
+    let access: Vec<String> = (0..n - 1)
+        .map(|i| format!("{{ \"from\": \"c{i}\", \"to\": \"c{}\", \"ports\": [{}], \"http\": [{{ \"methods\": [\"GET\"], \"path_prefix\": \"/api\" }}] }}", i + 1, (8000..8016).map(|p| p.to_string()).collect::<Vec<_>>().join(",")))
+        .collect();
+    let text = format!(
+        "{{\"version\":1,\"containers\":{{{}}},\"access\":[{}]}}",
+        containers.join(","),
+        access.join(",")
+    );
+    Policy::compile(portcullis::rules::parse("large.json", &text).expect("valid"))
+        .expect("compiles")
+}
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("normalize clean path", |b| {
+        b.iter(|| normalize_path(black_box("/foo/bar/baz.json")))
+    });
+    c.bench_function("normalize dirty path", |b| {
+        b.iter(|| normalize_path(black_box("/foo/./bar//%62az/../x.json")))
+    });
+
+    let raw = b"PUT /bar/item?x=1 HTTP/1.1\r\nHost: app1\r\nUser-Agent: bench\r\nAccept: */*\r\nX-Bar: bar\r\nContent-Length: 5\r\n\r\n";
+    c.bench_function("parse request head", |b| {
+        b.iter(|| {
+            let end = head_end(black_box(raw)).ok().flatten().unwrap_or(raw.len());
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_request(&raw[..end], &mut storage)
+                .map(|h| h.framing)
+                .ok()
+        })
+    });
+
+    let p = example();
+    let (app2, app1) = (
+        p.container_id("app2").unwrap_or(0),
+        p.container_id("app1").unwrap_or(0),
+    );
+    let headers = [httparse::Header {
+        name: "X-Bar",
+        value: b"bar",
+    }];
+    c.bench_function("decide request (example rules)", |b| {
+        b.iter(|| {
+            let e = p.flow(app2, app1, L4::Tcp, 80);
+            e.map(|e| {
+                Policy::check_request(
+                    e,
+                    &RequestView {
+                        method: black_box("PUT"),
+                        path: black_box("/bar/item"),
+                        headers: &headers,
+                    },
+                )
+            })
+        })
+    });
+
+    for n in [10usize, 1000] {
+        let p = large(n);
+        let (a, z) = (
+            p.container_id(&format!("c{}", n / 2)).unwrap_or(0),
+            p.container_id(&format!("c{}", n / 2 + 1)).unwrap_or(0),
+        );
+        c.bench_function(&format!("decide request ({n} containers)"), |b| {
+            b.iter(|| {
+                p.flow(a, z, L4::Tcp, black_box(8007)).map(|e| {
+                    Policy::check_request(
+                        e,
+                        &RequestView {
+                            method: "GET",
+                            path: "/api/x",
+                            headers: &[],
+                        },
+                    )
+                })
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -212,8 +212,8 @@ fn explain(a: &ExplainArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(e, 2),
     };
-    if a.frontend.is_some() {
-        return fail("explaining frontend routes is not available yet (frontends arrive with the load balancer)", 2);
+    if let Some(name) = &a.frontend {
+        return explain_frontend(&policy, name, a);
     }
     let (Some(from), Some(to)) = (&a.from, &a.to) else {
         return fail("--from and --to are required", 2);
@@ -285,6 +285,124 @@ fn explain(a: &ExplainArgs) -> i32 {
         crate::policy::Verdict::Allow => 0,
         crate::policy::Verdict::Deny => 1,
     }
+}
+
+/// `explain --frontend`: the route and pool a request would take.
+fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
+    use crate::policy::routes::{route_host, RouteMatch};
+    let lb = crate::balance::Balancer::compile(policy);
+    let Some(fe) = lb.frontend(name) else {
+        let known: Vec<&str> = lb.frontends.iter().map(|f| f.name.as_str()).collect();
+        return fail(
+            format!("unknown frontend {name:?} (known: {})", known.join(", ")),
+            2,
+        );
+    };
+    let host = match a
+        .host
+        .as_deref()
+        .map(|h| route_host(h.as_bytes()))
+        .transpose()
+    {
+        Ok(h) => h,
+        Err(e) => return fail(format!("--host: {e}"), 2),
+    };
+    let method = a.method.as_deref().unwrap_or("GET");
+    let target = a.path.as_deref().unwrap_or("/");
+    let (raw, _) = split_target(target);
+    let shown_host = host.as_deref().unwrap_or("(none)");
+    let path = match normalize_path(raw) {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = format!("bad request: {e}");
+            return not_routed(a.json, fe.name.as_str(), 400, &reason);
+        }
+    };
+    let Some(m) = fe.lookup(host.as_deref(), &path) else {
+        let reason = format!(
+            "no route matches host {shown_host} and path {path}, and there is no default_pool"
+        );
+        return not_routed(a.json, &fe.name, 404, &reason);
+    };
+    let Some(pool) = lb.pool(m.pool()) else {
+        return fail("internal error: route names a missing pool", 2);
+    };
+    let (rule, why) = match m {
+        RouteMatch::Route { index, class, .. } => {
+            let r = &fe.routes[index];
+            let host_part = match class {
+                crate::policy::routes::HostClass::Exact => {
+                    format!("host {}", r.host.as_deref().unwrap_or(""))
+                }
+                crate::policy::routes::HostClass::Wildcard => {
+                    format!("wildcard host {}", r.host.as_deref().unwrap_or(""))
+                }
+                crate::policy::routes::HostClass::Any => "any host".to_owned(),
+            };
+            let prefix = r.path_prefix.as_deref().unwrap_or("/");
+            (
+                Some(r.rule.to_string()),
+                format!("matches {host_part}, path_prefix {prefix}"),
+            )
+        }
+        RouteMatch::Default { .. } => (None, "no route matches, default_pool".to_owned()),
+    };
+    let balance = match &pool.algo {
+        crate::balance::Algo::RoundRobin { .. } => "round_robin".to_owned(),
+        crate::balance::Algo::LeastConnections { .. } => "least_connections".to_owned(),
+        crate::balance::Algo::Hash(crate::balance::HashKey::ClientIp) => {
+            "hash on client_ip".to_owned()
+        }
+        crate::balance::Algo::Hash(crate::balance::HashKey::Header(h)) => {
+            format!("hash on header:{h}")
+        }
+    };
+    let members: Vec<String> = pool
+        .members
+        .iter()
+        .map(|m| format!("{} (weight {})", m.target, m.weight))
+        .collect();
+    if a.json {
+        let v = serde_json::json!({
+            "verdict": "routed",
+            "layer": "frontend",
+            "frontend": fe.name,
+            "rule": rule,
+            "pool": pool.name,
+            "balance": balance,
+            "members": pool.members.iter().map(|m| serde_json::json!({"target": m.target, "weight": m.weight})).collect::<Vec<_>>(),
+            "reason": format!("{method} {shown_host} {path}: {why}"),
+            "status": null,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "routed frontend {} {}: {method} {shown_host} {path}: {why} -> pool {} ({balance}: {})",
+            fe.name,
+            rule.as_deref().unwrap_or("default_pool"),
+            pool.name,
+            members.join(", ")
+        );
+    }
+    0
+}
+
+fn not_routed(json: bool, frontend: &str, status: u16, reason: &str) -> i32 {
+    if json {
+        let v = serde_json::json!({
+            "verdict": status.to_string(),
+            "layer": "frontend",
+            "frontend": frontend,
+            "rule": null,
+            "pool": null,
+            "reason": reason,
+            "status": status,
+        });
+        println!("{v}");
+    } else {
+        println!("{status} frontend {frontend}: {reason}");
+    }
+    1
 }
 
 fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {

@@ -1,5 +1,6 @@
-//! `portcullis demo`: scenarios 1 and 2 of `spec/scenarios.md` in a
-//! throw-away lab of network namespaces (no Docker needed).
+//! `portcullis demo`: scenarios 1 to 4 of `spec/scenarios.md` in a
+//! throw-away lab of network namespaces (no Docker needed); scenarios 3
+//! and 4 are requests from the host to the frontend.
 //!
 //! Three namespaces play app1..app3, each on a routed veth to the host
 //! (`198.19.N.1` on the host side, a /32 per app), each running the test
@@ -89,11 +90,13 @@ pub fn probes() -> Vec<Probe> {
         http("app2", "GET", "/foo", &[], Reached),
         http("app2", "GET", "/foo/x?y=1", &[], Reached),
         http("app2", "PUT", "/bar", &["X-Bar: bar"], Reached),
+        // app1 is cached (example rule file): no-cache makes this repeat
+        // of GET /foo reach app1, which must see the replaced source.
         http(
             "app2",
             "GET",
             "/foo",
-            &["X-Portcullis-Source: app3"],
+            &["X-Portcullis-Source: app3", "Cache-Control: no-cache"],
             Reached,
         ),
         http("app2", "POST", "/foo", &[], Forbidden),
@@ -299,7 +302,7 @@ impl Lab {
         Ok(())
     }
 
-    fn rules(&self, proxy_port: u16, admin_port: u16) -> Result<PathBuf, String> {
+    fn rules(&self, proxy_port: u16, admin_port: u16, front: u16) -> Result<PathBuf, String> {
         let text = include_str!("../rules/example.json")
             .replace(
                 "{ \"docker\": \"app2\" }",
@@ -307,7 +310,7 @@ impl Lab {
             )
             .replace("198.19.0.2", &self.addr(2).to_string())
             .replace("198.19.0.4", &self.addr(4).to_string())
-            .replace("\"0.0.0.0:8080\"", "\"127.0.0.1:18080\"");
+            .replace("\"0.0.0.0:8080\"", &format!("\"127.0.0.1:{front}\""));
         let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         v["proxy"] = serde_json::json!({ "listen_port": proxy_port, "admin": format!("127.0.0.1:{admin_port}") });
         let path = self.dir.join("rules.json");
@@ -478,6 +481,61 @@ impl Drop for Lab {
     }
 }
 
+/// Scenarios 3 and 4: (Host, path, pool the rules name, service reached).
+const FRONTEND_PROBES: [(&str, &str, &str, &str); 6] = [
+    ("two.example", "/", "two", "app2"),
+    ("three.example", "/two", "three", "app3"),
+    ("other.test", "/two/x?y=1", "two", "app2"),
+    ("other.test", "/three", "three", "app3"),
+    ("other.test", "/one", "one", "app1"),
+    ("other.test", "/four", "404", "404"),
+];
+
+/// Sends the scenario 3-4 requests from the host to the frontend on
+/// 127.0.0.1:`front` and prints them as table rows; returns the failures.
+fn frontend_probes(policy: &Policy, front: u16) -> usize {
+    let lb = crate::balance::Balancer::compile(policy);
+    let mut failures = 0;
+    println!(
+        "{:<52} {:<9} {:<9} {:<4} observed",
+        "frontend request (host -> edge)", "route", "expected", "ok"
+    );
+    for (host, path, pool, service) in FRONTEND_PROBES {
+        let (raw, _) = split_target(path);
+        let said = lb
+            .frontend("edge")
+            .zip(normalize_path(raw).ok())
+            .and_then(|(fe, p)| fe.lookup(Some(host), &p))
+            .and_then(|m| lb.pool(m.pool()))
+            .map_or("404", |p| p.name.as_str());
+        let mut opts = testsvc::probe::ProbeOpts::new(format!("http://127.0.0.1:{front}{path}"));
+        opts.headers.push(("Host".into(), host.into()));
+        opts.timeout = Duration::from_millis(3000);
+        let seen = match testsvc::probe::probe(&opts) {
+            testsvc::probe::Outcome::Http {
+                status: 200, body, ..
+            } => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["service"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "200 without service".into()),
+            testsvc::probe::Outcome::Http { status, .. } => status.to_string(),
+            other => format!("{other:?}"),
+        };
+        let ok = said == pool && seen == service;
+        if !ok {
+            failures += 1;
+        }
+        println!(
+            "{:<52} {:<9} {:<9} {:<4} {seen}",
+            format!("GET {path} Host: {host}"),
+            said,
+            service,
+            if ok { "ok" } else { "FAIL" }
+        );
+    }
+    failures
+}
+
 fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -503,7 +561,8 @@ fn run_demo() -> Result<bool, String> {
     }
     let mut lab = Lab::new()?;
     lab.build()?;
-    let rules = lab.rules(free_port()?, free_port()?)?;
+    let front = free_port()?;
+    let rules = lab.rules(free_port()?, free_port()?, front)?;
     let policy = crate::rules::load(&rules)
         .and_then(Policy::compile)
         .map_err(|e| e.to_string())?;
@@ -590,9 +649,10 @@ fn run_demo() -> Result<bool, String> {
             "FAIL"
         }
     );
+    failures += frontend_probes(&policy, front);
     let _ = stop_tx.send(true);
     let _ = rt.block_on(daemon);
-    let total = probes().len() + 1;
+    let total = probes().len() + 1 + FRONTEND_PROBES.len();
     println!("{} passed, {} failed", total - failures, failures);
     Ok(failures == 0)
 }

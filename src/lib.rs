@@ -7,6 +7,8 @@
 //! onto the library.
 #![deny(unsafe_code)]
 
+pub mod balance;
+pub mod cache;
 pub mod cli;
 pub mod control;
 pub mod demo;

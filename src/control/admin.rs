@@ -1,5 +1,7 @@
 //! The admin endpoint (`proxy.admin`, default `127.0.0.1:9901`): `/healthz`,
-//! `/metrics` (Prometheus text) and `/status` (JSON for `portcullis status`).
+//! `/metrics` (Prometheus text), `/status` (JSON for `portcullis status`)
+//! and `POST /cache/purge` (the only way to purge the cache: containers and
+//! frontends never can).
 //! Runs on its own small runtime thread, apart from the data plane, so a
 //! flood of proxied traffic cannot starve operators of answers.
 
@@ -12,15 +14,22 @@ use tokio::net::TcpListener;
 
 use super::directory::Snapshot;
 use super::metrics::Metrics;
+use crate::cache::CacheLayer;
 
 /// Serves the admin endpoint on `listener` until the runtime stops.
-pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    cache: Arc<CacheLayer>,
+) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
         let metrics = metrics.clone();
+        let cache = cache.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut n = 0;
@@ -36,8 +45,15 @@ pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, metrics
                 }
             }
             let line = String::from_utf8_lossy(&buf[..n]);
-            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let mut words = line.split_whitespace();
+            let method = words.next().unwrap_or("");
+            let target = words.next().unwrap_or("");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
             let (code, ctype, body) = match path {
+                "/cache/purge" if method == "POST" => {
+                    purge(&cache, &state.load_full(), query).await
+                }
+                "/cache/purge" => (405, "text/plain", "use POST\n".to_owned()),
                 "/healthz" => (200, "text/plain", "ok\n".to_owned()),
                 "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
                 "/status" => (
@@ -49,13 +65,93 @@ pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, metrics
             };
             let head = format!(
                 "HTTP/1.1 {code} {}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                if code == 200 { "OK" } else { "Not Found" },
+                match code {
+                    200 => "OK",
+                    400 => "Bad Request",
+                    405 => "Method Not Allowed",
+                    _ => "Not Found",
+                },
                 body.len()
             );
             let _ = s.write_all(head.as_bytes()).await;
             let _ = s.write_all(body.as_bytes()).await;
         });
     }
+}
+
+/// `POST /cache/purge?service=app1:80&target=/foo%3Fx%3D1&host=app1`: every
+/// parameter optional (`service` absent: all services; `target`, the path
+/// and query as the upstream sees them, and `host` narrow it down).
+async fn purge(cache: &CacheLayer, snap: &Snapshot, query: &str) -> (u16, &'static str, String) {
+    let mut service = None;
+    let mut target = None;
+    let mut host = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(v) = percent_decode(v) else {
+            return (
+                400,
+                "text/plain",
+                format!("invalid percent-encoding in {k}\n"),
+            );
+        };
+        match k {
+            "service" => service = Some(v),
+            "target" => target = Some(v),
+            "host" => host = Some(v),
+            _ => {
+                return (
+                    400,
+                    "text/plain",
+                    format!("unknown parameter {k:?}: expected service, target, host\n"),
+                )
+            }
+        }
+    }
+    match cache
+        .purge(snap, service.as_deref(), target.as_deref(), host.as_deref())
+        .await
+    {
+        Ok(n) => {
+            tracing::info!(
+                service = service.as_deref().unwrap_or("*"),
+                target = target.as_deref().unwrap_or("*"),
+                host = host.as_deref().unwrap_or("*"),
+                purged = n,
+                "cache purged"
+            );
+            (
+                200,
+                "application/json",
+                serde_json::json!({ "purged": n }).to_string(),
+            )
+        }
+        Err(e) => (404, "text/plain", format!("{e}\n")),
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn status_json(snap: &Snapshot, metrics: &Metrics) -> String {
@@ -79,8 +175,32 @@ fn status_json(snap: &Snapshot, metrics: &Metrics) -> String {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.into()))
         .collect();
+    let pools: serde_json::Map<String, serde_json::Value> = snap
+        .lb
+        .pools
+        .iter()
+        .map(|pool| {
+            let members: serde_json::Map<String, serde_json::Value> = pool
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.target.clone(),
+                        serde_json::json!({
+                            "status": m.status(&snap.dir).as_str(),
+                            "address": m.address(&snap.dir).map(|a| a.to_string()),
+                            "weight": m.weight,
+                            "in_flight": m.inflight(),
+                        }),
+                    )
+                })
+                .collect();
+            (pool.name.clone(), serde_json::json!({ "members": members }))
+        })
+        .collect();
     serde_json::json!({
         "rules": p.file.to_string(),
+        "pools": pools,
         "version": snap.version,
         "mode": if p.audit { "audit" } else { "enforce" },
         "containers": containers,

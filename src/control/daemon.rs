@@ -21,8 +21,10 @@ use tracing::{error, info, warn};
 use super::directory::{Directory, Snapshot};
 use super::docker;
 use super::metrics::Metrics;
+use crate::balance::{health, Balancer};
 use crate::nft;
 use crate::policy::Policy;
+use crate::proxy::frontend::{self, Listeners};
 use crate::proxy::{self, ProxyCtx};
 use crate::rules::{self, RuleError};
 
@@ -42,6 +44,8 @@ pub enum DaemonError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Frontend(#[from] frontend::BindError),
     #[error("{0}")]
     Docker(#[from] docker::DockerError),
     #[error("{0}")]
@@ -124,6 +128,9 @@ pub async fn run(
             source,
         })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(policy.admin);
+    let lb = Arc::new(Balancer::compile(&policy));
+    let mut frontends = Listeners::default();
+    let bound = frontends.prepare(&lb.listen_addrs()).await?;
     install(nft::compile::compile(&policy, &dir)).await?;
     info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
 
@@ -132,11 +139,24 @@ pub async fn run(
         policy: policy.clone(),
         dir,
         version: 1,
+        lb: lb.clone(),
     }));
-    spawn_admin(admin_listener, state.clone(), metrics.clone());
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
+    spawn_admin(
+        admin_listener,
+        state.clone(),
+        metrics.clone(),
+        ctx.cache.clone(),
+    );
+    frontends.commit(bound, &ctx);
+    let mut checks = health::spawn(lb, state.clone());
     let (proxy_stop_tx, proxy_stop) = watch::channel(false);
-    let proxy_task = tokio::spawn(proxy::serve_transparent(listener, ctx, proxy_stop, DRAIN));
+    let proxy_task = tokio::spawn(proxy::serve_transparent(
+        listener,
+        ctx.clone(),
+        proxy_stop,
+        DRAIN,
+    ));
     on_started(Started {
         proxy: proxy_addr,
         admin: admin_addr,
@@ -157,8 +177,15 @@ pub async fn run(
             }
             _ = docker_tick.tick(), if has_docker => "docker",
         };
-        match reload(&path, &docker_socket, &state, reason).await {
-            Ok(true) => Metrics::inc(&metrics.reloads_total),
+        match reload(&path, &docker_socket, &state, reason, &mut frontends, &ctx).await {
+            Ok(true) => {
+                Metrics::inc(&metrics.reloads_total);
+                let lb = state.load().lb.clone();
+                if !Arc::ptr_eq(&lb, &checks.lb) {
+                    // New rules: the old checks stop as they are dropped.
+                    checks = health::spawn(lb, state.clone());
+                }
+            }
             Ok(false) => {}
             Err(e) => {
                 Metrics::inc(&metrics.reload_failures_total);
@@ -167,6 +194,8 @@ pub async fn run(
         }
     }
     info!("stopping: draining connections; nftables rules stay in place");
+    frontends.stop_all().await;
+    drop(checks);
     let _ = proxy_stop_tx.send(true);
     let _ = proxy_task.await;
     Ok(())
@@ -176,6 +205,7 @@ fn spawn_admin(
     listener: std::net::TcpListener,
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    cache: Arc<crate::cache::CacheLayer>,
 ) {
     std::thread::Builder::new()
         .name("admin".into())
@@ -190,7 +220,7 @@ fn spawn_admin(
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
                 match TcpListener::from_std(listener) {
-                    Ok(l) => super::admin::serve(l, state, metrics).await,
+                    Ok(l) => super::admin::serve(l, state, metrics, cache).await,
                     Err(e) => error!(error = %e, "admin listener failed"),
                 }
             });
@@ -205,6 +235,8 @@ async fn reload(
     socket: &str,
     state: &ArcSwap<Snapshot>,
     trigger: &str,
+    frontends: &mut Listeners,
+    ctx: &Arc<ProxyCtx>,
 ) -> Result<bool, DaemonError> {
     let current = state.load_full();
     let policy = if trigger == "docker" {
@@ -229,13 +261,25 @@ async fn reload(
     if trigger == "docker" && dir == current.dir {
         return Ok(false);
     }
+    // Same rules: keep the balancer (and its health state); new rules:
+    // bind any new frontend address before anything is applied.
+    let lb = if Arc::ptr_eq(&policy, &current.policy) {
+        current.lb.clone()
+    } else {
+        let lb = Balancer::compile(&policy);
+        lb.carry_state_from(&current.lb);
+        Arc::new(lb)
+    };
+    let bound = frontends.prepare(&lb.listen_addrs()).await?;
     install(nft::compile::compile(&policy, &dir)).await?;
     let version = current.version + 1;
     state.store(Arc::new(Snapshot {
         policy,
         dir,
         version,
+        lb,
     }));
+    frontends.commit(bound, ctx);
     info!(trigger, version, "rules reloaded");
     Ok(true)
 }

@@ -64,4 +64,7 @@ pub struct Snapshot {
     pub dir: Directory,
     /// Increases with every successful (re)load.
     pub version: u64,
+    /// Frontend routes and pools compiled from `policy` (kept across
+    /// reloads that change only addresses, so health state survives).
+    pub lb: Arc<crate::balance::Balancer>,
 }

@@ -15,7 +15,9 @@ macro_rules! counters {
                 let mut s = String::new();
                 $(
                     let _ = writeln!(s, "# HELP portcullis_{} {}", stringify!($name), $help);
-                    let _ = writeln!(s, "# TYPE portcullis_{} counter", stringify!($name));
+                    // Prometheus convention: counters end in `_total`, the rest are gauges.
+                    let kind = if stringify!($name).ends_with("_total") { "counter" } else { "gauge" };
+                    let _ = writeln!(s, "# TYPE portcullis_{} {kind}", stringify!($name));
                     let _ = writeln!(s, "portcullis_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 s
@@ -34,7 +36,7 @@ counters! {
     requests_denied_total: "Requests refused with 403 by the access rules.",
     requests_audit_denied_total: "Requests enforce mode would have refused, let through in audit mode.",
     requests_bad_total: "Requests refused as malformed (400/501).",
-    requests_timeout_total: "Requests refused with 408: the head did not arrive within header_timeout_ms.",
+    requests_timeout_total: "Requests refused with 408: head not within header_timeout_ms, or body stalled past idle_timeout_ms.",
     requests_header_too_large_total: "Requests refused with 431: head over max_header_bytes or too many fields.",
     requests_body_too_large_total: "Requests refused with 413: body over max_body_bytes.",
     requests_rate_limited_total: "Requests refused with 429: over requests_per_second/burst of their source.",
@@ -44,8 +46,20 @@ counters! {
     h2_connections_total: "HTTP/2 (prior knowledge) connections on redirected flows.",
     h2_streams_total: "HTTP/2 streams (requests) received.",
     upstream_errors_total: "Requests answered 502/504 because the upstream failed.",
+    frontend_requests_total: "Requests that entered a frontend.",
+    frontend_no_route_total: "Frontend requests answered 404 because no route matched.",
+    frontend_unavailable_total: "Frontend requests answered 503 because the pool had no healthy member.",
+    upstream_retries_total: "Frontend requests sent again to another pool member after a failure.",
     reloads_total: "Successful rule reloads.",
     reload_failures_total: "Rule reloads refused (the previous rules stayed).",
+    cache_hits_total: "Requests to cached services answered from the cache.",
+    cache_misses_total: "Requests to cached services answered by the upstream.",
+    cache_stores_total: "Responses stored in the cache.",
+    cache_evictions_total: "Cache entries evicted to stay within max_bytes.",
+    cache_revalidations_total: "Stale cache entries confirmed by a 304 from the upstream.",
+    cache_coalesced_total: "Cache misses that waited for a concurrent fetch of the same key.",
+    cache_invalidations_total: "Unsafe requests that invalidated stored responses.",
+    cache_bytes: "Bytes held by the cache (status, headers and bodies).",
 }
 
 impl Metrics {

@@ -35,7 +35,7 @@ pub enum NftError {
     #[error("cannot read the answer of nftables: {0}")]
     Receive(#[source] io::Error),
     #[error(
-        "nftables rejected {object}: {} (errno {errno}){}",
+        "nftables rejected {object}: {}{}",
         io::Error::from_raw_os_error(*errno),
         errno_hint(*errno)
     )]
@@ -44,8 +44,8 @@ pub enum NftError {
     NoAnswer { missing: usize, expected: usize },
     #[error("malformed answer from nftables: {0}")]
     Malformed(&'static str),
-    #[error("name {0:?} contains a NUL byte")]
-    Name(String),
+    #[error("cannot pass {0:?} to nftables: it contains a NUL byte or is too long")]
+    Encode(String),
 }
 
 fn errno_hint(errno: i32) -> &'static str {
@@ -68,7 +68,7 @@ fn send_hint(e: &io::Error) -> &'static str {
 }
 
 fn cstring(s: &str) -> Result<CString, NftError> {
-    CString::new(s).map_err(|_| NftError::Name(s.to_string()))
+    CString::new(s).map_err(|_| NftError::Encode(s.to_string()))
 }
 
 /// Installs `rs` as table `inet portcullis`, replacing any previous version
@@ -126,7 +126,7 @@ pub fn install(rs: &Ruleset) -> Result<(), NftError> {
             }
             let object = format!("rule {n} of chain {} ({})", chain.name, rule.comment);
             r.set_comment(cstring(&rule.comment)?)
-                .map_err(|_| NftError::Name(rule.comment.clone()))?;
+                .map_err(|_| NftError::Encode(rule.comment.clone()))?;
             batch.add(&r, MsgType::Add);
             labels.push(object);
         }
@@ -384,7 +384,9 @@ pub fn remove() -> Result<bool, NftError> {
     }
 }
 
-/// Whether table `inet portcullis` exists.
+/// Whether table `inet portcullis` exists. (While another process runs an
+/// nftables transaction — even `nft -c` — the answer can briefly reflect
+/// that transaction.)
 pub fn exists() -> Result<bool, NftError> {
     const SEQ: u32 = 1;
     let socket = open()?;
@@ -564,6 +566,15 @@ pub(super) fn transact(batch: &FinalizedBatch, labels: &[String]) -> Result<(), 
                 if first_error.is_none_or(|(s, _)| msg.seq < s) {
                     first_error = Some((msg.seq, errno));
                 }
+                // A failed batch is aborted without answering the batch end
+                // message, and whatever answers there are were queued before
+                // `send` returned: collect those, but do not wait for more.
+                let drain = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 1000,
+                };
+                setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &drain)
+                    .map_err(NftError::Socket)?;
                 // An answer outside the object messages (e.g. EPERM for the
                 // whole batch) means no other answer will come.
                 if msg.seq < first_object || msg.seq >= first_object + labels.len() as u32 {

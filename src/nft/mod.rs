@@ -29,6 +29,10 @@ pub mod ruleset;
 
 #[cfg(test)]
 mod tests;
+/// For tests elsewhere in the crate that touch table `inet portcullis`.
+#[cfg(test)]
+#[allow(unused_imports)]
+pub(crate) use tests::kernel_lock;
 
 pub use apply::{exists, install, remove, NftError};
 pub use render::{table_text, to_nft_text};

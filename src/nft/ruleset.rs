@@ -63,18 +63,20 @@ pub struct Managed {
 
 /// Everything Portcullis installs, in table `inet portcullis`.
 ///
-/// Intended shape (`nft list table inet portcullis`):
+/// Shape (`nft list table inet portcullis`; the full expected listing for
+/// the contract's example is `nft/example.nft`, the reasons in
+/// `nft/README.md`):
 /// ```text
 /// table inet portcullis {
-///   set managed4  { type ipv4_addr; }                                          (+ managed6)
-///   set allow4    { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }  (+ allow6)
-///   set redirect4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }  (+ redirect6)
-///   set audit4    { type ipv4_addr . ipv4_addr; }                              (+ audit6)
+///   set managed4  { type ipv4_addr }                                           (+ managed6)
+///   set allow4    { type ipv4_addr . ipv4_addr . inet_proto . inet_service }   (+ allow6)
+///   set redirect4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service }   (+ redirect6)
+///   set audit4    { type ipv4_addr . ipv4_addr }                               (+ audit6)
 ///   chain prerouting { type nat hook prerouting priority dstnat - 10; policy accept;
-///     meta l4proto tcp ip saddr . ip daddr . meta l4proto . th dport @redirect4 counter redirect to :PROXY }
+///     ip saddr . ip daddr . meta l4proto . tcp dport @redirect4 counter redirect to :PROXY }
 ///   chain forward { type filter hook forward priority filter - 10; policy accept;
 ///     ct state established,related accept
-///     meta l4proto { tcp, udp } ip saddr . ip daddr . meta l4proto . th dport @allow4 counter accept
+///     ip saddr . ip daddr . meta l4proto . tcp dport @allow4 counter accept   (+ udp)
 ///     ip saddr . ip daddr @audit4 counter log prefix "portcullis audit_deny " accept
 ///     ip saddr @managed4 ip daddr @managed4 counter drop   (global audit: log "audit_deny" + accept) }
 ///   chain input { type filter hook input priority filter - 10; policy accept;
@@ -82,6 +84,7 @@ pub struct Managed {
 ///     tcp dport PROXY counter drop }
 /// }
 /// ```
+/// (each ipv4 rule has an ipv6 twin; every rule and element has a comment).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ruleset {
     /// Port of the transparent proxy listener on the host.

@@ -123,12 +123,29 @@ fn golden_example() {
     );
 }
 
+/// `nft/README.md` shows the listing of [`example`] as `nft list` prints it.
+#[test]
+fn readme_shows_the_listing() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("nft/README.md");
+    let readme = std::fs::read_to_string(&path).expect("read nft/README.md");
+    let listing =
+        render::table_text(&example()).replace(" counter ", " counter packets 0 bytes 0 ");
+    assert!(
+        readme.contains(&listing),
+        "{} does not show this listing:\n{listing}",
+        path.display()
+    );
+}
+
 // === helpers for the kernel tests ===
 
 /// Serialises the tests that touch table `inet portcullis`.
 static KERNEL: Mutex<()> = Mutex::new(());
 
-fn kernel_lock() -> MutexGuard<'static, ()> {
+/// Held by every test in this crate that touches table `inet portcullis`
+/// (installing, removing, or running `nft` on it, even `nft -c`), since
+/// tests in one binary run in parallel.
+pub(crate) fn kernel_lock() -> MutexGuard<'static, ()> {
     KERNEL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -292,8 +309,11 @@ fn list() -> Listing {
 // === kernel tests ===
 
 /// `nft -c` (parse and evaluate, change nothing) accepts every rendering.
+/// The kernel does run the transaction before aborting it, and other
+/// tests' queries can see that happen, hence the lock.
 #[test]
 fn nft_check_accepts_rendered_text() {
+    let _lock = kernel_lock();
     for rs in [example(), rich(false), rich(true), Ruleset::default()] {
         nft(&["-c", "-f", "-"], Some(&render::to_nft_text(&rs)));
     }
@@ -372,4 +392,32 @@ fn rejected_batch_keeps_the_old_table() {
     assert!(msg.starts_with("nftables rejected"), "{msg}");
 
     assert_eq!(nft(&["list", "table", "inet", "portcullis"], None), before);
+}
+
+/// A ruleset far larger than one netlink message and one batch page:
+/// elements are split over many messages, pages are sent as one datagram.
+#[test]
+fn large_ruleset_installs_whole() {
+    let _lock = kernel_lock();
+    let _cleanup = Cleanup;
+    let mut rs = example();
+    for i in 0..6000u32 {
+        let [_, b, c, d] = i.to_be_bytes();
+        let src = IpAddr::V4(Ipv4Addr::new(10, 90 + b, c, d));
+        rs.managed
+            .push(managed(src, &format!("bulk container {i}")));
+        rs.allow.push(flow(
+            src,
+            v4(2),
+            L4::Tcp,
+            (i % 60000) as u16 + 1,
+            &format!(
+                "access[{i}] rules.json:{}:5 bulk{i}->app1 padding the comment out",
+                i + 10
+            ),
+        ));
+    }
+    apply::install(&rs).expect("install a large ruleset");
+    let json = nft(&["-j", "list", "table", "inet", "portcullis"], None);
+    assert_eq!(json_elements(&json), expected_elements(&rs));
 }

@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 use super::body::{Inbound, ReadHeadError};
 use super::forward::{forward, write_refusal, Exchange, Upstream};
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
-use super::limits::{self, Effective, Key, Source, SourceName, SourceTable};
+use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
 use super::respond;
 use super::ProxyCtx;
 use crate::control::directory::Directory;
@@ -72,7 +72,7 @@ pub fn resolve<'p>(policy: &'p Policy, dir: &Directory, flow: &Flow) -> Resolved
                 Source::Address(flow.peer.ip().to_canonical()),
                 Source::Container,
             ),
-            entry: index,
+            scope: index.map_or(Scope::Unowned, Scope::Access),
         },
     }
 }
@@ -436,6 +436,8 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         head_request: req.method == "HEAD",
         expect_continue: req.expect_continue,
         body_limit: c.limits.max_body_bytes,
+        connect_timeout: super::forward::CONNECT_TIMEOUT,
+        response_timeout: super::forward::RESPONSE_TIMEOUT,
         tunnel: req.tunnel,
     })
 }

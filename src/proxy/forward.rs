@@ -16,12 +16,15 @@ use tracing::warn;
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
 use super::head::{self, Framing, Tunnel, MAX_HEADERS};
 use super::respond;
+use super::tap::Tee;
+pub use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::control::metrics::Metrics;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Defaults for access flows (frontends take theirs from the pool).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The two ends of a forwarded exchange.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +44,11 @@ pub struct Exchange {
     pub head_request: bool,
     pub expect_continue: bool,
     pub body_limit: Option<u64>,
+    /// Bound on connecting to the upstream (→ 504).
+    pub connect_timeout: Duration,
+    /// Bound on waiting for each response head (→ 504), and on each read
+    /// of the response body.
+    pub response_timeout: Duration,
     /// An authorised CONNECT or WebSocket upgrade: if the upstream agrees
     /// (2xx / 101), the connection becomes a byte tunnel.
     pub tunnel: Option<Tunnel>,
@@ -60,7 +68,9 @@ pub async fn write_refusal(
 
 /// Sends one authorised request (`out_head`, then the client's body) to
 /// `flow.dst` and relays the response. `Ok(true)`: the client connection
-/// may carry another request.
+/// may carry another request. A destination listed under `cache` is
+/// answered through [`crate::cache`], which may serve it from memory. An
+/// upstream failure is logged and answered with 502/504 here.
 pub async fn forward(
     ctx: &ProxyCtx,
     flow: &Upstream,
@@ -68,12 +78,114 @@ pub async fn forward(
     out_head: &[u8],
     exchange: Exchange,
 ) -> io::Result<bool> {
+    if exchange.tunnel.is_none() {
+        if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
+            return crate::cache::forward_cached(ctx, service, flow, client, out_head, exchange)
+                .await;
+        }
+    }
+    Ok(relay(ctx, flow, client, out_head, exchange, &mut NoTap)
+        .await?
+        .keep)
+}
+
+/// [`forward_once`] answering upstream failures itself (502/504): what a
+/// caller that does not retry wants. `tap` sees the response.
+pub async fn relay(
+    ctx: &ProxyCtx,
+    flow: &Upstream,
+    client: &mut Inbound<TcpStream>,
+    out_head: &[u8],
+    exchange: Exchange,
+    tap: &mut dyn Tap,
+) -> io::Result<Relayed> {
+    match forward_once(ctx, flow, client, out_head, exchange, tap).await? {
+        Ok(relayed) => Ok(relayed),
+        Err(f) => {
+            Metrics::inc(&ctx.metrics.upstream_errors_total);
+            warn!(destination = %flow.dst, error = %f.why, status = f.code, "upstream failed");
+            write_refusal(&mut client.io, f.code, &f.message(flow.dst), true).await?;
+            Ok(Relayed {
+                keep: false,
+                status: Some(f.code),
+                intercepted: false,
+            })
+        }
+    }
+}
+
+/// A response that reached the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed {
+    /// The client connection may carry another request.
+    pub keep: bool,
+    /// The upstream's status; `None` when the proxy answered itself
+    /// (a malformed or oversized request body).
+    pub status: Option<u16>,
+    /// The tap took the response head for itself ([`TapAction::Intercept`]):
+    /// nothing was written to the client, the caller answers it.
+    pub intercepted: bool,
+}
+
+/// An upstream failure before a final response reached the client.
+/// Nothing has been written to the client for it (an interim `1xx`
+/// excepted, see `client_touched`); the caller answers or retries.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    /// 502, or 504 for a timeout.
+    pub code: u16,
+    pub why: String,
+    /// Bytes of the request may have reached the upstream.
+    pub request_sent: bool,
+    /// The client's body was (partly) consumed, or an interim response was
+    /// relayed: the request cannot be sent again.
+    pub client_touched: bool,
+}
+
+impl UpstreamFailure {
+    /// The one-line body of the 502/504.
+    pub fn message(&self, dst: SocketAddr) -> String {
+        if self.code == 504 {
+            format!("upstream {dst} did not answer in time: {}", self.why)
+        } else {
+            format!("upstream {dst} failed: {}", self.why)
+        }
+    }
+}
+
+fn failure(
+    code: u16,
+    why: impl Into<String>,
+    request_sent: bool,
+    client_touched: bool,
+) -> io::Result<Result<Relayed, UpstreamFailure>> {
+    Ok(Err(UpstreamFailure {
+        code,
+        why: why.into(),
+        request_sent,
+        client_touched,
+    }))
+}
+
+/// [`forward`] without answering failures: the outer `Err` is the client
+/// connection failing, the inner one an upstream failure the caller
+/// reports (and may retry on another upstream, see [`UpstreamFailure`]).
+pub async fn forward_once(
+    ctx: &ProxyCtx,
+    flow: &Upstream,
+    client: &mut Inbound<TcpStream>,
+    out_head: &[u8],
+    exchange: Exchange,
+    tap: &mut dyn Tap,
+) -> io::Result<Result<Relayed, UpstreamFailure>> {
     let Exchange {
         framing,
         keep_alive,
         head_request,
         expect_continue,
         body_limit,
+        connect_timeout,
+        response_timeout,
         tunnel,
     } = exchange;
     let metrics = &ctx.metrics;
@@ -86,46 +198,34 @@ pub async fn forward(
         let reused = pooled.is_some();
         let stream = match pooled {
             Some(s) => s,
-            None => match UpstreamPool::connect(flow.dst, CONNECT_TIMEOUT).await {
+            None => match UpstreamPool::connect(flow.dst, connect_timeout).await {
                 Ok(s) => s,
                 Err(e) => {
-                    Metrics::inc(&metrics.upstream_errors_total);
                     let code = if e.kind() == io::ErrorKind::TimedOut {
                         504
                     } else {
                         502
                     };
-                    warn!(destination = %flow.dst, error = %e, status = code, "upstream connect failed");
-                    write_refusal(
-                        &mut client.io,
-                        code,
-                        &format!("upstream {} unreachable: {e}", flow.dst),
-                        true,
-                    )
-                    .await?;
-                    return Ok(false);
+                    return failure(code, format!("connect: {e}"), false, false);
                 }
             },
         };
         let mut up = Inbound::new(stream);
-        up.read_timeout = Some(RESPONSE_TIMEOUT);
+        up.read_timeout = Some(response_timeout);
         if let Err(e) = up.io.write_all(out_head).await {
             if reused && attempt == 1 {
                 continue;
             }
-            return upstream_failed(client, flow, metrics, &e.to_string()).await;
+            return failure(502, e.to_string(), true, false);
         }
         if framing == Framing::None {
             // Make sure the upstream is alive before giving up the retry.
-            match timeout(RESPONSE_TIMEOUT, up.fill()).await {
+            match timeout(response_timeout, up.fill()).await {
                 Ok(Ok(n)) if n > 0 => break (up, true),
                 Ok(_) if reused && attempt == 1 => continue,
-                Ok(Ok(_)) => {
-                    return upstream_failed(client, flow, metrics, "upstream closed the connection")
-                        .await
-                }
-                Ok(Err(e)) => return upstream_failed(client, flow, metrics, &e.to_string()).await,
-                Err(_) => return upstream_timeout(client, flow, metrics).await,
+                Ok(Ok(_)) => return failure(502, "upstream closed the connection", true, false),
+                Ok(Err(e)) => return failure(502, e.to_string(), true, false),
+                Err(_) => return failure(504, "no response", true, false),
             }
         }
         break (up, false);
@@ -147,50 +247,66 @@ pub async fn forward(
                 Metrics::inc(&metrics.requests_body_too_large_total);
                 warn!(source = %flow.peer, destination = %flow.dst, status = 413, "request body over the limit");
                 write_refusal(&mut client.io, 413, "request body too large", true).await?;
-                return Ok(false);
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: None,
+                    intercepted: false,
+                }));
             }
             Err(BodyError::Malformed(why)) => {
                 Metrics::inc(&metrics.requests_bad_total);
                 warn!(source = %flow.peer, destination = %flow.dst, reason = why, "malformed request body");
                 write_refusal(&mut client.io, 400, &format!("bad request: {why}"), true).await?;
-                return Ok(false);
-            }
-            Err(BodyError::Read(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                Metrics::inc(&metrics.requests_timeout_total);
-                warn!(source = %flow.peer, destination = %flow.dst, status = 408, "request body stalled longer than idle_timeout_ms");
-                write_refusal(&mut client.io, 408, "request body timeout", true).await?;
-                return Ok(false);
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: None,
+                    intercepted: false,
+                }));
             }
             Err(BodyError::Read(e)) => {
-                // The client ended (or broke) its body early; the upstream
+                // The client stalled past the idle timeout (408), or ended
+                // or broke its body early (400): either way the upstream
                 // never gets a complete request.
-                Metrics::inc(&metrics.requests_bad_total);
-                warn!(source = %flow.peer, destination = %flow.dst, error = %e, status = 400, "request body incomplete");
-                write_refusal(&mut client.io, 400, "bad request: incomplete body", true).await?;
-                return Ok(false);
+                let (code, why) = if e.kind() == io::ErrorKind::TimedOut {
+                    Metrics::inc(&metrics.requests_timeout_total);
+                    (408, "request body timeout")
+                } else {
+                    Metrics::inc(&metrics.requests_bad_total);
+                    (400, "bad request: incomplete body")
+                };
+                warn!(source = %flow.peer, destination = %flow.dst, error = %e, status = code, "request body not received");
+                write_refusal(&mut client.io, code, why, true).await?;
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: None,
+                    intercepted: false,
+                }));
             }
-            Err(BodyError::Write(e)) => {
-                return upstream_failed(client, flow, metrics, &e.to_string()).await
-            }
+            Err(BodyError::Write(e)) => return failure(502, e.to_string(), true, true),
         }
     }
+    let mut touched = framing != Framing::None;
 
     // Phase 5: response heads (skipping interim 1xx), then the body.
     loop {
-        let n = match read_response_head(&mut upstream).await {
+        let n = match read_response_head(&mut upstream, response_timeout).await {
             Ok(n) => n,
-            Err(e) if e == "timeout" => return upstream_timeout(client, flow, metrics).await,
-            Err(e) => return upstream_failed(client, flow, metrics, &e).await,
+            Err(e) if e == "timeout" => return failure(504, "no response", true, touched),
+            Err(e) => return failure(502, e, true, touched),
         };
-        let (code, res_framing, upstream_closes, interim, client_keeps, upgraded, out) = {
+        let (code, res_framing, upstream_closes, interim, client_keeps, out, tee, upgraded) = {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
             // Any 2xx to CONNECT starts the tunnel: it has no body.
             let bodyless = head_request || tunnel == Some(Tunnel::Connect);
             let res = match head::parse_response(&upstream.buf[..n], &mut storage, bodyless) {
                 Ok(r) => r,
                 Err(e) => {
-                    let msg = format!("invalid response from upstream: {e}");
-                    return upstream_failed(client, flow, metrics, &msg).await;
+                    return failure(
+                        502,
+                        format!("invalid response from upstream: {e}"),
+                        true,
+                        touched,
+                    );
                 }
             };
             let upgraded = match tunnel {
@@ -205,33 +321,64 @@ pub async fn forward(
                 None => false,
             };
             if upgraded {
-                let mut out = response_head(&res, false);
-                if tunnel == Some(Tunnel::WebSocket) {
-                    // Restore the hop-by-hop pair that makes it an upgrade.
-                    out.truncate(out.len().saturating_sub(2));
-                    out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
-                }
-                (res.code, Framing::None, true, false, false, true, out)
+                // Restore the hop-by-hop pair that makes it an upgrade.
+                let extra = if tunnel == Some(Tunnel::WebSocket) {
+                    "connection: upgrade\r\nupgrade: websocket\r\n"
+                } else {
+                    ""
+                };
+                let out = response_head(&res, false, extra);
+                (
+                    res.code,
+                    Framing::None,
+                    true,
+                    false,
+                    false,
+                    out,
+                    false,
+                    true,
+                )
             } else {
                 if res.code == 101 {
-                    return upstream_failed(
-                        client,
-                        flow,
-                        metrics,
-                        "upstream switched protocols unasked",
-                    )
-                    .await;
+                    return failure(502, "upstream switched protocols unasked", true, touched);
                 }
                 let interim = (100..200).contains(&res.code);
                 let client_keeps = keep_alive && !res.close;
+                let action = if interim {
+                    NoTap.head(&res)
+                } else {
+                    tap.head(&res)
+                };
+                let (extra, tee) = match action {
+                    TapAction::Relay { extra, body } => (extra, body),
+                    TapAction::Intercept => {
+                        let (framing, closes, status) = (res.framing, res.close, res.code);
+                        upstream.buf.advance(n);
+                        let mut sink = tokio::io::sink();
+                        if copy_body(&mut upstream, &mut sink, framing, None)
+                            .await
+                            .is_ok()
+                            && !closes
+                            && upstream.buf.is_empty()
+                        {
+                            ctx.upstreams.put(flow.dst, upstream.io);
+                        }
+                        return Ok(Ok(Relayed {
+                            keep: false,
+                            status: Some(status),
+                            intercepted: true,
+                        }));
+                    }
+                };
                 (
                     res.code,
                     res.framing,
                     res.close,
                     interim,
                     client_keeps,
+                    response_head(&res, !interim && !client_keeps, extra),
+                    tee,
                     false,
-                    response_head(&res, !interim && !client_keeps),
                 )
             }
         };
@@ -242,32 +389,55 @@ pub async fn forward(
             tracing::info!(source = %flow.peer, destination = %flow.dst, status = code, "tunnel opened");
             let moved = super::tunnel::splice(client, &mut upstream).await;
             tracing::debug!(source = %flow.peer, destination = %flow.dst, result = ?moved, "tunnel closed");
-            return Ok(false);
+            return Ok(Ok(Relayed {
+                keep: false,
+                status: Some(code),
+                intercepted: false,
+            }));
         }
         if interim {
+            touched = true;
             continue;
         }
-        match copy_body(&mut upstream, &mut client.io, res_framing, None).await {
+        let copied = if tee {
+            let mut w = Tee {
+                inner: &mut client.io,
+                tap: &mut *tap,
+            };
+            copy_body(&mut upstream, &mut w, res_framing, None).await
+        } else {
+            copy_body(&mut upstream, &mut client.io, res_framing, None).await
+        };
+        match copied {
             Ok(_) => {}
             Err(BodyError::Write(e)) => return Err(e),
             Err(e) => {
                 Metrics::inc(&metrics.upstream_errors_total);
                 warn!(destination = %flow.dst, error = ?e, "upstream response body failed; closing");
-                return Ok(false);
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: Some(code),
+                    intercepted: false,
+                }));
             }
         }
+        tap.end();
         if !upstream_closes && upstream.buf.is_empty() {
             ctx.upstreams.put(flow.dst, upstream.io);
         }
         client.io.flush().await?;
         tracing::debug!(source = %flow.peer, destination = %flow.dst, status = code, "forwarded");
-        return Ok(client_keeps);
+        return Ok(Ok(Relayed {
+            keep: client_keeps,
+            status: Some(code),
+            intercepted: false,
+        }));
     }
 }
 
 /// The response head relayed to the client: hop-by-hop headers dropped,
 /// framing restated, `connection: close` when this exchange is the last.
-fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
+fn response_head(res: &head::ResponseHead<'_, '_>, close: bool, extra: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", res.code, res.reason).as_bytes());
     for h in res.headers {
@@ -285,51 +455,17 @@ fn response_head(res: &head::ResponseHead<'_, '_>, close: bool) -> Vec<u8> {
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    out.extend_from_slice(extra.as_bytes());
     out.extend_from_slice(b"\r\n");
     out
 }
 
-async fn read_response_head(up: &mut Inbound<TcpStream>) -> Result<usize, String> {
-    match timeout(RESPONSE_TIMEOUT, up.read_head(64 * 1024)).await {
+async fn read_response_head(up: &mut Inbound<TcpStream>, limit: Duration) -> Result<usize, String> {
+    match timeout(limit, up.read_head(64 * 1024)).await {
         Err(_) => Err("timeout".into()),
         Ok(Ok(Some(n))) => Ok(n),
         Ok(Ok(None)) => Err("upstream closed the connection before responding".into()),
         Ok(Err(ReadHeadError::Io(e))) => Err(e.to_string()),
         Ok(Err(ReadHeadError::Head(e))) => Err(format!("invalid response head from upstream: {e}")),
     }
-}
-
-async fn upstream_failed(
-    client: &mut Inbound<TcpStream>,
-    flow: &Upstream,
-    metrics: &Metrics,
-    why: &str,
-) -> io::Result<bool> {
-    Metrics::inc(&metrics.upstream_errors_total);
-    warn!(destination = %flow.dst, error = why, status = 502, "upstream failed");
-    write_refusal(
-        &mut client.io,
-        502,
-        &format!("upstream {} failed: {why}", flow.dst),
-        true,
-    )
-    .await?;
-    Ok(false)
-}
-
-async fn upstream_timeout(
-    client: &mut Inbound<TcpStream>,
-    flow: &Upstream,
-    metrics: &Metrics,
-) -> io::Result<bool> {
-    Metrics::inc(&metrics.upstream_errors_total);
-    warn!(destination = %flow.dst, status = 504, "upstream did not answer in time");
-    write_refusal(
-        &mut client.io,
-        504,
-        &format!("upstream {} did not answer in time", flow.dst),
-        true,
-    )
-    .await?;
-    Ok(false)
 }

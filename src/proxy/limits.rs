@@ -3,14 +3,14 @@
 //! connections per source and a token bucket of requests per source.
 //!
 //! A *source* is the managed container a connection comes from, or its
-//! address when it is not managed; counts are kept per (source, access
-//! entry), so an entry's own limit is not eaten up by traffic on another
-//! entry. Both tables sit behind short `std` mutexes: one lock per
+//! address when it is not managed (always the client address on a
+//! frontend); counts are kept per (source, access entry or frontend), so an
+//! entry's own limit is not eaten up by traffic on another entry. Both tables sit behind short `std` mutexes: one lock per
 //! connection, and per request only when a rate limit is configured.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,8 +45,14 @@ pub struct Rate {
 
 /// Entry limits over global limits over the defaults.
 pub fn effective(policy: &Policy, entry: Option<&Entry>) -> Effective {
-    let g = &policy.limits;
-    let e = entry.map(|e| &e.limits);
+    effective_over(&policy.limits, entry.map(|e| &e.limits))
+}
+
+/// `own` limits (an access entry's, a frontend's) over `global` ones over
+/// the defaults, field by field.
+pub fn effective_over(global: &RuleLimits, own: Option<&RuleLimits>) -> Effective {
+    let g = global;
+    let e = own;
     let pick = |f: fn(&RuleLimits) -> Option<u64>| e.and_then(f).or_else(|| f(g));
     let rate = pick(|l| l.requests_per_second).map(|rps| Rate {
         per_second: rps as f64,
@@ -74,11 +80,22 @@ pub enum Source {
     Address(IpAddr),
 }
 
-/// A source on one access entry (`None`: no entry owns the flow).
+/// Where a limit applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// An access entry, by its index in the policy.
+    Access(u32),
+    /// A frontend, by its listen address.
+    Frontend(SocketAddr),
+    /// A flow no entry owns (its requests are refused anyway).
+    Unowned,
+}
+
+/// A source within one scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
     pub source: Source,
-    pub entry: Option<u32>,
+    pub scope: Scope,
 }
 
 /// A source as logs name it: the container's name, else its address.
@@ -183,7 +200,7 @@ mod tests {
     fn key(n: u16) -> Key {
         Key {
             source: Source::Container(n),
-            entry: Some(0),
+            scope: Scope::Access(0),
         }
     }
 

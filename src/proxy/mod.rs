@@ -5,6 +5,7 @@
 pub mod body;
 pub mod conn;
 pub mod forward;
+pub mod frontend;
 pub mod h2;
 pub mod head;
 pub mod limits;
@@ -12,6 +13,7 @@ pub mod original_dst;
 pub mod respond;
 #[cfg(test)]
 mod split_tests;
+pub mod tap;
 pub mod tunnel;
 pub mod upstream;
 
@@ -35,6 +37,8 @@ pub struct ProxyCtx {
     pub upstreams: upstream::UpstreamPool,
     /// Open connections and request buckets per source (`limits`).
     pub sources: Arc<limits::SourceTable>,
+    /// Response caches of the services listed under `cache`.
+    pub cache: Arc<crate::cache::CacheLayer>,
     active: AtomicUsize,
 }
 
@@ -42,6 +46,7 @@ impl ProxyCtx {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
         ProxyCtx {
             state,
+            cache: Arc::new(crate::cache::CacheLayer::new(metrics.clone())),
             metrics,
             upstreams: upstream::UpstreamPool::default(),
             sources: Arc::default(),

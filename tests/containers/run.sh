@@ -144,7 +144,9 @@ firewall_checks() {
 	expect_http app2 80 GET /foo allow
 	expect_http app2 80 GET '/foo/x?y=1' allow
 	expect_http app2 80 PUT /bar allow 'X-Bar: bar'
-	expect_http app2 80 GET /foo allow 'X-Portcullis-Source: app3'
+	# app1 is cached (scenario 5, cache.sh): no-cache makes this repeat of GET /foo
+	# reach app1, so that app1 itself shows the spoofed header was replaced.
+	expect_http app2 80 GET /foo allow 'X-Portcullis-Source: app3' 'Cache-Control: no-cache'
 	expect_http app2 80 POST /foo deny
 	expect_http app2 80 GET /bar deny
 	expect_http app2 80 PUT /bar deny
@@ -159,14 +161,94 @@ firewall_checks() {
 	[[ $before =~ ^[0-9]+$ && $after =~ ^[0-9]+$ ]] && rose=$((after - before))
 	pc_expect "app1: its counter rose by the allowed requests only" "$ALLOWED_TO_APP1" "$rose"
 
-	local drops=none
-	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | grep -qE 'counter packets [1-9][0-9]* bytes [0-9]+ .*drop' &&
-		drops=non-zero
+	local drops=none listing
+	listing=$(nft list table "${PC_NFT_TABLE[@]}" 2>&1 || true)
+	grep -qE 'counter packets [1-9][0-9]* bytes [0-9]+ .*drop' <<<"$listing" && drops=non-zero
+	[[ $drops == none ]] && printf '%s\n' "$listing" >&2
 	pc_expect "kernel: a drop rule in ${PC_NFT_TABLE[*]} counted packets" non-zero "$drops"
 
 	local alive=exited
 	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
 	pc_expect "portcullis still running after the probes" running "$alive"
+}
+
+# The kernel ruleset without counter values (they move with traffic).
+ruleset_shape() {
+	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'
+}
+
+# A rule file with a mistake: `check` names file:line:col and exits 1; the
+# running daemon refuses the reload and nothing changes, in the kernel or
+# in the proxy.
+bad_rules_checks() {
+	local good=$PC_TMP/rules.good.json before after rc=0 msg
+	cp "$RULES" "$good"
+	before=$(ruleset_shape)
+	sed 's/"ports": \[80\]/"ports": [80], "protocl": "tcp"/' "$good" >"$PC_TMP/rules.bad.json"
+	msg=$("$PC_PORTCULLIS" check "$PC_TMP/rules.bad.json" 2>&1) || rc=$?
+	pc_expect "check: a misspelt field is one sentence with file:line:col, exit 1" \
+		"rc=1 position=yes lines=1" \
+		"rc=$rc position=$([[ $msg =~ rules\.bad\.json:[0-9]+:[0-9]+:\ unknown\ field ]] && echo yes || echo no) lines=$(wc -l <<<"$msg")"
+	local watched=$RULES
+	cp "$PC_TMP/rules.bad.json" "$watched"
+	RULES=$good # explain answers from the rules still in force
+	kill -HUP "$PC_PORTCULLIS_PID"
+	sleep 3
+	after=$(ruleset_shape)
+	pc_expect "reload of a bad rule file changes nothing in nftables" same \
+		"$([[ -n $before && $before == "$after" ]] && echo same || echo changed)"
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 POST /foo deny
+	local alive=exited
+	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
+	pc_expect "portcullis kept running on its previous rules" running "$alive"
+	cp "$good" "$watched"
+	RULES=$watched
+}
+
+# A rule change is applied while traffic flows: app2 sends GET /foo in a
+# loop while the file gains a matcher for /baz; no request fails, and /baz
+# is allowed afterwards.
+live_reload_checks() {
+	local statuses=$PC_TMP/live.statuses i
+	: >"$statuses"
+	(
+		for i in $(seq 1 40); do
+			pc_probe_in app2 --timeout-ms "$PROBE_TIMEOUT_MS" "http://${PC_IP[app1]}/foo" | jq -r '.status // .result' >>"$statuses"
+		done
+	) &
+	local loop=$!
+	sleep 0.5
+	sed 's|{ "methods": \["GET"\], "path_prefix": "/foo" }|{ "methods": ["GET"], "path_prefix": "/foo" }, { "methods": ["GET"], "path": "/baz" }|' \
+		"$RULES" >"$PC_TMP/rules.next.json"
+	cp "$PC_TMP/rules.next.json" "$RULES"
+	kill -HUP "$PC_PORTCULLIS_PID"
+	wait "$loop"
+	ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 40))
+	pc_expect "reload under traffic: 40 GET /foo during the change all answered 200" \
+		"40 x 200" "$(sort "$statuses" | uniq -c | awk '{printf "%s%s x %s", sep, $1, $2; sep=", "}')"
+	expect_http app2 80 GET /baz allow
+}
+
+# {"docker": NAME} containers are followed: app2 moves to a new address and
+# the rules follow it (kernel sets and proxy), with no restart.
+docker_follow_checks() {
+	local old=${PC_IP[app2]} new=$PC_PREFIX.9 deadline=$((SECONDS + 20)) seen=old
+	docker network disconnect "$PC_NAME" "$PC_NAME-app2" >/dev/null
+	docker network connect --ip "$new" "$PC_NAME" "$PC_NAME-app2" >/dev/null
+	while ((SECONDS < deadline)); do
+		if nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$new "; then
+			seen=new
+			break
+		fi
+		sleep 0.5
+	done
+	nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$old " && seen="$seen+old"
+	pc_expect "docker: app2 moved $old -> $new, the kernel sets follow" new "$seen"
+	PC_IP[app2]=$new
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 POST /foo deny
+	expect_http app2 8080 GET /foo drop
 }
 
 start_portcullis() {
@@ -202,6 +284,9 @@ main() {
 	if [[ $UNTIL == all ]]; then
 		start_portcullis
 		firewall_checks
+		bad_rules_checks
+		docker_follow_checks
+		live_reload_checks
 	fi
 	pc_summary
 }

@@ -1,0 +1,172 @@
+//! The response cache of the services listed under `cache` in the rule
+//! file (scenario 5): responses are answered from memory whichever way the
+//! request came in, because the cache sits in the forward phase that every
+//! entry path shares ([`crate::proxy::forward::forward`]).
+//!
+//! - [`freshness`]: RFC 9111 as pure functions (storable? fresh? age?);
+//! - [`key`]: the request as the cache sees it, and its key;
+//! - [`store`]: one `moka` store per service, bounded by `max_bytes`,
+//!   with the `Vary` index and request coalescing;
+//! - [`serve`]: the phase itself (hit, fetch and tee, revalidation,
+//!   invalidation by unsafe methods).
+//!
+//! Which destination is cached is decided per request from the published
+//! [`Snapshot`]: `"container:port"` is matched against the original
+//! destination through the container's current addresses. The per-service
+//! stores survive reloads as long as their settings do not change.
+//! Purging is an operator action, offered only by the admin endpoint.
+
+pub mod freshness;
+pub mod key;
+pub mod serve;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::control::directory::Snapshot;
+use crate::control::metrics::Metrics;
+pub use serve::forward_cached;
+use store::{ServiceCache, Settings};
+
+/// The stores of one published snapshot, by destination.
+#[derive(Default)]
+struct Compiled {
+    /// Which snapshot this was built from (its version and policy).
+    version: u64,
+    policy: usize,
+    by_dst: HashMap<SocketAddr, Arc<ServiceCache>>,
+    services: BTreeMap<String, Arc<ServiceCache>>,
+}
+
+/// Every cached service of the running policy.
+pub struct CacheLayer {
+    compiled: ArcSwap<Compiled>,
+    rebuild: Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.compiled.load();
+        f.debug_struct("CacheLayer")
+            .field("services", &c.services.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Why a purge was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeError {
+    #[error("service {0:?} is not listed under \"cache\" in the rule file")]
+    UnknownService(String),
+}
+
+impl CacheLayer {
+    pub fn new(metrics: Arc<Metrics>) -> CacheLayer {
+        CacheLayer {
+            compiled: ArcSwap::from_pointee(Compiled {
+                policy: 0,
+                ..Compiled::default()
+            }),
+            rebuild: Mutex::new(()),
+            metrics,
+        }
+    }
+
+    fn current(&self, snap: &Snapshot) -> Arc<Compiled> {
+        let policy = Arc::as_ptr(&snap.policy) as usize;
+        let c = self.compiled.load_full();
+        if c.version == snap.version && c.policy == policy {
+            return c;
+        }
+        let _one = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.compiled.load_full();
+        if c.version == snap.version && c.policy == policy {
+            return c;
+        }
+        let mut next = Compiled {
+            version: snap.version,
+            policy,
+            ..Compiled::default()
+        };
+        let p = &snap.policy;
+        for (target, spec) in &p.source.rules.cache {
+            let Some((name, port)) = target
+                .rsplit_once(':')
+                .and_then(|(n, port)| Some((n, port.parse::<u16>().ok()?)))
+            else {
+                continue;
+            };
+            let settings = Settings {
+                max_bytes: spec.max_bytes,
+                default_ttl: spec.default_ttl_s.map(Duration::from_secs),
+            };
+            let svc = match c.services.get(target) {
+                Some(old) if old.settings == settings => old.clone(),
+                _ => Arc::new(ServiceCache::new(target, settings, self.metrics.clone())),
+            };
+            if let Some(id) = p.container_id(name) {
+                for ip in snap.dir.addresses(id) {
+                    next.by_dst.insert(SocketAddr::new(*ip, port), svc.clone());
+                }
+            }
+            next.services.insert(target.clone(), svc);
+        }
+        let next = Arc::new(next);
+        self.compiled.store(next.clone());
+        next
+    }
+
+    /// The cache of the service at `dst`, if it is listed under `cache`.
+    /// Called for every forwarded request: when the snapshot is unchanged
+    /// it costs one atomic load and, if any service is cached, one lookup.
+    pub fn service_for(&self, snap: &Snapshot, dst: SocketAddr) -> Option<Arc<ServiceCache>> {
+        let find = |c: &Compiled| {
+            if c.by_dst.is_empty() {
+                return None;
+            }
+            c.by_dst
+                .get(&SocketAddr::new(dst.ip().to_canonical(), dst.port()))
+                .cloned()
+        };
+        let c = self.compiled.load();
+        if c.version == snap.version && c.policy == Arc::as_ptr(&snap.policy) as usize {
+            return find(&c);
+        }
+        find(&self.current(snap))
+    }
+
+    /// Purges stored responses: of one service or (`None`) all; of one
+    /// target (`/path?query`) and/or authority, or everything. Returns the
+    /// number of entries removed.
+    pub async fn purge(
+        &self,
+        snap: &Snapshot,
+        service: Option<&str>,
+        target: Option<&str>,
+        authority: Option<&str>,
+    ) -> Result<u64, PurgeError> {
+        let c = self.current(snap);
+        let services: Vec<Arc<ServiceCache>> = match service {
+            Some(s) => vec![c
+                .services
+                .get(s)
+                .cloned()
+                .ok_or_else(|| PurgeError::UnknownService(s.to_owned()))?],
+            None => c.services.values().cloned().collect(),
+        };
+        let mut n = 0;
+        for svc in services {
+            n += svc.purge(target, authority).await;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,657 @@
+//! One cached service: a `moka` store bounded by `max_bytes` (a weigher on
+//! the real size of status line, headers and body), the index of `Vary`
+//! variants per URL, and the table of fetches in flight that concurrent
+//! misses wait on (request coalescing).
+//!
+//! `moka` evicts by size with a TinyLFU admission policy, so a full cache
+//! keeps what is asked for often rather than what came last. Freshness is
+//! not moka's business: stale entries stay until evicted, because a stale
+//! entry with a validator is still worth a conditional request.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use tokio::sync::watch;
+
+use super::freshness::{
+    self, AgeFacts, CacheControl, NotStorable, RequestFacts, ResponseFacts, StoredFacts, Vary,
+};
+use super::key::{CacheRequest, Field, Key, Primary};
+use crate::control::metrics::Metrics;
+use crate::proxy::head;
+
+/// Bytes counted per entry on top of its fields (key, bookkeeping).
+const ENTRY_OVERHEAD: u64 = 160;
+
+/// A stored response.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub status: u16,
+    pub reason: String,
+    /// End-to-end fields as received, without framing, `Age` and hop-by-hop
+    /// fields.
+    pub headers: Vec<Field>,
+    pub body: Bytes,
+    pub facts: StoredFacts,
+    pub vary: Vec<String>,
+    pub etag: Option<Vec<u8>>,
+    pub last_modified: Option<Vec<u8>>,
+    /// What the entry weighs in the store, in bytes.
+    pub weight: u32,
+}
+
+/// The fields of a response head worth storing.
+pub fn storable_fields(fields: &[httparse::Header<'_>]) -> Vec<Field> {
+    fields
+        .iter()
+        .filter(|h| {
+            !head::is_hop_by_hop(h.name)
+                && !head::named_by_connection(fields, h.name)
+                && !h.name.eq_ignore_ascii_case("content-length")
+                && !h.name.eq_ignore_ascii_case("age")
+                && !h.name.eq_ignore_ascii_case("x-cache")
+        })
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect()
+}
+
+fn values<'a>(fields: &'a [Field], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    fields
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The caching facts of a response from its fields.
+pub fn response_facts(status: u16, fields: &[Field], age: Option<u64>) -> ResponseFacts {
+    let first = |name| values(fields, name).next();
+    ResponseFacts {
+        status,
+        cc: CacheControl::parse(values(fields, "cache-control")),
+        expires: first("expires").map(freshness::http_date),
+        date: first("date").and_then(freshness::http_date),
+        age,
+        set_cookie: first("set-cookie").is_some(),
+        vary: Vary::parse(values(fields, "vary")),
+        etag: first("etag").is_some(),
+        last_modified: first("last-modified").is_some(),
+    }
+}
+
+/// The `Age` field of a response head, if valid.
+pub fn age_field(fields: &[httparse::Header<'_>]) -> Option<u64> {
+    let v = fields.iter().find(|h| h.name.eq_ignore_ascii_case("age"))?;
+    std::str::from_utf8(head::trim(v.value))
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .map(|a| a.min(freshness::MAX_DELTA))
+}
+
+impl Stored {
+    /// Builds an entry if the response may be stored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        req: &RequestFacts,
+        status: u16,
+        reason: &str,
+        headers: Vec<Field>,
+        age: Option<u64>,
+        body: Bytes,
+        default_ttl: Option<Duration>,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Result<Stored, NotStorable> {
+        let facts = response_facts(status, &headers, age);
+        let lifetime = freshness::storable(req, &facts, default_ttl, response_time)?;
+        let vary = match &facts.vary {
+            Vary::Fields(f) => f.clone(),
+            _ => Vec::new(),
+        };
+        let first = |name| values(&headers, name).next().map(<[u8]>::to_vec);
+        let etag = first("etag");
+        let last_modified = first("last-modified");
+        let weight = ENTRY_OVERHEAD
+            + reason.len() as u64
+            + body.len() as u64
+            + headers
+                .iter()
+                .map(|(n, v)| (n.len() + v.len() + 4) as u64)
+                .sum::<u64>();
+        Ok(Stored {
+            status,
+            reason: reason.to_owned(),
+            facts: StoredFacts {
+                lifetime,
+                age: AgeFacts {
+                    date: facts.date,
+                    age,
+                    request_time,
+                    response_time,
+                },
+                no_cache: facts.cc.no_cache,
+                must_revalidate: facts.cc.must_revalidate
+                    || facts.cc.proxy_revalidate
+                    || facts.cc.s_maxage.is_some(),
+                has_validator: facts.has_validator(),
+            },
+            headers,
+            body,
+            vary,
+            etag,
+            last_modified,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// The entry after a `304 Not Modified`: its fields updated with those
+    /// of the 304 (RFC 9111 §3.2), times reset to the revalidation.
+    pub fn refreshed(
+        &self,
+        req: &RequestFacts,
+        not_modified: &[Field],
+        age: Option<u64>,
+        default_ttl: Option<Duration>,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Result<Stored, NotStorable> {
+        let mut headers = self.headers.clone();
+        for (name, _) in not_modified {
+            if name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("content-encoding")
+                || name.eq_ignore_ascii_case("content-range")
+            {
+                continue;
+            }
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        }
+        headers.extend(
+            not_modified
+                .iter()
+                .filter(|(n, _)| {
+                    !n.eq_ignore_ascii_case("content-length")
+                        && !n.eq_ignore_ascii_case("content-encoding")
+                        && !n.eq_ignore_ascii_case("content-range")
+                })
+                .cloned(),
+        );
+        Stored::build(
+            req,
+            self.status,
+            &self.reason,
+            headers,
+            age,
+            self.body.clone(),
+            default_ttl,
+            request_time,
+            response_time,
+        )
+    }
+}
+
+/// How a fetch others waited on ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    /// The response is in the store: look again.
+    Stored,
+    /// It cannot be stored (or is too large): go to the upstream yourself.
+    NotStorable,
+    /// The fetch failed or was abandoned: try again.
+    Failed,
+}
+
+/// Who fetches a missing key.
+pub enum Join {
+    /// You do; release the guard with the outcome.
+    Leader(FetchGuard),
+    /// Someone else does: wait for the outcome.
+    Waiter(watch::Receiver<Outcome>),
+}
+
+/// Held by the one fetch of a key; tells the waiters how it ended (and
+/// `Failed` if it is dropped before, e.g. when its client went away).
+pub struct FetchGuard {
+    service: Arc<ServiceCache>,
+    key: Key,
+    tx: watch::Sender<Outcome>,
+    released: bool,
+}
+
+impl FetchGuard {
+    pub fn release(&mut self, outcome: Outcome) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        self.service
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+        let _ = self.tx.send(outcome);
+    }
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        self.release(Outcome::Failed);
+    }
+}
+
+/// The variants stored for one URL.
+#[derive(Debug)]
+struct Variants {
+    vary: Vec<String>,
+    seen: Mutex<HashSet<String>>,
+}
+
+/// Settings of one cached service (from the rule file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub max_bytes: u64,
+    pub default_ttl: Option<Duration>,
+}
+
+impl Settings {
+    /// The largest response stored: an eighth of `max_bytes`, so one
+    /// response can never flush the whole cache.
+    pub fn entry_limit(&self) -> u64 {
+        (self.max_bytes / 8).min(u64::from(u32::MAX) / 2)
+    }
+}
+
+/// The cache of one `container:port`.
+pub struct ServiceCache {
+    pub name: String,
+    pub settings: Settings,
+    entries: moka::future::Cache<Key, Arc<Stored>>,
+    index: moka::future::Cache<Primary, Arc<Variants>>,
+    inflight: Mutex<HashMap<Key, watch::Receiver<Outcome>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for ServiceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceCache")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+/// What a lookup found.
+pub struct Found {
+    /// The full key under the currently known `Vary` of the URL.
+    pub key: Key,
+    pub entry: Option<Arc<Stored>>,
+}
+
+impl ServiceCache {
+    pub fn new(name: &str, settings: Settings, metrics: Arc<Metrics>) -> ServiceCache {
+        let m = metrics.clone();
+        let entries = moka::future::Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(|_k: &Key, v: &Arc<Stored>| v.weight)
+            .eviction_listener(move |_k, v: Arc<Stored>, cause| {
+                m.cache_bytes
+                    .fetch_sub(u64::from(v.weight), Ordering::Relaxed);
+                if cause == RemovalCause::Size {
+                    Metrics::inc(&m.cache_evictions_total);
+                }
+            })
+            .build();
+        // The index holds one small record per URL; bound it by count.
+        let index = moka::future::Cache::builder()
+            .max_capacity((settings.max_bytes / 256).max(1024))
+            .build();
+        ServiceCache {
+            name: name.to_owned(),
+            settings,
+            entries,
+            index,
+            inflight: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Looks up the stored response for `req`.
+    pub async fn lookup(&self, req: &CacheRequest) -> Found {
+        let vary = self.index.get(&req.primary).await;
+        let key = Key {
+            primary: req.primary.clone(),
+            variant: vary
+                .as_ref()
+                .map(|v| req.variant(&v.vary))
+                .unwrap_or_default(),
+        };
+        let entry = match vary {
+            Some(_) => self.entries.get(&key).await,
+            None => None,
+        };
+        Found { key, entry }
+    }
+
+    /// Stores `entry` as the answer to `req`.
+    pub async fn insert(&self, req: &CacheRequest, entry: Arc<Stored>) {
+        let key = Key {
+            primary: req.primary.clone(),
+            variant: req.variant(&entry.vary),
+        };
+        let current = self.index.get(&req.primary).await;
+        match current {
+            Some(v) if v.vary == entry.vary => {
+                v.seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.variant.clone());
+            }
+            old => {
+                // A new Vary for this URL: the old variants can no longer be
+                // found the same way, drop them.
+                if let Some(old) = old {
+                    self.drop_variants(&req.primary, &old).await;
+                }
+                let seen = HashSet::from([key.variant.clone()]);
+                self.index
+                    .insert(
+                        req.primary.clone(),
+                        Arc::new(Variants {
+                            vary: entry.vary.clone(),
+                            seen: Mutex::new(seen),
+                        }),
+                    )
+                    .await;
+            }
+        }
+        self.metrics
+            .cache_bytes
+            .fetch_add(u64::from(entry.weight), Ordering::Relaxed);
+        Metrics::inc(&self.metrics.cache_stores_total);
+        self.entries.insert(key, entry).await;
+    }
+
+    async fn drop_variants(&self, primary: &Primary, v: &Variants) -> u64 {
+        let seen: Vec<String> = v
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for variant in seen {
+            let key = Key {
+                primary: primary.clone(),
+                variant,
+            };
+            if self.entries.remove(&key).await.is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Removes every stored variant of one URL; returns how many there were.
+    pub async fn invalidate(&self, primary: &Primary) -> u64 {
+        match self.index.remove(primary).await {
+            Some(v) => self.drop_variants(primary, &v).await,
+            None => 0,
+        }
+    }
+
+    /// Removes the URLs whose target (path and query) is `target`, for
+    /// any authority or only `authority`; everything when both are `None`.
+    pub async fn purge(&self, target: Option<&str>, authority: Option<&str>) -> u64 {
+        if target.is_none() && authority.is_none() {
+            self.entries.run_pending_tasks().await;
+            let n = self.entries.entry_count();
+            self.entries.invalidate_all();
+            self.index.invalidate_all();
+            self.entries.run_pending_tasks().await;
+            return n;
+        }
+        let matching: Vec<Primary> = self
+            .index
+            .iter()
+            .filter(|(p, _)| {
+                target.is_none_or(|t| p.target == t)
+                    && authority.is_none_or(|a| p.authority.eq_ignore_ascii_case(a))
+            })
+            .map(|(p, _)| (*p).clone())
+            .collect();
+        let mut n = 0;
+        for p in matching {
+            n += self.invalidate(&p).await;
+        }
+        n
+    }
+
+    /// Becomes the one fetch of `key`, or a waiter on it.
+    pub fn join(self: &Arc<Self>, key: &Key) -> Join {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = inflight.get(key) {
+            return Join::Waiter(rx.clone());
+        }
+        let (tx, rx) = watch::channel(Outcome::Pending);
+        inflight.insert(key.clone(), rx);
+        Join::Leader(FetchGuard {
+            service: self.clone(),
+            key: key.clone(),
+            tx,
+            released: false,
+        })
+    }
+
+    /// Number of stored entries (after pending maintenance).
+    pub async fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
+    }
+}
+
+/// Waits for the fetch a waiter joined.
+pub async fn wait(mut rx: watch::Receiver<Outcome>) -> Outcome {
+    match rx.wait_for(|o| *o != Outcome::Pending).await {
+        Ok(o) => *o,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// Decodes a body in the proxy's canonical chunked encoding (hex size,
+/// CRLF, data, CRLF, …, `0` CRLF CRLF; see `proxy::body`). `None` if it is
+/// not exactly that.
+pub fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(raw.get(..eol)?).ok()?, 16).ok()?;
+        raw = raw.get(eol + 2..)?;
+        if size == 0 {
+            return (raw == b"\r\n").then_some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        if raw.get(size..size + 2)? != b"\r\n" {
+            return None;
+        }
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> CacheRequest {
+        CacheRequest::parse(raw.as_bytes()).unwrap()
+    }
+
+    fn entry(cc: &str, vary: Option<&str>, body: &'static [u8]) -> Arc<Stored> {
+        let mut headers: Vec<Field> = vec![("Cache-Control".into(), cc.as_bytes().to_vec())];
+        if let Some(v) = vary {
+            headers.push(("Vary".into(), v.as_bytes().to_vec()));
+        }
+        let now = SystemTime::now();
+        let r = req("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        Arc::new(
+            Stored::build(
+                &r.facts,
+                200,
+                "OK",
+                headers,
+                None,
+                Bytes::from_static(body),
+                None,
+                now,
+                now,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn dechunk_canonical_bodies() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n").as_deref(),
+            Some(&b"hello!"[..])
+        );
+        assert_eq!(dechunk(b"0\r\n\r\n").as_deref(), Some(&b""[..]));
+        assert_eq!(dechunk(b"5\r\nhell\r\n0\r\n\r\n"), None);
+        assert_eq!(dechunk(b"5\r\nhello\r\n"), None);
+        assert_eq!(dechunk(b"zz\r\n"), None);
+    }
+
+    #[test]
+    fn weight_counts_status_headers_and_body() {
+        let e = entry("max-age=60", None, &[0u8; 1000]);
+        assert!(e.weight >= 1000 + 13 + 10, "{}", e.weight);
+        assert!(u64::from(e.weight) < 1000 + ENTRY_OVERHEAD + 64);
+    }
+
+    #[test]
+    fn refresh_merges_the_304_fields() {
+        let r = req("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let now = SystemTime::now();
+        let with_etag = Stored::build(
+            &r.facts,
+            200,
+            "OK",
+            vec![
+                ("Cache-Control".into(), b"max-age=0".to_vec()),
+                ("ETag".into(), b"\"v1\"".to_vec()),
+                ("X-Keep".into(), b"1".to_vec()),
+            ],
+            None,
+            Bytes::from_static(b"body"),
+            None,
+            now,
+            now,
+        )
+        .unwrap();
+        let fresh = with_etag
+            .refreshed(
+                &r.facts,
+                &[
+                    ("Cache-Control".into(), b"max-age=60".to_vec()),
+                    ("Content-Length".into(), b"0".to_vec()),
+                ],
+                None,
+                None,
+                now,
+                now,
+            )
+            .unwrap();
+        assert_eq!(fresh.facts.lifetime, Duration::from_secs(60));
+        assert_eq!(&fresh.body[..], b"body");
+        assert!(fresh.headers.iter().any(|(n, _)| n == "X-Keep"));
+        assert!(!fresh.headers.iter().any(|(n, _)| n == "Content-Length"));
+        assert_eq!(values(&fresh.headers, "cache-control").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn variants_are_stored_apart_and_invalidated_together() {
+        let svc = Arc::new(ServiceCache::new(
+            "app1:80",
+            Settings {
+                max_bytes: 1 << 20,
+                default_ttl: None,
+            },
+            Arc::new(Metrics::default()),
+        ));
+        let en = req("GET /v HTTP/1.1\r\nHost: a\r\nAccept-Language: en\r\n\r\n");
+        let de = req("GET /v HTTP/1.1\r\nHost: a\r\nAccept-Language: de\r\n\r\n");
+        svc.insert(&en, entry("max-age=60", Some("Accept-Language"), b"en"))
+            .await;
+        assert!(svc.lookup(&de).await.entry.is_none());
+        svc.insert(&de, entry("max-age=60", Some("Accept-Language"), b"de"))
+            .await;
+        assert_eq!(&svc.lookup(&en).await.entry.unwrap().body[..], b"en");
+        assert_eq!(&svc.lookup(&de).await.entry.unwrap().body[..], b"de");
+        assert_eq!(svc.invalidate(&en.primary).await, 2);
+        assert!(svc.lookup(&en).await.entry.is_none());
+        assert!(svc.lookup(&de).await.entry.is_none());
+    }
+
+    #[tokio::test]
+    async fn one_leader_per_key_and_waiters_learn_the_outcome() {
+        let svc = Arc::new(ServiceCache::new(
+            "app1:80",
+            Settings {
+                max_bytes: 1 << 20,
+                default_ttl: None,
+            },
+            Arc::new(Metrics::default()),
+        ));
+        let key = svc
+            .lookup(&req("GET /x HTTP/1.1\r\nHost: a\r\n\r\n"))
+            .await
+            .key;
+        let Join::Leader(mut guard) = svc.join(&key) else {
+            panic!("first must lead")
+        };
+        let Join::Waiter(rx) = svc.join(&key) else {
+            panic!("second must wait")
+        };
+        let waiter = tokio::spawn(wait(rx));
+        guard.release(Outcome::NotStorable);
+        assert_eq!(waiter.await.unwrap(), Outcome::NotStorable);
+        // Released: the next miss leads again; a dropped leader fails its waiters.
+        let Join::Leader(guard) = svc.join(&key) else {
+            panic!("must lead after release")
+        };
+        let Join::Waiter(rx) = svc.join(&key) else {
+            panic!("must wait")
+        };
+        drop(guard);
+        assert_eq!(wait(rx).await, Outcome::Failed);
+    }
+
+    #[tokio::test]
+    async fn size_bound_evicts_and_counts() {
+        let metrics = Arc::new(Metrics::default());
+        let svc = ServiceCache::new(
+            "app1:80",
+            Settings {
+                max_bytes: 4096,
+                default_ttl: None,
+            },
+            metrics.clone(),
+        );
+        for i in 0..20 {
+            let r = req(&format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n"));
+            svc.insert(&r, entry("max-age=60", None, &[7u8; 500])).await;
+        }
+        svc.entries.run_pending_tasks().await;
+        assert!(svc.entries.weighted_size() <= 4096);
+        assert!(metrics.cache_evictions_total.load(Ordering::Relaxed) > 0);
+        assert_eq!(
+            metrics.cache_bytes.load(Ordering::Relaxed),
+            svc.entries.weighted_size()
+        );
+    }
+}

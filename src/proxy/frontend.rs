@@ -1,0 +1,647 @@
+//! Frontend listeners: where outside clients enter (`frontends` in the
+//! rule file), routed by Host and path to a pool of containers.
+//!
+//! Phases per request, sharing phases 1-2 and 4-5 with the access flows:
+//! 1. **read head** — bounded by the frontend's (else the global) limits;
+//! 2. **parse** — strict RFC 9112 ([`super::head`]): 400/431/501;
+//! 3. **route** — host from `Host` (or the absolute-form authority, which
+//!    must agree with it), normalised path, then the compiled
+//!    [`RouteTable`](crate::policy::routes::RouteTable): `404` without a
+//!    route; then a member of the pool ([`crate::balance`]): `503`
+//!    without a healthy one;
+//! 4. **forward** — the head rewritten (normalised path, hop-by-hop
+//!    headers and any client `X-Portcullis-Source` dropped, `Host` passed
+//!    through, `X-Forwarded-For` / `Forwarded` appended to,
+//!    `X-Forwarded-Proto` set) over the member's keep-alive pool;
+//! 5. **respond** — as for access flows. An upstream failure (connect,
+//!    reset, timeout) is logged once with pool and member, counted
+//!    against the member (passive ejection), and the request goes to
+//!    another member if `retries` allows and it is safe: nothing was sent
+//!    yet, or the method is idempotent and had no body. Otherwise the
+//!    client gets `502`, or `504` for a timeout.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+
+use super::body::{Inbound, ReadHeadError};
+use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
+use super::head::{self, Framing, HeadError, MAX_HEADERS};
+use super::limits;
+use super::{respond, ActiveGuard, ProxyCtx};
+use crate::balance::PickInput;
+use crate::control::metrics::Metrics;
+use crate::policy::normalize::{normalize_path, split_target};
+use crate::policy::routes::{route_host, RouteMatch, RouteTable};
+use crate::policy::Policy;
+
+const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+// === listeners ===
+
+/// The frontend listeners of the daemon, by listen address.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    running: HashMap<SocketAddr, Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Sockets bound for a new set of listen addresses, not yet serving.
+#[derive(Debug)]
+pub struct Prepared {
+    wanted: Vec<SocketAddr>,
+    bound: Vec<(SocketAddr, TcpListener)>,
+}
+
+/// A listen address that cannot be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} (frontend): {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
+impl Listeners {
+    /// Binds every address of `wanted` not already served. Nothing changes
+    /// for the running listeners, so a failure leaves the daemon as it was.
+    pub async fn prepare(&self, wanted: &[SocketAddr]) -> Result<Prepared, BindError> {
+        let mut bound = Vec::new();
+        for &addr in wanted {
+            if self.running.contains_key(&addr) {
+                continue;
+            }
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { addr, source })?;
+            bound.push((addr, l));
+        }
+        Ok(Prepared {
+            wanted: wanted.to_vec(),
+            bound,
+        })
+    }
+
+    /// Starts serving the newly bound addresses and stops the listeners
+    /// no longer wanted (their open connections end after the current
+    /// exchange, as their frontend is gone from the rules).
+    pub fn commit(&mut self, p: Prepared, ctx: &Arc<ProxyCtx>) {
+        let gone: Vec<SocketAddr> = self
+            .running
+            .keys()
+            .filter(|a| !p.wanted.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(r) = self.running.remove(&addr) {
+                let _ = r.stop.send(true);
+                info!(listen = %addr, "frontend listener closed");
+            }
+        }
+        for (addr, listener) in p.bound {
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(serve(listener, addr, ctx.clone(), rx));
+            info!(listen = %addr, "frontend listening");
+            self.running.insert(addr, Running { stop, task });
+        }
+    }
+
+    /// Stops accepting on every listener and waits for the accept loops.
+    pub async fn stop_all(&mut self) {
+        for (_, r) in self.running.drain() {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+    }
+}
+
+/// Accepts clients of the frontend configured at `listen`.
+async fn serve(
+    listener: TcpListener,
+    listen: SocketAddr,
+    ctx: Arc<ProxyCtx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(listen = %listen, error = %e, "frontend accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                ctx.active.fetch_add(1, Ordering::Relaxed);
+                let guard = ActiveGuard(ctx.clone());
+                tokio::spawn(async move {
+                    serve_conn(&guard.0, stream, peer, listen).await;
+                    drop(guard);
+                });
+            }
+        }
+    }
+}
+
+async fn serve_conn(ctx: &ProxyCtx, client: TcpStream, peer: SocketAddr, listen: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let mut inbound = Inbound::new(client);
+    // Per-client limits (`max_connections_per_source`; the request rate is
+    // checked per request): the key is the client address on this frontend.
+    let admitted = {
+        let snap = ctx.state.load();
+        let Some(fe) = snap.lb.frontend_at(listen) else {
+            return;
+        };
+        let lim = limits::effective_over(&snap.policy.limits, Some(&fe.limits));
+        let admitted = ctx
+            .sources
+            .open(client_key(peer, listen), lim.max_connections);
+        if let Err(open) = &admitted {
+            Metrics::inc(&ctx.metrics.connections_limited_total);
+            warn!(frontend = %fe.name, source = %peer.ip(), open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
+        }
+        admitted
+    };
+    let Ok(_permit) = admitted else {
+        let _ = write_refusal(
+            &mut inbound.io,
+            429,
+            "too many connections from this client",
+            true,
+        )
+        .await;
+        let _ = inbound.io.shutdown().await;
+        return;
+    };
+    let mut out_head: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        match one_exchange(ctx, listen, peer, &mut inbound, &mut out_head).await {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                debug!(peer = %peer, error = %e, "frontend connection ended");
+                break;
+            }
+        }
+    }
+    let _ = inbound.io.shutdown().await;
+}
+
+// === one exchange ===
+
+/// The per-client limit key of a frontend connection.
+fn client_key(peer: SocketAddr, listen: SocketAddr) -> limits::Key {
+    limits::Key {
+        source: limits::Source::Address(peer.ip().to_canonical()),
+        scope: limits::Scope::Frontend(listen),
+    }
+}
+
+struct Limits {
+    max_header_bytes: usize,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_body_bytes: Option<u64>,
+}
+
+fn limits_for(policy: &Policy, fe: &RouteTable) -> Limits {
+    let (g, f) = (&policy.limits, &fe.limits);
+    let pick = |x: fn(&crate::rules::model::Limits) -> Option<u64>| x(f).or_else(|| x(g));
+    Limits {
+        max_header_bytes: pick(|l| l.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES) as usize,
+        header_timeout: pick(|l| l.header_timeout_ms)
+            .map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
+        idle_timeout: pick(|l| l.idle_timeout_ms)
+            .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
+        max_body_bytes: pick(|l| l.max_body_bytes),
+    }
+}
+
+/// What routing decided, owning what the forward phase needs.
+enum Plan {
+    Forward {
+        pool: usize,
+        key: u64,
+        exchange: Exchange,
+        /// Safe to send again after the upstream saw it (idempotent, no body).
+        replayable: bool,
+        method: String,
+        path: String,
+    },
+    Refuse {
+        code: u16,
+        reason: String,
+        close: bool,
+    },
+}
+
+async fn one_exchange(
+    ctx: &ProxyCtx,
+    listen: SocketAddr,
+    peer: SocketAddr,
+    inbound: &mut Inbound<TcpStream>,
+    out_head: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let snap = ctx.state.load_full();
+    // The frontend may have been removed by a reload.
+    let Some(fe) = snap.lb.frontend_at(listen) else {
+        return Ok(false);
+    };
+    let lim = limits_for(&snap.policy, fe);
+    let metrics: &Metrics = &ctx.metrics;
+
+    if inbound.buf.is_empty() {
+        match timeout(lim.idle_timeout, inbound.fill()).await {
+            Err(_) | Ok(Ok(0)) => return Ok(false),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+    // A body may pause between reads for at most the idle timeout (408).
+    inbound.read_timeout = Some(lim.idle_timeout);
+    let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await
+    {
+        Err(_) => {
+            Metrics::inc(&metrics.requests_timeout_total);
+            warn!(frontend = %fe.name, source = %peer, "request head not received in time: 408");
+            write_refusal(&mut inbound.io, 408, "request header timeout", true).await?;
+            return Ok(false);
+        }
+        Ok(Ok(None)) => return Ok(false),
+        Ok(Ok(Some(n))) => n,
+        Ok(Err(ReadHeadError::Io(e))) => return Err(e),
+        Ok(Err(ReadHeadError::Head(e))) => {
+            return refuse_head(inbound, fe, peer, &e, metrics).await
+        }
+    };
+    Metrics::inc(&metrics.frontend_requests_total);
+    let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
+
+    let plan = {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match head::parse_request(&inbound.buf[..head_len], &mut storage) {
+            Err(e) => Err(e),
+            Ok(_)
+                if rate.is_some_and(|r| {
+                    !ctx.sources.take_token(
+                        client_key(peer, listen),
+                        r,
+                        tokio::time::Instant::now(),
+                    )
+                }) =>
+            {
+                Metrics::inc(&metrics.requests_rate_limited_total);
+                warn!(frontend = %fe.name, source = %peer.ip(), status = 429, "request refused: requests_per_second of the client exceeded");
+                Ok(Plan::Refuse {
+                    code: 429,
+                    reason: "rate limit of this client exceeded".into(),
+                    close: true,
+                })
+            }
+            Ok(req) => Ok(route(
+                &snap, fe, peer, listen, &req, &lim, out_head, metrics,
+            )),
+        }
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => return refuse_head(inbound, fe, peer, &e, metrics).await,
+    };
+    inbound.buf.advance(head_len);
+
+    let (pool_id, key, exchange, replayable, method, path) = match plan {
+        Plan::Refuse {
+            code,
+            reason,
+            close,
+        } => {
+            write_refusal(&mut inbound.io, code, &reason, close).await?;
+            return Ok(!close);
+        }
+        Plan::Forward {
+            pool,
+            key,
+            exchange,
+            replayable,
+            method,
+            path,
+        } => (pool, key, exchange, replayable, method, path),
+    };
+    let Some(pool) = snap.lb.pool(pool_id) else {
+        return Ok(false);
+    };
+    // A refusal keeps the connection only if no body is left unread.
+    let close_on_refusal = exchange.framing != Framing::None || !exchange.keep_alive;
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = None;
+    for attempt in 0..=pool.retries {
+        let Some(pick) = pool.pick(&snap.dir, key, &tried) else {
+            break;
+        };
+        if attempt > 0 {
+            Metrics::inc(&metrics.upstream_retries_total);
+        }
+        let flow = Upstream {
+            peer,
+            dst: pick.addr,
+        };
+        if ctx.cache.service_for(&snap, pick.addr).is_some() {
+            // A cached service: the cache answers (hit, or one fetch for
+            // every concurrent miss); no retry on another member.
+            let keep = forward(ctx, &flow, inbound, out_head, exchange).await?;
+            pool.report(pick.index, true);
+            return Ok(keep);
+        }
+        match forward_once(ctx, &flow, inbound, out_head, exchange, &mut NoTap).await? {
+            Ok(relayed) => {
+                let ok = relayed.status.is_none_or(|s| s < 500);
+                pool.report(pick.index, ok);
+                debug!(frontend = %fe.name, pool = %pool.name, member = %pick.member.target, status = ?relayed.status, "frontend request forwarded");
+                return Ok(relayed.keep);
+            }
+            Err(f) => {
+                Metrics::inc(&metrics.upstream_errors_total);
+                pool.report(pick.index, false);
+                let retry =
+                    attempt < pool.retries && !f.client_touched && (!f.request_sent || replayable);
+                warn!(frontend = %fe.name, pool = %pool.name, member = %pick.member.target, destination = %pick.addr, method = %method, path = %path, status = f.code, error = %f.why, retrying = retry, "upstream failed");
+                tried.push(pick.index);
+                last = Some((f, pick.addr));
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    match last {
+        Some((f, addr)) => {
+            write_refusal(&mut inbound.io, f.code, &f.message(addr), true).await?;
+            Ok(false)
+        }
+        None => {
+            Metrics::inc(&metrics.frontend_unavailable_total);
+            warn!(frontend = %fe.name, pool = %pool.name, method = %method, path = %path, status = 503, "no healthy member in the pool");
+            let reason = format!("no healthy member in pool {}", pool.name);
+            write_refusal(&mut inbound.io, 503, &reason, close_on_refusal).await?;
+            Ok(!close_on_refusal)
+        }
+    }
+}
+
+async fn refuse_head(
+    inbound: &mut Inbound<TcpStream>,
+    fe: &RouteTable,
+    peer: SocketAddr,
+    e: &HeadError,
+    metrics: &Metrics,
+) -> io::Result<bool> {
+    let code = respond::request_head_status(e);
+    Metrics::inc(&metrics.requests_bad_total);
+    warn!(frontend = %fe.name, source = %peer, status = code, reason = %e, "malformed request refused");
+    write_refusal(&mut inbound.io, code, &format!("bad request: {e}"), true).await?;
+    Ok(false)
+}
+
+/// The authority of an absolute-form target (`http://host[:port]/…`).
+fn target_authority(target: &str) -> Option<&str> {
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("HTTP://"))?;
+    Some(rest.find(['/', '?']).map_or(rest, |i| &rest[..i]))
+}
+
+/// Phase 3: route and prepare the upstream head in `out_head`.
+#[allow(clippy::too_many_arguments)]
+fn route(
+    snap: &crate::control::directory::Snapshot,
+    fe: &RouteTable,
+    peer: SocketAddr,
+    listen: SocketAddr,
+    req: &head::RequestHead<'_, '_>,
+    lim: &Limits,
+    out_head: &mut Vec<u8>,
+    metrics: &Metrics,
+) -> Plan {
+    let has_body = req.framing != Framing::None;
+    let refuse = |code: u16, reason: String| Plan::Refuse {
+        code,
+        reason,
+        close: has_body || !req.keep_alive || code == 400 || code == 501,
+    };
+    // WebSocket and CONNECT tunnels are served on access flows only; other
+    // upgrades (h2c) are ignored, their headers being hop-by-hop.
+    if req.tunnel.is_some() {
+        Metrics::inc(&metrics.requests_bad_total);
+        warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "upgrade/CONNECT refused");
+        return refuse(501, "upgrade and CONNECT are not supported".into());
+    }
+    // Host or absolute-form authority; origin_form refuses the two disagreeing.
+    let target = match head::origin_form(req.target, req.headers) {
+        Ok(t) => t,
+        Err(e) => {
+            Metrics::inc(&metrics.requests_bad_total);
+            warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
+            return refuse(400, format!("bad request: {e}"));
+        }
+    };
+    let host_header = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| head::trim(h.value));
+    let raw_host = host_header
+        .or_else(|| target_authority(req.target).map(str::as_bytes))
+        .filter(|h| !h.is_empty());
+    let host = match raw_host.map(route_host).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            Metrics::inc(&metrics.requests_bad_total);
+            warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
+            return refuse(400, format!("bad request: {e}"));
+        }
+    };
+    let (raw_path, query) = split_target(target);
+    let path = match normalize_path(raw_path) {
+        Ok(p) => p,
+        Err(e) => {
+            Metrics::inc(&metrics.requests_bad_total);
+            warn!(frontend = %fe.name, source = %peer, method = req.method, path = raw_path, status = 400, reason = %e, "request refused");
+            return refuse(400, format!("bad request: {e}"));
+        }
+    };
+    let Some(m) = fe.lookup(host.as_deref(), &path) else {
+        Metrics::inc(&metrics.frontend_no_route_total);
+        let shown = host.as_deref().unwrap_or("(none)");
+        warn!(frontend = %fe.name, source = %peer, host = shown, method = req.method, path = %path, status = 404, "no route");
+        return refuse(
+            404,
+            format!(
+                "no route in frontend {} for host {shown} and path {path}",
+                fe.name
+            ),
+        );
+    };
+    let Some(pool) = snap.lb.pool(m.pool()) else {
+        return refuse(503, "pool missing".into());
+    };
+    if let RouteMatch::Route { index, .. } = m {
+        debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
+    }
+    let key = pool.request_key(&PickInput {
+        client: peer.ip(),
+        headers: req.headers,
+    });
+
+    // Phase 4 preparation: the head sent upstream.
+    out_head.clear();
+    out_head.extend_from_slice(req.method.as_bytes());
+    out_head.push(b' ');
+    out_head.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out_head.push(b'?');
+        out_head.extend_from_slice(q.as_bytes());
+    }
+    out_head.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut fwd: Vec<&[u8]> = Vec::new();
+    for h in req.headers {
+        let n = h.name;
+        if n.eq_ignore_ascii_case("x-forwarded-for") {
+            xff.push(head::trim(h.value));
+            continue;
+        }
+        if n.eq_ignore_ascii_case("forwarded") {
+            fwd.push(head::trim(h.value));
+            continue;
+        }
+        if head::is_hop_by_hop(n)
+            || n.eq_ignore_ascii_case("x-portcullis-source")
+            || n.eq_ignore_ascii_case("x-forwarded-proto")
+            || (req.expect_continue && n.eq_ignore_ascii_case("expect"))
+            || head::named_by_connection(req.headers, n)
+        {
+            continue;
+        }
+        out_head.extend_from_slice(n.as_bytes());
+        out_head.extend_from_slice(b": ");
+        out_head.extend_from_slice(h.value);
+        out_head.extend_from_slice(b"\r\n");
+    }
+    if host_header.is_none() {
+        out_head.extend_from_slice(b"host: ");
+        match raw_host {
+            Some(h) => out_head.extend_from_slice(h),
+            None => out_head.extend_from_slice(listen.to_string().as_bytes()),
+        }
+        out_head.extend_from_slice(b"\r\n");
+    }
+    if req.framing == Framing::Chunked {
+        out_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    let client = peer.ip().to_canonical();
+    out_head.extend_from_slice(b"x-forwarded-for: ");
+    for v in xff.iter().filter(|v| !v.is_empty()) {
+        out_head.extend_from_slice(v);
+        out_head.extend_from_slice(b", ");
+    }
+    let _ = write!(out_head, "{client}");
+    out_head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
+    for v in fwd.iter().filter(|v| !v.is_empty()) {
+        out_head.extend_from_slice(v);
+        out_head.extend_from_slice(b", ");
+    }
+    write_forwarded(out_head, client, raw_host);
+    out_head.extend_from_slice(b"\r\n\r\n");
+
+    let idempotent = matches!(
+        req.method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    );
+    Plan::Forward {
+        pool: m.pool(),
+        key,
+        exchange: Exchange {
+            framing: req.framing,
+            keep_alive: req.keep_alive,
+            head_request: req.method == "HEAD",
+            expect_continue: req.expect_continue,
+            body_limit: lim.max_body_bytes,
+            connect_timeout: pool.connect_timeout,
+            response_timeout: pool.timeout,
+            tunnel: None,
+        },
+        replayable: idempotent && !has_body,
+        method: req.method.to_owned(),
+        path: path.into_owned(),
+    }
+}
+
+/// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]`.
+fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, host: Option<&[u8]>) {
+    let _ = match client {
+        IpAddr::V4(a) => write!(out, "for={a}"),
+        IpAddr::V6(a) => write!(out, "for=\"[{a}]\""),
+    };
+    out.extend_from_slice(b";proto=http");
+    if let Some(h) = host {
+        if h.iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(h);
+            out.push(b'"');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(client: &str, host: Option<&[u8]>) -> String {
+        let mut out = Vec::new();
+        write_forwarded(&mut out, client.parse().unwrap(), host);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn forwarded_elements() {
+        assert_eq!(
+            forwarded("198.19.0.9", Some(b"two.example:8080")),
+            "for=198.19.0.9;proto=http;host=\"two.example:8080\""
+        );
+        assert_eq!(forwarded("::1", None), "for=\"[::1]\";proto=http");
+        assert_eq!(forwarded("::1", Some(b"a\"b")), "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn absolute_form_authority() {
+        assert_eq!(
+            target_authority("http://a.example:81/x?y"),
+            Some("a.example:81")
+        );
+        assert_eq!(target_authority("http://a.example"), Some("a.example"));
+        assert_eq!(target_authority("/x"), None);
+    }
+}
