@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Portcullis needs on a fresh Debian 12 host (as root):
 # nftables + the C libraries the nftnl/mnl crates link to, iproute2 for the
-# namespace lab, and (with --docker) the Docker engine, started with IPv4
+# namespace labs, curl and h2load (nghttp2-client) for the HTTP/2 tests, and
+# (with --docker) the Docker engine, started with IPv4
 # forwarding enabled first so Docker keeps the FORWARD policy at ACCEPT.
 # Idempotent; fails loudly when something cannot be had.
 set -euo pipefail
@@ -12,7 +13,7 @@ want_docker=0
 die() { echo "setup: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
 
-pkgs=(nftables libnftnl-dev libmnl-dev iproute2 pkg-config gcc libc6-dev curl ca-certificates)
+pkgs=(nftables libnftnl-dev libmnl-dev iproute2 pkg-config gcc libc6-dev curl ca-certificates nghttp2-client)
 [ "$want_docker" = 1 ] && pkgs+=(docker.io)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 host, as root: formatting,
-# lints, unit and kernel tests (nftables over netlink, real), the demo, and
-# the three-container test with real Docker. Any missing prerequisite is a
+# lints, unit and kernel tests (nftables over netlink, real; the proxy in
+# namespace labs), bounded fuzzing, the demo, and the three-container test
+# with real Docker. Any missing prerequisite is a
 # failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +20,11 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "systemd unit hardening (exposure must stay <= 3.0)"
 systemd-analyze security --offline=true --threshold=30 packaging/portcullis.service | tail -n 1
 
-step "unit and kernel tests"
+step "unit and kernel tests (incl. the proxy namespace labs, tests/proxy)"
 cargo test --locked --workspace -- --test-threads=2
+
+step "fuzz (each cargo-fuzz target for ${FUZZ_SECONDS:=20}s, nightly)"
+FUZZ_SECONDS="$FUZZ_SECONDS" bash ci/fuzz.sh
 
 # The debug build is the one the tests above already compiled: building
 # release as well would double CI time for no extra coverage.

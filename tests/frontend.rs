@@ -501,3 +501,82 @@ async fn only_safe_requests_are_sent_twice() {
     }
     closer_task.abort();
 }
+
+/// Reads one response with a content-length body from a kept-alive
+/// connection; its status.
+async fn read_one(s: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "closed before a full response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_limits_answer_429() {
+    let two = Upstream::start(ip(2), "app2").await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "app2": {{ "docker": "127.0.0.2" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "default_pool": "two",
+    "limits": {{ "max_connections_per_source": 2, "requests_per_second": 1, "burst": 3 }} }} ],
+  "pools": {{ "two": {{ "members": ["app2:{}"] }} }} }}"#,
+        two.addr.port()
+    );
+    let lab = lab(&rules).await;
+    let f = lab.front;
+    // Two connections, each admitted (it was served), then a third: 429.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(f).await.unwrap();
+        s.write_all(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_one(&mut s).await, 200);
+        held.push(s);
+    }
+    let (status, body) = get_host(f, "a", "/third").await;
+    assert_eq!(status, 429, "{body}");
+    drop(held);
+    // The burst of 3 was spent on 2 held requests and at most one more:
+    // before long the client is refused for its rate, never served more
+    // than the bucket allows.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        loop {
+            let (status, body) = get_host(f, "a", "/rate").await;
+            if status == 429 && body.contains("connections") {
+                // A held connection not yet noticed as closed.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            statuses.push(status);
+            break;
+        }
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 429),
+        "{statuses:?}"
+    );
+}

@@ -113,6 +113,7 @@ impl Lab {
             body_limit: None,
             connect_timeout: std::time::Duration::from_secs(5),
             response_timeout: std::time::Duration::from_secs(30),
+            tunnel: None,
         };
         let task = tokio::spawn(async move {
             let mut inbound = Inbound::new(server);

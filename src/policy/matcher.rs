@@ -113,6 +113,14 @@ impl Matcher {
         Ok(())
     }
 
+    /// Does this matcher name `method` explicitly (not by omitting `methods`)?
+    /// CONNECT is only allowed by a matcher that names it.
+    pub fn names_method(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_some_and(|ms| ms.iter().any(|m| m == method))
+    }
+
     /// A short description for explanations, e.g. `GET /foo*`.
     pub fn describe(&self) -> String {
         let mut s = match &self.methods {

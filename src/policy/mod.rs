@@ -260,6 +260,17 @@ impl Policy {
             .and_then(|&i| self.entries.get(i as usize))
     }
 
+    /// The index in [`Policy::entries`] of the entry owning a flow.
+    pub fn flow_index(
+        &self,
+        from: ContainerId,
+        to: ContainerId,
+        proto: L4,
+        port: u16,
+    ) -> Option<u32> {
+        self.flows.get(&(from, to, proto, port)).copied()
+    }
+
     /// What nftables does with a new connection between two managed
     /// containers.
     pub fn decide_flow(

@@ -23,6 +23,10 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct Inbound<R> {
     pub io: R,
     pub buf: BytesMut,
+    /// Longest wait for one read while copying a body (`None`: no bound);
+    /// a sender that stalls mid-body gets `TimedOut` instead of holding
+    /// the exchange open forever (slow-body attacks).
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 /// Why copying a body stopped.
@@ -43,6 +47,7 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
         Inbound {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            read_timeout: None,
         }
     }
 
@@ -58,6 +63,11 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
     /// `Ok(None)` if the stream ended cleanly before any byte.
     pub async fn read_head(&mut self, max: usize) -> Result<Option<usize>, ReadHeadError> {
         loop {
+            // Empty lines before a request line are ignored (RFC 9112 §2.2):
+            // some clients send a CRLF after a body.
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+            }
             if let Some(end) = head_end(&self.buf).map_err(ReadHeadError::Head)? {
                 if end > max {
                     return Err(ReadHeadError::Head(HeadError::TooLarge));
@@ -76,8 +86,18 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
         }
     }
 
+    /// [`Inbound::fill`] bounded by `read_timeout`.
+    async fn fill_bounded(&mut self) -> io::Result<usize> {
+        match self.read_timeout {
+            None => self.fill().await,
+            Some(t) => tokio::time::timeout(t, self.fill())
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+        }
+    }
+
     async fn fill_or_eof(&mut self) -> Result<(), BodyError> {
-        match self.fill().await {
+        match self.fill_bounded().await {
             Ok(0) => Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into())),
             Ok(_) => Ok(()),
             Err(e) => Err(BodyError::Read(e)),
@@ -139,7 +159,7 @@ where
                     dst.write_all(&src.buf).await.map_err(BodyError::Write)?;
                     src.buf.clear();
                 }
-                match src.fill().await {
+                match src.fill_bounded().await {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) => return Err(BodyError::Read(e)),

@@ -1,51 +1,85 @@
 //! One redirected client connection, request by request.
 //!
 //! Phases per request (see `docs/wiki/proxy.md`):
+//! 0. **admit** — the connection counts against `max_connections_per_source`
+//!    (429 over it); a client opening with the HTTP/2 preface is handed to
+//!    [`super::h2`], which runs the same authorise step per stream;
 //! 1. **read head** — bounded by `max_header_bytes`, header and idle timeouts;
 //! 2. **parse** — strict RFC 9112 ([`super::head`]); refusals are 400/431/501;
-//! 3. **authorise** — normalise the path, find the access entry for
-//!    (source container, original destination, port) and run its matchers;
-//!    a refusal is a 403 naming the rule;
+//! 3. **authorise** — the source's request bucket (429), `max_body_bytes`
+//!    against a declared length (413), normalise the path, find the access
+//!    entry for (source container, original destination, port) and run its
+//!    matchers; a refusal is a 403 naming the rule. CONNECT and WebSocket
+//!    upgrades are checked like any request (CONNECT only by a matcher that
+//!    names it) and tunnelled once the upstream agrees;
 //! 4. **forward** — the rewritten head (normalised path, hop-by-hop headers
 //!    dropped, `X-Portcullis-Source` set) and the streamed body go to the
 //!    original destination over a pooled connection;
 //! 5. **respond** — the upstream response head is checked and relayed, the
 //!    body streamed back; the connection is kept if both sides allow it.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Buf;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
-use tracing::warn;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, warn};
 
 use super::body::{Inbound, ReadHeadError};
 use super::forward::{forward, write_refusal, Exchange, Upstream};
-use super::head::{self, Framing, HeadError, MAX_HEADERS};
+use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
+use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
 use super::respond;
 use super::ProxyCtx;
+use crate::control::directory::Directory;
 use crate::control::metrics::Metrics;
 use crate::policy::matcher::RequestView;
 use crate::policy::normalize::{normalize_path, split_target};
-use crate::policy::{ContainerId, Policy, RequestCheck, L4};
-
-const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
-const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
 
 /// Who is talking to whom on this connection.
-struct Flow {
-    peer: SocketAddr,
-    dst: SocketAddr,
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    pub peer: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+/// A flow looked up in one snapshot of the rules.
+pub struct Resolved<'p> {
+    pub from: Option<ContainerId>,
+    pub entry: Option<&'p Entry>,
+    pub key: Key,
+}
+
+/// Finds the source container and the access entry owning `flow`.
+pub fn resolve<'p>(policy: &'p Policy, dir: &Directory, flow: &Flow) -> Resolved<'p> {
+    let from = dir.container_at(flow.peer.ip());
+    let to = dir.container_at(flow.dst.ip());
+    let index = match (from, to) {
+        (Some(f), Some(t)) => policy.flow_index(f, t, L4::Tcp, flow.dst.port()),
+        _ => None,
+    };
+    Resolved {
+        from,
+        entry: index.and_then(|i| policy.entries.get(i as usize)),
+        key: Key {
+            source: from.map_or(
+                Source::Address(flow.peer.ip().to_canonical()),
+                Source::Container,
+            ),
+            scope: index.map_or(Scope::Unowned, Scope::Access),
+        },
+    }
 }
 
 /// What the authorise phase decided, owning what later phases need so the
 /// borrow of the read buffer can end.
-enum Plan {
+pub enum Plan {
     Forward(Exchange),
     Refuse {
         code: u16,
@@ -55,26 +89,14 @@ enum Plan {
     },
 }
 
-/// Effective limits for this connection's entry (entry overrides global).
-struct Limits {
-    max_header_bytes: usize,
-    header_timeout: Duration,
-    idle_timeout: Duration,
-    max_body_bytes: Option<u64>,
-}
-
-fn limits_for(policy: &Policy, entry: Option<&crate::policy::Entry>) -> Limits {
-    let g = &policy.limits;
-    let e = entry.map(|e| &e.limits);
-    let pick = |f: fn(&crate::rules::model::Limits) -> Option<u64>| e.and_then(f).or_else(|| f(g));
-    Limits {
-        max_header_bytes: pick(|l| l.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES) as usize,
-        header_timeout: pick(|l| l.header_timeout_ms)
-            .map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
-        idle_timeout: pick(|l| l.idle_timeout_ms)
-            .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
-        max_body_bytes: pick(|l| l.max_body_bytes),
-    }
+/// Everything the authorise step consults besides the request.
+pub struct Check<'a> {
+    pub policy: &'a Policy,
+    pub resolved: &'a Resolved<'a>,
+    pub flow: &'a Flow,
+    pub limits: &'a Effective,
+    pub metrics: &'a Metrics,
+    pub sources: &'a SourceTable,
 }
 
 /// Serves one accepted connection until either side is done.
@@ -82,18 +104,76 @@ pub async fn serve(ctx: Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, dst:
     let _ = client.set_nodelay(true);
     let flow = Flow { peer, dst };
     let mut inbound = Inbound::new(client);
+    let (lim, admitted) = {
+        let snap = ctx.state.load();
+        let r = resolve(&snap.policy, &snap.dir, &flow);
+        let lim = limits::effective(&snap.policy, r.entry);
+        let admitted = ctx.sources.open(r.key, lim.max_connections);
+        if let Err(open) = &admitted {
+            Metrics::inc(&ctx.metrics.connections_limited_total);
+            warn!(source = %SourceName(&snap.policy, r.key.source), peer = %peer, destination = %dst, open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
+        }
+        (lim, admitted)
+    };
+    let Ok(_permit) = admitted else {
+        let _ = write_refusal(
+            &mut inbound.io,
+            429,
+            "too many connections from this source",
+            true,
+        )
+        .await;
+        close_lingering(&mut inbound).await;
+        return;
+    };
+    // The first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
+    match timeout(lim.idle_timeout, inbound.fill()).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Err(_) => {
+            Metrics::inc(&ctx.metrics.connections_idle_closed_total);
+            return;
+        }
+        _ => return,
+    }
+    if super::h2::starts_like_preface(&inbound.buf) {
+        match timeout(lim.header_timeout, super::h2::read_preface(&mut inbound)).await {
+            Ok(Ok(true)) => {
+                super::h2::serve(ctx, inbound, flow).await;
+                return;
+            }
+            // Not HTTP/2 after all: the HTTP/1 parser refuses it below.
+            Ok(Ok(false)) => {}
+            _ => return,
+        }
+    }
     let mut out_head: Vec<u8> = Vec::with_capacity(1024);
     loop {
         match one_exchange(&ctx, &flow, &mut inbound, &mut out_head).await {
             Ok(true) => continue,
             Ok(false) => break,
             Err(e) => {
-                tracing::debug!(peer = %flow.peer, error = %e, "connection ended");
+                debug!(peer = %flow.peer, error = %e, "connection ended");
                 break;
             }
         }
     }
+    close_lingering(&mut inbound).await;
+}
+
+/// Closes after a last response: half-close, then drain what the client
+/// still sends for a moment, so unread input does not turn the close into
+/// a reset that destroys the response in flight.
+async fn close_lingering(inbound: &mut Inbound<TcpStream>) {
     let _ = inbound.io.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let mut drained = 0usize;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while drained < 256 * 1024 {
+        match tokio::time::timeout_at(deadline, inbound.io.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 /// Handles one request/response exchange. `Ok(true)`: keep the connection.
@@ -105,30 +185,32 @@ async fn one_exchange(
 ) -> io::Result<bool> {
     let snap = ctx.state.load_full();
     let policy = &snap.policy;
-    let from = snap.dir.container_at(flow.peer.ip());
-    let to = snap.dir.container_at(flow.dst.ip());
-    let entry = match (from, to) {
-        (Some(f), Some(t)) => policy.flow(f, t, L4::Tcp, flow.dst.port()),
-        _ => None,
-    };
-    let lim = limits_for(policy, entry);
+    let resolved = resolve(policy, &snap.dir, flow);
+    let lim = limits::effective(policy, resolved.entry);
     let metrics: &Metrics = &ctx.metrics;
+    let source = SourceName(policy, resolved.key.source);
 
     // Phase 1: read head. The idle timeout covers the wait for a first
     // byte, the header timeout the rest of the head (slowloris).
     if inbound.buf.is_empty() {
         match timeout(lim.idle_timeout, inbound.fill()).await {
-            Err(_) => return Ok(false),
+            Err(_) => {
+                Metrics::inc(&metrics.connections_idle_closed_total);
+                debug!(source = %source, peer = %flow.peer, "idle keep-alive connection closed");
+                return Ok(false);
+            }
             Ok(Ok(0)) => return Ok(false),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
         }
     }
+    // A body may pause between reads for at most the idle timeout.
+    inbound.read_timeout = Some(lim.idle_timeout);
     let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await
     {
         Err(_) => {
             Metrics::inc(&metrics.requests_timeout_total);
-            warn!(source = %flow.peer, "request head not received in time: 408");
+            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 408, "request head not received within header_timeout_ms");
             write_refusal(&mut inbound.io, 408, "request header timeout", true).await?;
             return Ok(false);
         }
@@ -136,7 +218,7 @@ async fn one_exchange(
         Ok(Ok(Some(n))) => n,
         Ok(Err(ReadHeadError::Io(e))) => return Err(e),
         Ok(Err(ReadHeadError::Head(e))) => {
-            return refuse_head(inbound, flow, &e, metrics).await;
+            return refuse_head(inbound, flow, &source, &e, metrics).await;
         }
     };
 
@@ -144,15 +226,23 @@ async fn one_exchange(
     let plan = {
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match head::parse_request(&inbound.buf[..head_len], &mut storage) {
-            Err(e) => None.ok_or(e),
-            Ok(req) => Ok(authorise(
-                policy, from, entry, flow, &req, &lim, out_head, metrics,
-            )),
+            Err(e) => Err(e),
+            Ok(req) => {
+                let check = Check {
+                    policy,
+                    resolved: &resolved,
+                    flow,
+                    limits: &lim,
+                    metrics,
+                    sources: &ctx.sources,
+                };
+                Ok(authorise(&check, &req, out_head))
+            }
         }
     };
     let plan = match plan {
         Ok(p) => p,
-        Err(e) => return refuse_head(inbound, flow, &e, metrics).await,
+        Err(e) => return refuse_head(inbound, flow, &source, &e, metrics).await,
     };
     inbound.buf.advance(head_len);
 
@@ -178,68 +268,83 @@ async fn one_exchange(
 async fn refuse_head(
     inbound: &mut Inbound<TcpStream>,
     flow: &Flow,
+    source: &SourceName<'_>,
     e: &HeadError,
     metrics: &Metrics,
 ) -> io::Result<bool> {
     let code = respond::request_head_status(e);
-    Metrics::inc(&metrics.requests_bad_total);
-    warn!(source = %flow.peer, destination = %flow.dst, status = code, reason = %e, "malformed request refused");
+    if code == 431 {
+        Metrics::inc(&metrics.requests_header_too_large_total);
+    } else {
+        Metrics::inc(&metrics.requests_bad_total);
+    }
+    warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = code, reason = %e, "malformed request refused");
     write_refusal(&mut inbound.io, code, &format!("bad request: {e}"), true).await?;
     Ok(false)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn authorise(
-    policy: &Policy,
-    from: Option<ContainerId>,
-    entry: Option<&crate::policy::Entry>,
-    flow: &Flow,
-    req: &head::RequestHead<'_, '_>,
-    lim: &Limits,
-    out_head: &mut Vec<u8>,
-    metrics: &Metrics,
-) -> Plan {
+/// The authorise phase, shared by HTTP/1 and HTTP/2 streams: limits,
+/// target, path normalisation and the access matchers. On success the
+/// HTTP/1.1 head for the upstream is left in `out_head`.
+pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut Vec<u8>) -> Plan {
+    let (flow, metrics) = (c.flow, c.metrics);
+    let source = SourceName(c.policy, c.resolved.key.source);
     let has_body = req.framing != Framing::None;
     let refuse = |code: u16, reason: String| Plan::Refuse {
         code,
         reason,
         close: has_body || code != 403,
     };
-    if req.wants_tunnel {
-        Metrics::inc(&metrics.requests_bad_total);
-        warn!(source = %flow.peer, destination = %flow.dst, method = req.method, "upgrade/CONNECT refused: not supported on access flows");
-        return refuse(
-            501,
-            "upgrade and CONNECT are not supported on access flows".into(),
-        );
+    if let Some(rate) = c.limits.rate {
+        if !c.sources.take_token(c.resolved.key, rate, Instant::now()) {
+            Metrics::inc(&metrics.requests_rate_limited_total);
+            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, method = req.method, status = 429, "request refused: requests_per_second of the source exceeded");
+            return refuse(429, "rate limit of this source exceeded".into());
+        }
     }
-    let target = match head::origin_form(req.target, req.headers) {
-        Ok(t) => t,
-        Err(e) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(source = %flow.peer, destination = %flow.dst, reason = %e, "malformed request refused");
-            return refuse(400, format!("bad request: {e}"));
+    if let (Framing::Length(n), Some(max)) = (req.framing, c.limits.max_body_bytes) {
+        if n > max {
+            Metrics::inc(&metrics.requests_body_too_large_total);
+            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, length = n, limit = max, status = 413, "request body over max_body_bytes");
+            return refuse(
+                413,
+                format!("request body of {n} bytes is over the limit of {max}"),
+            );
+        }
+    }
+    let bad = |e: &dyn std::fmt::Display| {
+        Metrics::inc(&metrics.requests_bad_total);
+        warn!(source = %source, peer = %flow.peer, destination = %flow.dst, method = req.method, target = req.target, status = 400, reason = %e, "malformed request refused");
+        refuse(400, format!("bad request: {e}"))
+    };
+    let connect = req.tunnel == Some(Tunnel::Connect);
+    let (path, query): (Cow<'_, str>, Option<&str>) = if connect {
+        // Authority form: only the matchers that name CONNECT can allow it,
+        // and their path conditions see "/".
+        if !head::valid_host(req.target.as_bytes()) || !req.target.contains(':') {
+            return bad(&"CONNECT target is not host:port");
+        }
+        (Cow::Borrowed("/"), None)
+    } else {
+        let target = match head::origin_form(req.target, req.headers) {
+            Ok(t) => t,
+            Err(e) => return bad(&e),
+        };
+        let (raw_path, query) = split_target(target);
+        match normalize_path(raw_path) {
+            Ok(p) => (p, query),
+            Err(e) => return bad(&Policy::refuse_path(e).reason),
         }
     };
-    let (raw_path, query) = split_target(target);
-    let path = match normalize_path(raw_path) {
-        Ok(p) => p,
-        Err(e) => {
-            let d = Policy::refuse_path(e);
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(source = %flow.peer, destination = %flow.dst, method = req.method, path = raw_path, status = 400, reason = %d.reason, "request refused");
-            return refuse(400, d.reason);
-        }
-    };
-    let source_name = from.map(|f| policy.container_name(f));
-    let Some(entry) = entry else {
+    let source_name = c.resolved.from.map(|f| c.policy.container_name(f));
+    let Some(entry) = c.resolved.entry else {
         Metrics::inc(&metrics.requests_denied_total);
         let reason = format!(
             "denied by default: no access entry allows {} -> {}",
             source_name.unwrap_or("an unmanaged address"),
             flow.dst
         );
-        warn!(source = %flow.peer, destination = %flow.dst, method = req.method, path = %path, rule = "default", reason = %reason, "request denied");
+        warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = "default", reason = %reason, "request denied");
         return refuse(403, reason);
     };
     let view = RequestView {
@@ -247,20 +352,37 @@ fn authorise(
         path: &path,
         headers: req.headers,
     };
-    if Policy::check_request(entry, &view) == RequestCheck::Denied {
-        let d = policy.decide_request(entry, &view);
-        let rule = d
-            .rule
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "default".into());
-        if d.audit_deny {
+    let allowed = if connect {
+        entry.http.as_ref().is_none_or(|ms| {
+            ms.iter()
+                .any(|m| m.names_method("CONNECT") && m.check(&view).is_ok())
+        })
+    } else {
+        Policy::check_request(entry, &view) != RequestCheck::Denied
+    };
+    if !allowed {
+        let (rule, reason) = if connect {
+            (
+                entry.rule.to_string(),
+                "no http matcher names CONNECT".to_owned(),
+            )
+        } else {
+            let d = c.policy.decide_request(entry, &view);
+            (
+                d.rule
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "default".into()),
+                d.reason,
+            )
+        };
+        if entry.audit {
             Metrics::inc(&metrics.requests_audit_denied_total);
-            warn!(source = source_name.unwrap_or("?"), destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
+            warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %reason, "audit_deny");
         } else {
             Metrics::inc(&metrics.requests_denied_total);
-            warn!(source = source_name.unwrap_or("?"), destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "request denied");
-            return refuse(403, format!("denied by {rule}: {}", d.reason));
+            warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %reason, "request denied");
+            return refuse(403, format!("denied by {rule}: {reason}"));
         }
     } else {
         Metrics::inc(&metrics.requests_allowed_total);
@@ -270,10 +392,14 @@ fn authorise(
     out_head.clear();
     out_head.extend_from_slice(req.method.as_bytes());
     out_head.push(b' ');
-    out_head.extend_from_slice(path.as_bytes());
-    if let Some(q) = query {
-        out_head.push(b'?');
-        out_head.extend_from_slice(q.as_bytes());
+    if connect {
+        out_head.extend_from_slice(req.target.as_bytes());
+    } else {
+        out_head.extend_from_slice(path.as_bytes());
+        if let Some(q) = query {
+            out_head.push(b'?');
+            out_head.extend_from_slice(q.as_bytes());
+        }
     }
     out_head.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
@@ -297,16 +423,21 @@ fn authorise(
     if req.framing == Framing::Chunked {
         out_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    if req.tunnel == Some(Tunnel::WebSocket) {
+        out_head.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
     out_head.extend_from_slice(b"x-portcullis-source: ");
     out_head.extend_from_slice(source_name.unwrap_or("unknown").as_bytes());
     out_head.extend_from_slice(b"\r\n\r\n");
     Plan::Forward(Exchange {
         framing: req.framing,
-        keep_alive: req.keep_alive,
+        // A tunnel request is the last one on its connection either way.
+        keep_alive: req.keep_alive && req.tunnel.is_none(),
         head_request: req.method == "HEAD",
         expect_continue: req.expect_continue,
-        body_limit: lim.max_body_bytes,
+        body_limit: c.limits.max_body_bytes,
         connect_timeout: super::forward::CONNECT_TIMEOUT,
         response_timeout: super::forward::RESPONSE_TIMEOUT,
+        tunnel: req.tunnel,
     })
 }

@@ -14,7 +14,7 @@ use tokio::time::timeout;
 use tracing::warn;
 
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
-use super::head::{self, Framing, MAX_HEADERS};
+use super::head::{self, Framing, Tunnel, MAX_HEADERS};
 use super::respond;
 use super::tap::Tee;
 pub use super::tap::{NoTap, Tap, TapAction};
@@ -46,8 +46,12 @@ pub struct Exchange {
     pub body_limit: Option<u64>,
     /// Bound on connecting to the upstream (→ 504).
     pub connect_timeout: Duration,
-    /// Bound on waiting for each response head (→ 504).
+    /// Bound on waiting for each response head (→ 504), and on each read
+    /// of the response body.
     pub response_timeout: Duration,
+    /// An authorised CONNECT or WebSocket upgrade: if the upstream agrees
+    /// (2xx / 101), the connection becomes a byte tunnel.
+    pub tunnel: Option<Tunnel>,
 }
 
 /// Writes a response the proxy produced itself.
@@ -74,8 +78,11 @@ pub async fn forward(
     out_head: &[u8],
     exchange: Exchange,
 ) -> io::Result<bool> {
-    if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
-        return crate::cache::forward_cached(ctx, service, flow, client, out_head, exchange).await;
+    if exchange.tunnel.is_none() {
+        if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
+            return crate::cache::forward_cached(ctx, service, flow, client, out_head, exchange)
+                .await;
+        }
     }
     Ok(relay(ctx, flow, client, out_head, exchange, &mut NoTap)
         .await?
@@ -179,6 +186,7 @@ pub async fn forward_once(
         body_limit,
         connect_timeout,
         response_timeout,
+        tunnel,
     } = exchange;
     let metrics = &ctx.metrics;
     // A pooled connection may have been closed by the upstream meanwhile;
@@ -203,6 +211,7 @@ pub async fn forward_once(
             },
         };
         let mut up = Inbound::new(stream);
+        up.read_timeout = Some(response_timeout);
         if let Err(e) = up.io.write_all(out_head).await {
             if reused && attempt == 1 {
                 continue;
@@ -235,6 +244,7 @@ pub async fn forward_once(
         match copy_body(client, &mut upstream.io, framing, body_limit).await {
             Ok(_) => {}
             Err(BodyError::TooLarge) => {
+                Metrics::inc(&metrics.requests_body_too_large_total);
                 warn!(source = %flow.peer, destination = %flow.dst, status = 413, "request body over the limit");
                 write_refusal(&mut client.io, 413, "request body too large", true).await?;
                 return Ok(Ok(Relayed {
@@ -253,7 +263,25 @@ pub async fn forward_once(
                     intercepted: false,
                 }));
             }
-            Err(BodyError::Read(e)) => return Err(e),
+            Err(BodyError::Read(e)) => {
+                // The client stalled past the idle timeout (408), or ended
+                // or broke its body early (400): either way the upstream
+                // never gets a complete request.
+                let (code, why) = if e.kind() == io::ErrorKind::TimedOut {
+                    Metrics::inc(&metrics.requests_timeout_total);
+                    (408, "request body timeout")
+                } else {
+                    Metrics::inc(&metrics.requests_bad_total);
+                    (400, "bad request: incomplete body")
+                };
+                warn!(source = %flow.peer, destination = %flow.dst, error = %e, status = code, "request body not received");
+                write_refusal(&mut client.io, code, why, true).await?;
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: None,
+                    intercepted: false,
+                }));
+            }
             Err(BodyError::Write(e)) => return failure(502, e.to_string(), true, true),
         }
     }
@@ -266,9 +294,11 @@ pub async fn forward_once(
             Err(e) if e == "timeout" => return failure(504, "no response", true, touched),
             Err(e) => return failure(502, e, true, touched),
         };
-        let (code, res_framing, upstream_closes, interim, client_keeps, out, tee) = {
+        let (code, res_framing, upstream_closes, interim, client_keeps, out, tee, upgraded) = {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let res = match head::parse_response(&upstream.buf[..n], &mut storage, head_request) {
+            // Any 2xx to CONNECT starts the tunnel: it has no body.
+            let bodyless = head_request || tunnel == Some(Tunnel::Connect);
+            let res = match head::parse_response(&upstream.buf[..n], &mut storage, bodyless) {
                 Ok(r) => r,
                 Err(e) => {
                     return failure(
@@ -279,49 +309,92 @@ pub async fn forward_once(
                     );
                 }
             };
-            if res.code == 101 {
-                return failure(502, "upstream switched protocols unasked", true, touched);
-            }
-            let interim = (100..200).contains(&res.code);
-            let client_keeps = keep_alive && !res.close;
-            let action = if interim {
-                NoTap.head(&res)
-            } else {
-                tap.head(&res)
-            };
-            let (extra, tee) = match action {
-                TapAction::Relay { extra, body } => (extra, body),
-                TapAction::Intercept => {
-                    let (framing, closes, status) = (res.framing, res.close, res.code);
-                    upstream.buf.advance(n);
-                    let mut sink = tokio::io::sink();
-                    if copy_body(&mut upstream, &mut sink, framing, None)
-                        .await
-                        .is_ok()
-                        && !closes
-                        && upstream.buf.is_empty()
-                    {
-                        ctx.upstreams.put(flow.dst, upstream.io);
-                    }
-                    return Ok(Ok(Relayed {
-                        keep: false,
-                        status: Some(status),
-                        intercepted: true,
-                    }));
+            let upgraded = match tunnel {
+                Some(Tunnel::WebSocket) => {
+                    res.code == 101
+                        && res.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("upgrade")
+                                && head::trim(h.value).eq_ignore_ascii_case(b"websocket")
+                        })
                 }
+                Some(Tunnel::Connect) => (200..300).contains(&res.code),
+                None => false,
             };
-            (
-                res.code,
-                res.framing,
-                res.close,
-                interim,
-                client_keeps,
-                response_head(&res, !interim && !client_keeps, extra),
-                tee,
-            )
+            if upgraded {
+                // Restore the hop-by-hop pair that makes it an upgrade.
+                let extra = if tunnel == Some(Tunnel::WebSocket) {
+                    "connection: upgrade\r\nupgrade: websocket\r\n"
+                } else {
+                    ""
+                };
+                let out = response_head(&res, false, extra);
+                (
+                    res.code,
+                    Framing::None,
+                    true,
+                    false,
+                    false,
+                    out,
+                    false,
+                    true,
+                )
+            } else {
+                if res.code == 101 {
+                    return failure(502, "upstream switched protocols unasked", true, touched);
+                }
+                let interim = (100..200).contains(&res.code);
+                let client_keeps = keep_alive && !res.close;
+                let action = if interim {
+                    NoTap.head(&res)
+                } else {
+                    tap.head(&res)
+                };
+                let (extra, tee) = match action {
+                    TapAction::Relay { extra, body } => (extra, body),
+                    TapAction::Intercept => {
+                        let (framing, closes, status) = (res.framing, res.close, res.code);
+                        upstream.buf.advance(n);
+                        let mut sink = tokio::io::sink();
+                        if copy_body(&mut upstream, &mut sink, framing, None)
+                            .await
+                            .is_ok()
+                            && !closes
+                            && upstream.buf.is_empty()
+                        {
+                            ctx.upstreams.put(flow.dst, upstream.io);
+                        }
+                        return Ok(Ok(Relayed {
+                            keep: false,
+                            status: Some(status),
+                            intercepted: true,
+                        }));
+                    }
+                };
+                (
+                    res.code,
+                    res.framing,
+                    res.close,
+                    interim,
+                    client_keeps,
+                    response_head(&res, !interim && !client_keeps, extra),
+                    tee,
+                    false,
+                )
+            }
         };
         upstream.buf.advance(n);
         client.io.write_all(&out).await?;
+        if upgraded {
+            Metrics::inc(&metrics.tunnels_total);
+            tracing::info!(source = %flow.peer, destination = %flow.dst, status = code, "tunnel opened");
+            let moved = super::tunnel::splice(client, &mut upstream).await;
+            tracing::debug!(source = %flow.peer, destination = %flow.dst, result = ?moved, "tunnel closed");
+            return Ok(Ok(Relayed {
+                keep: false,
+                status: Some(code),
+                intercepted: false,
+            }));
+        }
         if interim {
             touched = true;
             continue;

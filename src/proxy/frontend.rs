@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 use super::body::{Inbound, ReadHeadError};
 use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
 use super::head::{self, Framing, HeadError, MAX_HEADERS};
+use super::limits;
 use super::{respond, ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
 use crate::control::metrics::Metrics;
@@ -164,6 +165,34 @@ async fn serve(
 async fn serve_conn(ctx: &ProxyCtx, client: TcpStream, peer: SocketAddr, listen: SocketAddr) {
     let _ = client.set_nodelay(true);
     let mut inbound = Inbound::new(client);
+    // Per-client limits (`max_connections_per_source`; the request rate is
+    // checked per request): the key is the client address on this frontend.
+    let admitted = {
+        let snap = ctx.state.load();
+        let Some(fe) = snap.lb.frontend_at(listen) else {
+            return;
+        };
+        let lim = limits::effective_over(&snap.policy.limits, Some(&fe.limits));
+        let admitted = ctx
+            .sources
+            .open(client_key(peer, listen), lim.max_connections);
+        if let Err(open) = &admitted {
+            Metrics::inc(&ctx.metrics.connections_limited_total);
+            warn!(frontend = %fe.name, source = %peer.ip(), open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
+        }
+        admitted
+    };
+    let Ok(_permit) = admitted else {
+        let _ = write_refusal(
+            &mut inbound.io,
+            429,
+            "too many connections from this client",
+            true,
+        )
+        .await;
+        let _ = inbound.io.shutdown().await;
+        return;
+    };
     let mut out_head: Vec<u8> = Vec::with_capacity(1024);
     loop {
         match one_exchange(ctx, listen, peer, &mut inbound, &mut out_head).await {
@@ -179,6 +208,14 @@ async fn serve_conn(ctx: &ProxyCtx, client: TcpStream, peer: SocketAddr, listen:
 }
 
 // === one exchange ===
+
+/// The per-client limit key of a frontend connection.
+fn client_key(peer: SocketAddr, listen: SocketAddr) -> limits::Key {
+    limits::Key {
+        source: limits::Source::Address(peer.ip().to_canonical()),
+        scope: limits::Scope::Frontend(listen),
+    }
+}
 
 struct Limits {
     max_header_bytes: usize,
@@ -240,6 +277,8 @@ async fn one_exchange(
             Ok(Err(e)) => return Err(e),
         }
     }
+    // A body may pause between reads for at most the idle timeout (408).
+    inbound.read_timeout = Some(lim.idle_timeout);
     let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await
     {
         Err(_) => {
@@ -256,11 +295,29 @@ async fn one_exchange(
         }
     };
     Metrics::inc(&metrics.frontend_requests_total);
+    let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
 
     let plan = {
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match head::parse_request(&inbound.buf[..head_len], &mut storage) {
             Err(e) => Err(e),
+            Ok(_)
+                if rate.is_some_and(|r| {
+                    !ctx.sources.take_token(
+                        client_key(peer, listen),
+                        r,
+                        tokio::time::Instant::now(),
+                    )
+                }) =>
+            {
+                Metrics::inc(&metrics.requests_rate_limited_total);
+                warn!(frontend = %fe.name, source = %peer.ip(), status = 429, "request refused: requests_per_second of the client exceeded");
+                Ok(Plan::Refuse {
+                    code: 429,
+                    reason: "rate limit of this client exceeded".into(),
+                    close: true,
+                })
+            }
             Ok(req) => Ok(route(
                 &snap, fe, peer, listen, &req, &lim, out_head, metrics,
             )),
@@ -392,7 +449,9 @@ fn route(
         reason,
         close: has_body || !req.keep_alive || code == 400 || code == 501,
     };
-    if req.wants_tunnel {
+    // WebSocket and CONNECT tunnels are served on access flows only; other
+    // upgrades (h2c) are ignored, their headers being hop-by-hop.
+    if req.tunnel.is_some() {
         Metrics::inc(&metrics.requests_bad_total);
         warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "upgrade/CONNECT refused");
         return refuse(501, "upgrade and CONNECT are not supported".into());
@@ -530,6 +589,7 @@ fn route(
             body_limit: lim.max_body_bytes,
             connect_timeout: pool.connect_timeout,
             response_timeout: pool.timeout,
+            tunnel: None,
         },
         replayable: idempotent && !has_body,
         method: req.method.to_owned(),

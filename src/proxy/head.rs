@@ -139,6 +139,15 @@ fn framing(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<Fram
                 ));
             }
             if h.value.contains(&b',') {
+                // `chunked` may be applied once, and only last (RFC 9112 §6.1).
+                let earlier_chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .skip(1)
+                    .any(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
+                if earlier_chunked {
+                    return Err(HeadError::Malformed("chunked applied more than once"));
+                }
                 return Err(HeadError::Unsupported(
                     "transfer codings other than chunked",
                 ));
@@ -163,8 +172,64 @@ fn framing(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<Fram
     })
 }
 
+/// Names that some servers read as a framing header after mapping
+/// `_` to `-` (CGI-style); a proxy that forwards them invites a disagreement.
+fn framing_lookalike(name: &str) -> bool {
+    const CRITICAL: [&str; 2] = ["content-length", "transfer-encoding"];
+    name.contains('_')
+        && CRITICAL.iter().any(|c| {
+            c.len() == name.len()
+                && c.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'-' && b == b'_'))
+        })
+}
+
+/// A Host value: `host[:port]` with a DNS-style name or an IPv4 address,
+/// or `[IPv6]` with an optional port. Stricter than RFC 3986's reg-name
+/// (no sub-delims, no percent-escapes): a Host that two parsers could read
+/// differently is refused.
+pub fn valid_host(v: &[u8]) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    let (host_ok, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (inside, after) = rest.split_at(close);
+        let after = &after[1..];
+        let ok = !inside.is_empty()
+            && inside
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        match after {
+            [] => (ok, None),
+            [b':', port @ ..] => (ok, Some(port)),
+            _ => return false,
+        }
+    } else {
+        let (name, port) = match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        let ok = !name.is_empty()
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        (ok, port)
+    };
+    host_ok
+        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
 fn check_values(headers: &[httparse::Header<'_>]) -> Result<(), HeadError> {
     for h in headers {
+        if framing_lookalike(h.name) {
+            return Err(HeadError::Malformed(
+                "header name spelled like Content-Length or Transfer-Encoding with '_'",
+            ));
+        }
         // httparse allows obs-text; refuse NUL and other controls except HTAB.
         if h.value
             .iter()
@@ -200,8 +265,18 @@ pub struct RequestHead<'b, 'h> {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub expect_continue: bool,
-    /// Upgrade or CONNECT: not forwarded by this proxy.
-    pub wants_tunnel: bool,
+    /// A CONNECT or a WebSocket upgrade: tunnelled if the rules allow it.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// A request that asks to turn the connection into a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tunnel {
+    /// `CONNECT host:port`: the upstream is asked to open a tunnel.
+    Connect,
+    /// `Upgrade: websocket` (other upgrades, such as `h2c`, are ignored:
+    /// the Upgrade header is hop-by-hop and is not forwarded).
+    WebSocket,
 }
 
 /// Parses a complete request head (`buf` ends at the blank line).
@@ -233,7 +308,13 @@ pub fn parse_request<'b, 'h>(
     if hosts == 0 && !http10 {
         return Err(HeadError::Malformed("missing Host header"));
     }
-    if target.is_empty() || target.bytes().any(|b| b <= 0x20 || b >= 0x7f) {
+    if headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("host") && !valid_host(trim(h.value)))
+    {
+        return Err(HeadError::Malformed("invalid Host header"));
+    }
+    if target.is_empty() || target.bytes().any(|b| b <= 0x20 || b >= 0x7f || b == b'#') {
         return Err(HeadError::Malformed("invalid request target"));
     }
     let framing = framing(headers, http10)?.unwrap_or(Framing::None);
@@ -246,10 +327,20 @@ pub fn parse_request<'b, 'h>(
     let expect_continue = headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("expect") && trim(h.value).eq_ignore_ascii_case(b"100-continue")
     });
-    let wants_tunnel = method == "CONNECT"
-        || headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    let websocket = named_by_connection(headers, "upgrade")
+        && headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("upgrade")
+                && h.value
+                    .split(|&b| b == b',')
+                    .any(|t| trim(t).eq_ignore_ascii_case(b"websocket"))
+        });
+    let tunnel = if method == "CONNECT" {
+        Some(Tunnel::Connect)
+    } else if websocket && method == "GET" && !http10 {
+        Some(Tunnel::WebSocket)
+    } else {
+        None
+    };
     Ok(RequestHead {
         method,
         target,
@@ -258,8 +349,28 @@ pub fn parse_request<'b, 'h>(
         framing,
         keep_alive,
         expect_continue,
-        wants_tunnel,
+        tunnel,
     })
+}
+
+/// The checks of [`parse_request`] that still apply to an HTTP/2 request
+/// (whose framing and line syntax `h2` already enforced): an origin-form
+/// target without stray bytes, no control bytes in values, one valid Host.
+pub fn check_h2_request(target: &str, headers: &[httparse::Header<'_>]) -> Result<(), HeadError> {
+    if !target.starts_with('/') || target.bytes().any(|b| b <= 0x20 || b >= 0x7f || b == b'#') {
+        return Err(HeadError::Malformed("invalid request target"));
+    }
+    check_values(headers)?;
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(HeadError::Malformed("more than one Host header")),
+        (Some(h), None) if !valid_host(trim(h.value)) => {
+            Err(HeadError::Malformed("invalid Host header"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The path and query of a request target, accepting origin form and
@@ -398,6 +509,72 @@ mod tests {
         ];
         for raw in bad {
             assert!(req(raw).is_err(), "{raw:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            &b""[..],
+            b"app1",
+            b"app1:80",
+            b"198.19.0.2:8080",
+            b"[::1]",
+            b"[fd00::2]:80",
+            b"a-b.c_d~e",
+        ] {
+            assert!(valid_host(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"a b"[..],
+            b"a,b",
+            b"u@a",
+            b"a/b",
+            b"a:",
+            b"a:123456",
+            b"a:8x",
+            b":80",
+            b"[::1",
+            b"[::1]x",
+            b"[]",
+            b"[::g]",
+            b"a%41",
+        ] {
+            assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn underscore_spellings_of_framing_headers() {
+        assert!(framing_lookalike("Content_Length"));
+        assert!(framing_lookalike("transfer_encoding"));
+        assert!(framing_lookalike("TRANSFER_ENCODING"));
+        assert!(!framing_lookalike("Content-Length"));
+        assert!(!framing_lookalike("X_Custom"));
+        assert!(!framing_lookalike("content_lengths"));
+    }
+
+    #[test]
+    fn tunnels_are_recognised() {
+        let tunnel = |raw: &str| {
+            let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_request(raw.as_bytes(), &mut st).map(|h| h.tunnel)
+        };
+        assert_eq!(
+            tunnel("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            Ok(Some(Tunnel::WebSocket))
+        );
+        assert_eq!(
+            tunnel("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            Ok(Some(Tunnel::Connect))
+        );
+        // Upgrade not named by Connection, h2c, or not a GET: no tunnel.
+        for raw in [
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "POST /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            assert_eq!(tunnel(raw), Ok(None), "{raw}");
         }
     }
 

@@ -6,10 +6,15 @@ pub mod body;
 pub mod conn;
 pub mod forward;
 pub mod frontend;
+pub mod h2;
 pub mod head;
+pub mod limits;
 pub mod original_dst;
 pub mod respond;
+#[cfg(test)]
+mod split_tests;
 pub mod tap;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +35,8 @@ pub struct ProxyCtx {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub upstreams: upstream::UpstreamPool,
+    /// Open connections and request buckets per source (`limits`).
+    pub sources: Arc<limits::SourceTable>,
     /// Response caches of the services listed under `cache`.
     pub cache: Arc<crate::cache::CacheLayer>,
     active: AtomicUsize,
@@ -42,6 +49,7 @@ impl ProxyCtx {
             cache: Arc::new(crate::cache::CacheLayer::new(metrics.clone())),
             metrics,
             upstreams: upstream::UpstreamPool::default(),
+            sources: Arc::default(),
             active: AtomicUsize::new(0),
         }
     }

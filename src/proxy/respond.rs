@@ -22,10 +22,15 @@ pub fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
+/// The one-line body of every self-made response.
+pub fn body_text(reason: &str) -> String {
+    let line: String = reason.chars().filter(|c| !c.is_control()).collect();
+    format!("portcullis: {line}\n")
+}
+
 /// A complete response with a one-line `text/plain` body.
 pub fn simple(code: u16, reason: &str, close: bool) -> Vec<u8> {
-    let line: String = reason.chars().filter(|c| !c.is_control()).collect();
-    let body = format!("portcullis: {line}\n");
+    let body = body_text(reason);
     format!(
         "HTTP/1.1 {code} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\n{}\r\n{body}",
         reason_phrase(code),

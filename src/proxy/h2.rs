@@ -1,0 +1,553 @@
+//! HTTP/2 with prior knowledge on redirected flows.
+//!
+//! A client that opens with the connection preface (`PRI * HTTP/2.0`) is
+//! served by the `h2` crate. Every stream is one request and goes through
+//! the same authorise step as an HTTP/1 request ([`super::conn::authorise`]:
+//! limits, path normalisation, access matchers), so the two protocols
+//! cannot disagree about what is allowed. An allowed stream is forwarded to
+//! the original destination over HTTP/2 too (one upstream connection per
+//! client connection, opened on the first allowed stream): a client that
+//! speaks HTTP/2 with prior knowledge to an address expects it to.
+//!
+//! Hostile-client bounds: at most [`MAX_STREAMS`] concurrent streams, and
+//! as many streams *being worked on* (a stream's task holds a permit until
+//! it ends, and no new stream is accepted without one), so resetting
+//! streams cannot pile up work (rapid reset, CVE-2023-44487); streams reset
+//! before they were accepted are bounded by
+//! `max_pending_accept_reset_streams`, beyond which `h2` ends the
+//! connection with `ENHANCE_YOUR_CALM`. A header block (HEADERS plus any
+//! CONTINUATION frames) is bounded by `max_header_bytes`, which also stops
+//! CONTINUATION floods. CONNECT (and so RFC 8441 WebSockets) over HTTP/2
+//! is refused with 501.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::timeout;
+use tracing::{debug, warn};
+
+use super::body::Inbound;
+use super::conn::{authorise, resolve, Check, Flow, Plan};
+use super::head::{self, Framing, RequestHead};
+use super::limits::{self, SourceName};
+use super::upstream::UpstreamPool;
+use super::ProxyCtx;
+use crate::control::metrics::Metrics;
+
+/// The client connection preface (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Concurrent streams per client connection, and streams being worked on.
+pub const MAX_STREAMS: u32 = 100;
+/// Streams reset by the client before they were accepted, per connection.
+const MAX_PENDING_RESETS: usize = 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Could `buf` be the beginning of the preface?
+pub fn starts_like_preface(buf: &[u8]) -> bool {
+    let n = buf.len().min(PREFACE.len());
+    buf.get(..n) == PREFACE.get(..n)
+}
+
+/// Reads until the preface is complete (`true`) or ruled out (`false`).
+pub async fn read_preface(inbound: &mut Inbound<TcpStream>) -> io::Result<bool> {
+    loop {
+        if inbound.buf.len() >= PREFACE.len() {
+            return Ok(inbound.buf.starts_with(PREFACE));
+        }
+        if !starts_like_preface(&inbound.buf) {
+            return Ok(false);
+        }
+        if inbound.fill().await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// A stream that first replays bytes already read (the preface).
+struct Rewind {
+    pre: BytesMut,
+    io: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            let chunk = self.pre.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What the streams of one client connection share.
+struct Shared {
+    ctx: Arc<ProxyCtx>,
+    flow: Flow,
+    /// The upstream HTTP/2 connection, opened on the first allowed stream
+    /// and replaced when it ends (GOAWAY, close).
+    upstream: Mutex<Option<h2::client::SendRequest<Bytes>>>,
+}
+
+impl Shared {
+    /// A sender ready for one more stream, reconnecting once if the
+    /// upstream connection has ended.
+    async fn ready_sender(&self) -> Result<h2::client::SendRequest<Bytes>, io::Error> {
+        let mut slot = self.upstream.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if let Ok(ready) = s.clone().ready().await {
+                return Ok(ready);
+            }
+        }
+        let fresh = connect_upstream(self.flow.dst).await?;
+        let ready = fresh
+            .clone()
+            .ready()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        *slot = Some(fresh);
+        Ok(ready)
+    }
+}
+
+/// Serves one HTTP/2 client connection until it ends.
+pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) {
+    Metrics::inc(&ctx.metrics.h2_connections_total);
+    let lim = {
+        let snap = ctx.state.load();
+        let r = resolve(&snap.policy, &snap.dir, &flow);
+        limits::effective(&snap.policy, r.entry)
+    };
+    let io = Rewind {
+        pre: inbound.buf,
+        io: inbound.io,
+    };
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(u32::try_from(lim.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_concurrent_reset_streams(MAX_STREAMS as usize)
+        .max_send_buffer_size(64 * 1024);
+    let mut conn = match timeout(lim.header_timeout, builder.handshake::<_, Bytes>(io)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return debug!(peer = %flow.peer, error = %e, "HTTP/2 handshake failed"),
+        Err(_) => return debug!(peer = %flow.peer, "HTTP/2 handshake timed out"),
+    };
+    let shared = Arc::new(Shared {
+        ctx,
+        flow,
+        upstream: Mutex::new(None),
+    });
+    let working = Arc::new(Semaphore::new(MAX_STREAMS as usize));
+    loop {
+        // No permit, no new stream: work per connection stays bounded
+        // however fast streams are opened and reset.
+        let permit = tokio::select! {
+            p = working.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            // Keep the connection (pings, resets, window updates) going
+            // while every permit is in use.
+            closed = poll_fn(|cx| conn.poll_closed(cx)) => {
+                if let Err(e) = closed {
+                    connection_error(&shared.flow, &e);
+                }
+                break;
+            }
+        };
+        let idle = working.available_permits() == MAX_STREAMS as usize - 1;
+        let next = if idle {
+            match timeout(lim.idle_timeout, conn.accept()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    Metrics::inc(&shared.ctx.metrics.connections_idle_closed_total);
+                    conn.graceful_shutdown();
+                    drop(permit);
+                    let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+                    break;
+                }
+            }
+        } else {
+            conn.accept().await
+        };
+        match next {
+            None => break,
+            Some(Err(e)) => {
+                connection_error(&shared.flow, &e);
+                break;
+            }
+            Some(Ok((req, respond))) => {
+                Metrics::inc(&shared.ctx.metrics.h2_streams_total);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    stream(&shared, req, respond).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Logs why a client connection ended: protocol errors (rapid reset,
+/// CONTINUATION flood, malformed frames) are warnings, the rest is noise.
+fn connection_error(flow: &Flow, e: &h2::Error) {
+    if e.reason().is_some_and(|r| r != Reason::NO_ERROR) {
+        warn!(peer = %flow.peer, destination = %flow.dst, error = %e, "HTTP/2 connection ended by protocol error");
+    } else {
+        debug!(peer = %flow.peer, error = %e, "HTTP/2 connection error");
+    }
+}
+
+/// A response the proxy makes itself on a stream.
+fn refuse(respond: &mut SendResponse<Bytes>, code: u16, reason: &str) {
+    let body = super::respond::body_text(reason);
+    let mut res = Response::new(());
+    *res.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    if let Ok(mut s) = respond.send_response(res, false) {
+        let _ = s.send_data(Bytes::from(body), true);
+    }
+}
+
+/// The request's fields as `httparse` headers, for the shared matchers;
+/// `:authority` appears as `host`.
+fn header_view<'a>(authority: Option<&'a str>, map: &'a HeaderMap) -> Vec<httparse::Header<'a>> {
+    let mut out = Vec::with_capacity(map.len() + 1);
+    if let Some(a) = authority {
+        if !map.contains_key(http::header::HOST) {
+            out.push(httparse::Header {
+                name: "host",
+                value: a.as_bytes(),
+            });
+        }
+    }
+    for (name, value) in map {
+        out.push(httparse::Header {
+            name: name.as_str(),
+            value: value.as_bytes(),
+        });
+    }
+    out
+}
+
+/// The target authorise wrote into the upstream head (`METHOD SP target SP …`).
+fn authorised_target(out_head: &[u8]) -> Option<&str> {
+    let line = out_head.split(|&b| b == b'\r').next()?;
+    let mut parts = line.split(|&b| b == b' ');
+    let _method = parts.next()?;
+    std::str::from_utf8(parts.next()?).ok()
+}
+
+/// One stream: authorise, then forward over HTTP/2.
+async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+    let ctx = &shared.ctx;
+    let flow = &shared.flow;
+    let (parts, body) = req.into_parts();
+    let snap = ctx.state.load_full();
+    let resolved = resolve(&snap.policy, &snap.dir, flow);
+    let lim = limits::effective(&snap.policy, resolved.entry);
+    let source = SourceName(&snap.policy, resolved.key.source).to_string();
+
+    if parts.method == Method::CONNECT {
+        Metrics::inc(&ctx.metrics.requests_bad_total);
+        warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 501, "CONNECT over HTTP/2 refused");
+        return refuse(&mut respond, 501, "CONNECT over HTTP/2 is not supported");
+    }
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let headers = header_view(authority, &parts.headers);
+    let framing = if body.is_end_stream() {
+        Framing::None
+    } else {
+        match parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        }
+    };
+    let checked = head::check_h2_request(target, &headers);
+    let mut out_head = Vec::with_capacity(512);
+    let plan = match checked {
+        Err(e) => {
+            Metrics::inc(&ctx.metrics.requests_bad_total);
+            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 400, reason = %e, "malformed HTTP/2 request refused");
+            Plan::Refuse {
+                code: 400,
+                reason: format!("bad request: {e}"),
+                close: false,
+            }
+        }
+        Ok(()) => {
+            let head = RequestHead {
+                method: parts.method.as_str(),
+                target,
+                http10: false,
+                headers: &headers,
+                framing,
+                keep_alive: true,
+                expect_continue: false,
+                tunnel: None,
+            };
+            let check = Check {
+                policy: &snap.policy,
+                resolved: &resolved,
+                flow,
+                limits: &lim,
+                metrics: &ctx.metrics,
+                sources: &ctx.sources,
+            };
+            authorise(&check, &head, &mut out_head)
+        }
+    };
+    let exchange = match plan {
+        Plan::Refuse { code, reason, .. } => return refuse(&mut respond, code, &reason),
+        Plan::Forward(x) => x,
+    };
+    let Some(path) = authorised_target(&out_head) else {
+        return refuse(&mut respond, 500, "internal error: no target");
+    };
+    let source_name = resolved
+        .from
+        .map(|f| snap.policy.container_name(f))
+        .unwrap_or("unknown");
+
+    // Phase 4: the upstream request over HTTP/2.
+    let mut sender = match shared.ready_sender().await {
+        Ok(s) => s,
+        Err(e) => {
+            Metrics::inc(&ctx.metrics.upstream_errors_total);
+            warn!(destination = %flow.dst, error = %e, status = 502, "HTTP/2 upstream unreachable");
+            return refuse(
+                &mut respond,
+                502,
+                &format!("upstream {} failed: {e}", flow.dst),
+            );
+        }
+    };
+    let uri = format!(
+        "http://{}{path}",
+        authority.map_or_else(|| flow.dst.to_string(), str::to_owned)
+    );
+    let mut up_req = Request::builder().method(parts.method.clone()).uri(uri);
+    if let Some(h) = up_req.headers_mut() {
+        for (name, value) in &parts.headers {
+            // `te: trailers` is the one TE value HTTP/2 allows (gRPC needs it).
+            let te_trailers = name == http::header::TE && value.as_bytes() == b"trailers";
+            if (head::is_hop_by_hop(name.as_str()) && !te_trailers)
+                || name.as_str() == "x-portcullis-source"
+            {
+                continue;
+            }
+            h.append(name.clone(), value.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(source_name) {
+            h.insert("x-portcullis-source", v);
+        }
+    }
+    let Ok(up_req) = up_req.body(()) else {
+        return refuse(&mut respond, 400, "bad request: cannot restate the request");
+    };
+    let (response, up_send) = match sender.send_request(up_req, framing == Framing::None) {
+        Ok(x) => x,
+        Err(e) => {
+            Metrics::inc(&ctx.metrics.upstream_errors_total);
+            warn!(destination = %flow.dst, error = %e, status = 502, "HTTP/2 upstream failed");
+            return refuse(
+                &mut respond,
+                502,
+                &format!("upstream {} failed: {e}", flow.dst),
+            );
+        }
+    };
+    let limit = exchange.body_limit;
+    let pump_up = async move {
+        if framing == Framing::None {
+            return Ok(());
+        }
+        pump(body, up_send, limit).await
+    };
+    let relay = async {
+        // A client that resets its stream cancels the upstream request too
+        // (dropping it sends RST_STREAM upstream): no work for nobody.
+        let res = tokio::select! {
+            r = response => r.map_err(PumpError::Upstream)?,
+            _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(PumpError::Reset),
+        };
+        let (rparts, rbody) = res.into_parts();
+        let mut out = Response::new(());
+        *out.status_mut() = rparts.status;
+        for (name, value) in &rparts.headers {
+            if !head::is_hop_by_hop(name.as_str()) {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        let end = rbody.is_end_stream();
+        let down = respond.send_response(out, end).map_err(PumpError::Client)?;
+        if !end {
+            pump(rbody, down, None).await?;
+        }
+        Ok::<u16, PumpError>(rparts.status.as_u16())
+    };
+    let (up, down) = tokio::join!(pump_up, relay);
+    match (up, down) {
+        (_, Ok(code)) => {
+            debug!(source = %source, destination = %flow.dst, status = code, "forwarded over HTTP/2")
+        }
+        (Err(PumpError::TooLarge), _) => {
+            Metrics::inc(&ctx.metrics.requests_body_too_large_total);
+            warn!(source = %source, destination = %flow.dst, status = 413, "HTTP/2 request body over max_body_bytes");
+            refuse(&mut respond, 413, "request body too large");
+        }
+        (_, Err(PumpError::Upstream(e))) => {
+            Metrics::inc(&ctx.metrics.upstream_errors_total);
+            warn!(destination = %flow.dst, error = %e, status = 502, "HTTP/2 upstream failed");
+            refuse(
+                &mut respond,
+                502,
+                &format!("upstream {} failed: {e}", flow.dst),
+            );
+        }
+        (_, Err(PumpError::Client(e))) => {
+            debug!(source = %source, error = %e, "HTTP/2 client stream ended early")
+        }
+        (_, Err(PumpError::Reset)) => {
+            debug!(source = %source, destination = %flow.dst, "HTTP/2 stream reset by the client; upstream request cancelled")
+        }
+        (_, Err(PumpError::TooLarge)) => {}
+    }
+}
+
+#[derive(Debug)]
+enum PumpError {
+    TooLarge,
+    /// The client reset the stream before the response came.
+    Reset,
+    Client(h2::Error),
+    Upstream(h2::Error),
+}
+
+/// Copies a body between streams with flow control: data is sent only as
+/// the receiver grants capacity, and released to the sender as it leaves,
+/// so a stream never holds more than a window's worth.
+async fn pump(
+    mut from: RecvStream,
+    mut to: SendStream<Bytes>,
+    limit: Option<u64>,
+) -> Result<(), PumpError> {
+    let mut total = 0u64;
+    while let Some(chunk) = from.data().await {
+        let mut chunk = chunk.map_err(PumpError::Client)?;
+        let len = chunk.len();
+        total += len as u64;
+        if limit.is_some_and(|l| total > l) {
+            to.send_reset(Reason::CANCEL);
+            return Err(PumpError::TooLarge);
+        }
+        while !chunk.is_empty() {
+            to.reserve_capacity(chunk.len());
+            let cap = match poll_fn(|cx| to.poll_capacity(cx)).await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(PumpError::Upstream(e)),
+                None => return Err(PumpError::Upstream(h2::Error::from(Reason::CANCEL))),
+            };
+            let piece = chunk.split_to(cap.min(chunk.len()));
+            to.send_data(piece, false).map_err(PumpError::Upstream)?;
+        }
+        let _ = from.flow_control().release_capacity(len);
+    }
+    match from.trailers().await.map_err(PumpError::Client)? {
+        Some(t) => to.send_trailers(t).map_err(PumpError::Upstream),
+        None => to
+            .send_data(Bytes::new(), true)
+            .map_err(PumpError::Upstream),
+    }
+}
+
+async fn connect_upstream(
+    dst: std::net::SocketAddr,
+) -> Result<h2::client::SendRequest<Bytes>, io::Error> {
+    let tcp = UpstreamPool::connect(dst, CONNECT_TIMEOUT).await?;
+    let (send, conn) = h2::client::Builder::new()
+        .max_concurrent_reset_streams(MAX_STREAMS as usize)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(destination = %dst, error = %e, "HTTP/2 upstream connection ended");
+        }
+    });
+    Ok(send)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preface_prefixes() {
+        assert!(starts_like_preface(b"PRI * HT"));
+        assert!(starts_like_preface(PREFACE));
+        assert!(!starts_like_preface(b"GET / HTTP/1.1"));
+        assert!(!starts_like_preface(b"PRI * HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn target_from_the_upstream_head() {
+        assert_eq!(
+            authorised_target(b"GET /foo?x=1 HTTP/1.1\r\nhost: a\r\n\r\n"),
+            Some("/foo?x=1")
+        );
+    }
+}
