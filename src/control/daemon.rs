@@ -121,6 +121,7 @@ pub async fn run(
             what: "transparent proxy",
             source,
         })?;
+    let listener6 = bind_proxy_v6(policy.proxy_port);
     let admin_listener =
         std::net::TcpListener::bind(policy.admin).map_err(|source| DaemonError::Bind {
             addr: policy.admin,
@@ -151,6 +152,14 @@ pub async fn run(
     frontends.commit(bound, &ctx);
     let mut checks = health::spawn(lb, state.clone());
     let (proxy_stop_tx, proxy_stop) = watch::channel(false);
+    let proxy_task6 = listener6.map(|l| {
+        tokio::spawn(proxy::serve_transparent(
+            l,
+            ctx.clone(),
+            proxy_stop.clone(),
+            DRAIN,
+        ))
+    });
     let proxy_task = tokio::spawn(proxy::serve_transparent(
         listener,
         ctx.clone(),
@@ -198,7 +207,36 @@ pub async fn run(
     drop(checks);
     let _ = proxy_stop_tx.send(true);
     let _ = proxy_task.await;
+    if let Some(t) = proxy_task6 {
+        let _ = t.await;
+    }
     Ok(())
+}
+
+/// The IPv6 twin of the transparent listener (`[::]:PORT`, IPv6 only, so
+/// it does not collide with the IPv4 one). A host without IPv6 gets none:
+/// redirected IPv6 flows cannot exist there. Any other failure is logged;
+/// redirected IPv6 flows are then refused (fail closed), never let through.
+fn bind_proxy_v6(port: u16) -> Option<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    let bound = (|| {
+        let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+        s.set_only_v6(true)?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    })();
+    match bound {
+        Ok(l) => Some(l),
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => None,
+        Err(e) => {
+            warn!(addr = %addr, error = %e, "no IPv6 transparent listener: redirected IPv6 flows will be refused");
+            None
+        }
+    }
 }
 
 fn spawn_admin(
@@ -282,4 +320,24 @@ async fn reload(
     frontends.commit(bound, ctx);
     info!(trigger, version, "rules reloaded");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn ipv6_listener_leaves_the_ipv4_port_free() {
+        let Some(v6) = super::bind_proxy_v6(0) else {
+            // Only a kernel without IPv6 may leave it out.
+            assert!(
+                !std::path::Path::new("/proc/net/if_inet6").exists(),
+                "IPv6 is up, yet no IPv6 listener"
+            );
+            return;
+        };
+        let port = v6.local_addr().expect("bound").port();
+        assert!(v6.local_addr().expect("bound").is_ipv6());
+        tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .expect("the IPv4 listener binds the same port beside it");
+    }
 }
