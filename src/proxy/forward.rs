@@ -383,6 +383,20 @@ pub async fn forward_once(
             }
         };
         upstream.buf.advance(n);
+        let (mut out, mut res_framing) = (out, res_framing);
+        if !tee && !upgraded && !interim {
+            // A small body usually arrives with its head: send both in one
+            // write (one packet under TCP_NODELAY, one wakeup of the client).
+            if let Framing::Length(len) = res_framing {
+                if let Ok(len) = usize::try_from(len) {
+                    if upstream.buf.len() >= len {
+                        out.extend_from_slice(&upstream.buf[..len]);
+                        upstream.buf.advance(len);
+                        res_framing = Framing::None;
+                    }
+                }
+            }
+        }
         client.io.write_all(&out).await?;
         if upgraded {
             Metrics::inc(&metrics.tunnels_total);
