@@ -156,18 +156,7 @@ start_portcullis() {
 }
 
 main() {
-	pc_require_root
-	pc_ensure_nft
-	pc_ensure_jq
-	pc_ensure_docker
-	pc_init_run
-	trap pc_cleanup EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
-	pc_build_testsvc
-	pc_build_portcullis
-	pc_build_image
-	pc_lab_up
+	pc_lab_setup all
 	start_portcullis
 	repeated_get_is_cached
 	not_cached "Cache-Control: no-store" '/foo/nostore?cc=no-store'

@@ -393,3 +393,21 @@ pc_summary() {
 	printf '%d passed, %d failed\n' "$PC_PASSED" "$PC_FAILED"
 	((PC_FAILED == 0))
 }
+
+# Everything a container test needs before its checks: prerequisites, this
+# run's cleanup trap, the binaries and image, and the containers up and
+# healthy. pc_lab_setup all|lab (lab: portcullis is not built).
+pc_lab_setup() {
+	pc_require_root
+	pc_ensure_nft
+	pc_ensure_jq
+	pc_ensure_docker
+	pc_init_run
+	trap pc_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	pc_build_testsvc
+	[[ $1 == lab ]] || pc_build_portcullis
+	pc_build_image
+	pc_lab_up
+}

@@ -268,18 +268,7 @@ main() {
 	lab | all) ;;
 	*) pc_die "HARNESS_UNTIL must be 'lab' or 'all', not '$UNTIL'" ;;
 	esac
-	pc_require_root
-	pc_ensure_nft
-	pc_ensure_jq
-	pc_ensure_docker
-	pc_init_run
-	trap pc_cleanup EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
-	pc_build_testsvc
-	[[ $UNTIL == lab ]] || pc_build_portcullis
-	pc_build_image
-	pc_lab_up
+	pc_lab_setup "$UNTIL"
 	lab_checks
 	if [[ $UNTIL == all ]]; then
 		start_portcullis
