@@ -422,8 +422,8 @@ fn header_view<'a>(authority: Option<&'a str>, map: &'a HeaderMap) -> Vec<httpar
     out
 }
 
-/// The target authorise wrote into the upstream head (`METHOD SP target SP …`).
-fn authorised_target(out_head: &[u8]) -> Option<&str> {
+/// The target authorise (or frontend routing) wrote into the upstream head (`METHOD SP target SP …`).
+pub(crate) fn authorised_target(out_head: &[u8]) -> Option<&str> {
     let line = out_head.split(|&b| b == b'\r').next()?;
     let mut parts = line.split(|&b| b == b' ');
     let _method = parts.next()?;
