@@ -108,6 +108,30 @@ async fn serve_upstream(mut s: TcpStream, name: &'static str) {
         let mut lines = head.split("\r\n");
         let request_line = lines.next().unwrap_or("").to_owned();
         let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        if head
+            .to_ascii_lowercase()
+            .contains("\r\nupgrade: websocket\r\n")
+        {
+            // Agree, then echo every byte back after the member's name.
+            let agreed = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+            if s.write_all(agreed.as_bytes()).await.is_err() {
+                return;
+            }
+            loop {
+                if !buf.is_empty() {
+                    let echo = [format!("{name}:").as_bytes(), &buf].concat();
+                    if s.write_all(&echo).await.is_err() {
+                        return;
+                    }
+                    buf.clear();
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
         let status = if path.starts_with("/fail") { 500 } else { 200 };
         let mut body = format!("{name}\n{request_line}\n");
         for l in lines.filter(|l| !l.is_empty()) {
@@ -419,6 +443,84 @@ async fn http2_prior_knowledge_is_routed_like_http1() {
     drop(two);
     let got = get_h2(lab.front, &[("two.example", "/", None)]).await;
     assert_eq!(got[0].0, 502, "{got:?}");
+}
+
+/// Reads one response head (status line and fields).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut byte))
+            .await
+            .expect("head in time")
+            .expect("read head");
+        assert_eq!(n, 1, "connection closed inside a head: {out:?}");
+        out.push(byte[0]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_routed_and_tunnelled_connect_is_refused() {
+    let two = Upstream::start(ip(2), "app2").await;
+    let three = Upstream::start(ip(3), "app3").await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "app2": {{ "docker": "127.0.0.2" }}, "app3": {{ "docker": "127.0.0.3" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [
+    {{ "host": "two.example", "pool": "two" }},
+    {{ "path_prefix": "/three", "pool": "three" }} ] }} ],
+  "pools": {{ "two": {{ "members": ["app2:{}"] }}, "three": {{ "members": ["app3:{}"] }} }} }}"#,
+        two.addr.port(),
+        three.addr.port()
+    );
+    let lab = lab(&rules).await;
+    let upgrade = |host: &str, path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    for (host, path, member) in [
+        ("other.test", "/three/ws", "app3"),
+        ("two.example", "/ws", "app2"),
+    ] {
+        let mut s = TcpStream::connect(lab.front).await.unwrap();
+        s.write_all(upgrade(host, path).as_bytes()).await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: websocket"),
+            "{head}"
+        );
+        // Bytes now go both ways untouched, to the routed member.
+        s.write_all(b"hello").await.unwrap();
+        let want = format!("{member}:hello");
+        let mut got = vec![0u8; want.len()];
+        tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut got))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+    // No route for an upgrade: 404 as for any request.
+    let mut s = TcpStream::connect(lab.front).await.unwrap();
+    s.write_all(upgrade("other.test", "/ws").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // CONNECT: refused with a reason.
+    let (status, body) = get(
+        lab.front,
+        "CONNECT two.example:443 HTTP/1.1\r\nHost: two.example:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 501);
+    assert!(
+        body.contains("CONNECT is not supported on frontends"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

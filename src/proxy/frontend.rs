@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use super::body::{Inbound, ReadHeadError};
 use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
 use super::h2::{self, Decision, Route, Streams};
-use super::head::{self, Framing, HeadError, MAX_HEADERS};
+use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits;
 use super::{respond, ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
@@ -636,12 +636,18 @@ fn route(
         reason,
         close: has_body || !req.keep_alive || code == 400 || code == 501,
     };
-    // WebSocket and CONNECT tunnels are served on access flows only; other
-    // upgrades (h2c) are ignored, their headers being hop-by-hop.
-    if req.tunnel.is_some() {
+    // A WebSocket upgrade is routed like the GET it is and tunnelled once
+    // the member answers 101. CONNECT has no route to match (its target is
+    // an authority, not a path, and a frontend is no forward proxy): 501.
+    // Other upgrades (h2c) are ignored, their headers being hop-by-hop.
+    if req.tunnel == Some(Tunnel::Connect) {
         Metrics::inc(&metrics.requests_bad_total);
-        warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "upgrade/CONNECT refused");
-        return refuse(501, "upgrade and CONNECT are not supported".into());
+        warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "CONNECT refused on a frontend");
+        return refuse(
+            501,
+            "CONNECT is not supported on frontends (they route by path; no forward proxying)"
+                .into(),
+        );
     }
     // Host or absolute-form authority; origin_form refuses the two disagreeing.
     let target = match head::origin_form(req.target, req.headers) {
@@ -746,6 +752,9 @@ fn route(
     if req.framing == Framing::Chunked {
         out_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    if req.tunnel == Some(Tunnel::WebSocket) {
+        out_head.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
     let client = peer.ip().to_canonical();
     out_head.extend_from_slice(b"x-forwarded-for: ");
     for v in xff.iter().filter(|v| !v.is_empty()) {
@@ -770,13 +779,14 @@ fn route(
         key,
         exchange: Exchange {
             framing: req.framing,
-            keep_alive: req.keep_alive,
+            // A tunnel request is the last one on its connection either way.
+            keep_alive: req.keep_alive && req.tunnel.is_none(),
             head_request: req.method == "HEAD",
             expect_continue: req.expect_continue,
             body_limit: lim.max_body_bytes,
             connect_timeout: pool.connect_timeout,
             response_timeout: pool.timeout,
-            tunnel: None,
+            tunnel: req.tunnel,
         },
         replayable: idempotent && !has_body,
         method: req.method.to_owned(),
