@@ -19,6 +19,12 @@
 //!    another member if `retries` allows and it is safe: nothing was sent
 //!    yet, or the method is idempotent and had no body. Otherwise the
 //!    client gets `502`, or `504` for a timeout.
+//!
+//! A WebSocket upgrade is routed like its GET and tunnelled once the member
+//! answers 101 ([`super::forward`]); CONNECT gets 501. A client opening
+//! with the HTTP/2 preface is served by [`super::h2`], each stream decided
+//! by [`FrontendStreams`]: the same [`route`], a pool pick, and forwarding
+//! over HTTP/2 with the member's health reported.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
