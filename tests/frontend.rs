@@ -438,11 +438,15 @@ async fn http2_prior_knowledge_is_routed_like_http1() {
     assert_eq!(got[5].0, 200, "{got:?}");
     assert!(!got[5].1.contains("x-portcullis-source"), "{got:?}");
 
-    // A member that is gone: 502 on that stream.
+    // A member that is gone: 502 on each stream, and after
+    // PASSIVE_EJECT_AFTER of them it is ejected, as for HTTP/1 (503 then).
+    let member = format!("app2:{}", two.addr.port());
     two.stop();
     drop(two);
-    let got = get_h2(lab.front, &[("two.example", "/", None)]).await;
-    assert_eq!(got[0].0, 502, "{got:?}");
+    let got = get_h2(lab.front, &[("two.example", "/", None); 4]).await;
+    let statuses: Vec<u16> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [502, 502, 502, 503], "{got:?}");
+    assert_eq!(lab.status("two", &member), MemberStatus::Ejected);
 }
 
 /// Reads one response head (status line and fields).
