@@ -39,7 +39,7 @@ impl Upstream {
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
-                conns.spawn(serve_upstream(s, name));
+                conns.spawn(serve_any(s, name));
             }
         });
         Upstream { addr, task }
@@ -53,6 +53,40 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// HTTP/2 (prior knowledge) or HTTP/1.1, by the first bytes.
+async fn serve_any(s: TcpStream, name: &'static str) {
+    let mut first = [0u8; 3];
+    let n = s.peek(&mut first).await.unwrap_or(0);
+    if first[..n] == *b"PRI" {
+        serve_upstream_h2(s, name).await;
+    } else {
+        serve_upstream(s, name).await;
+    }
+}
+
+/// The HTTP/2 twin of [`serve_upstream`]: `NAME\n`, `METHOD path`, then
+/// `:authority` and the other fields, one per line.
+async fn serve_upstream_h2(s: TcpStream, name: &'static str) {
+    let Ok(mut conn) = h2::server::handshake(s).await else {
+        return;
+    };
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        let mut body = format!(
+            "{name}\n{} {}\n:authority: {}\n",
+            req.method(),
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            req.uri().authority().map_or("", |a| a.as_str())
+        );
+        for (n, v) in req.headers() {
+            body.push_str(&format!("{n}: {}\n", v.to_str().unwrap_or("?")));
+        }
+        let res = http::Response::builder().status(200).body(()).unwrap();
+        if let Ok(mut send) = respond.send_response(res, false) {
+            let _ = send.send_data(bytes::Bytes::from(body), true);
+        }
     }
 }
 
@@ -74,6 +108,30 @@ async fn serve_upstream(mut s: TcpStream, name: &'static str) {
         let mut lines = head.split("\r\n");
         let request_line = lines.next().unwrap_or("").to_owned();
         let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        if head
+            .to_ascii_lowercase()
+            .contains("\r\nupgrade: websocket\r\n")
+        {
+            // Agree, then echo every byte back after the member's name.
+            let agreed = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+            if s.write_all(agreed.as_bytes()).await.is_err() {
+                return;
+            }
+            loop {
+                if !buf.is_empty() {
+                    let echo = [format!("{name}:").as_bytes(), &buf].concat();
+                    if s.write_all(&echo).await.is_err() {
+                        return;
+                    }
+                    buf.clear();
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
         let status = if path.starts_with("/fail") { 500 } else { 200 };
         let mut body = format!("{name}\n{request_line}\n");
         for l in lines.filter(|l| !l.is_empty()) {
@@ -131,6 +189,44 @@ async fn who(front: SocketAddr, host: &str, path: &str) -> String {
     } else {
         format!("status {status}: {}", body.trim())
     }
+}
+
+/// One HTTP/2 request to make: authority, path and one optional field.
+type H2Get<'a> = (&'a str, &'a str, Option<(&'static str, &'static str)>);
+
+/// Requests over one HTTP/2 prior-knowledge connection: (status, body)
+/// for each `(authority, path, extra field)`.
+async fn get_h2(front: SocketAddr, requests: &[H2Get<'_>]) -> Vec<(u16, String)> {
+    let tcp = TcpStream::connect(front).await.expect("connect frontend");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let mut out = Vec::new();
+    for (authority, path, extra) in requests {
+        let mut req = http::Request::builder().uri(format!("http://{authority}{path}"));
+        if let Some((n, v)) = extra {
+            req = req.header(*n, *v);
+        }
+        let mut client = client.clone().ready().await.expect("stream allowed");
+        let (response, _) = client
+            .send_request(req.body(()).unwrap(), true)
+            .expect("send request");
+        let res = tokio::time::timeout(Duration::from_secs(20), response)
+            .await
+            .expect("response in time")
+            .expect("response");
+        let status = res.status().as_u16();
+        let mut body = res.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("body");
+            let _ = body.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+        }
+        out.push((status, String::from_utf8_lossy(&text).into_owned()));
+    }
+    drop(client);
+    driver.abort();
+    out
 }
 
 // === the daemon's data plane, without the kernel ===
@@ -279,6 +375,156 @@ async fn routes_by_host_and_path_with_forwarding_headers() {
     );
     assert!(!body.contains("x-portcullis-source"), "{body}");
     assert!(!body.contains("https"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_is_routed_like_http1() {
+    let two = Upstream::start(ip(2), "app2").await;
+    let three = Upstream::start(ip(3), "app3").await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "app2": {{ "docker": "127.0.0.2" }}, "app3": {{ "docker": "127.0.0.3" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [
+    {{ "host": "two.example", "pool": "two" }},
+    {{ "path_prefix": "/three", "pool": "three" }} ] }} ],
+  "pools": {{ "two": {{ "members": ["app2:{}"] }}, "three": {{ "members": ["app3:{}"] }} }} }}"#,
+        two.addr.port(),
+        three.addr.port()
+    );
+    let lab = lab(&rules).await;
+    let got = get_h2(
+        lab.front,
+        &[
+            ("two.example", "/three", None),
+            ("other.test", "/three/x?y=1", None),
+            ("other.test", "/", None),
+            ("other.test", "/three/../../x", None),
+            (
+                "TWO.example:8080",
+                "/a/./b",
+                Some(("x-forwarded-for", "192.0.2.7")),
+            ),
+            ("two.example", "/", Some(("x-portcullis-source", "app1"))),
+        ],
+    )
+    .await;
+    let first = |i: usize| {
+        let (s, b) = &got[i];
+        (*s, b.lines().next().unwrap_or("").to_owned())
+    };
+    // By :authority first, then by path; each stream on its own.
+    assert_eq!(first(0), (200, "app2".into()), "{got:?}");
+    assert_eq!(first(1), (200, "app3".into()), "{got:?}");
+    assert_eq!(got[1].1.lines().nth(1), Some("GET /three/x?y=1"));
+    assert_eq!(got[2].0, 404, "{got:?}");
+    assert!(got[2].1.contains("no route"), "{got:?}");
+    assert_eq!(got[3].0, 400, "{got:?}");
+    // What the member saw: normalised path, authority kept, forwarding
+    // fields appended to as for HTTP/1, a client's source claim dropped.
+    let (s, body) = &got[4];
+    assert_eq!(*s, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[1], "GET /a/b", "{body}");
+    assert!(lines.contains(&":authority: TWO.example:8080"), "{body}");
+    assert!(
+        lines.contains(&"x-forwarded-for: 192.0.2.7, 127.0.0.1"),
+        "{body}"
+    );
+    assert!(lines.contains(&"x-forwarded-proto: http"), "{body}");
+    assert!(
+        lines.contains(&"forwarded: for=127.0.0.1;proto=http;host=\"TWO.example:8080\""),
+        "{body}"
+    );
+    assert_eq!(got[5].0, 200, "{got:?}");
+    assert!(!got[5].1.contains("x-portcullis-source"), "{got:?}");
+
+    // A member that is gone: 502 on each stream, and after
+    // PASSIVE_EJECT_AFTER of them it is ejected, as for HTTP/1 (503 then).
+    let member = format!("app2:{}", two.addr.port());
+    two.stop();
+    drop(two);
+    let got = get_h2(lab.front, &[("two.example", "/", None); 4]).await;
+    let statuses: Vec<u16> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [502, 502, 502, 503], "{got:?}");
+    assert_eq!(lab.status("two", &member), MemberStatus::Ejected);
+}
+
+/// Reads one response head (status line and fields).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut byte))
+            .await
+            .expect("head in time")
+            .expect("read head");
+        assert_eq!(n, 1, "connection closed inside a head: {out:?}");
+        out.push(byte[0]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_routed_and_tunnelled_connect_is_refused() {
+    let two = Upstream::start(ip(2), "app2").await;
+    let three = Upstream::start(ip(3), "app3").await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "app2": {{ "docker": "127.0.0.2" }}, "app3": {{ "docker": "127.0.0.3" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [
+    {{ "host": "two.example", "pool": "two" }},
+    {{ "path_prefix": "/three", "pool": "three" }} ] }} ],
+  "pools": {{ "two": {{ "members": ["app2:{}"] }}, "three": {{ "members": ["app3:{}"] }} }} }}"#,
+        two.addr.port(),
+        three.addr.port()
+    );
+    let lab = lab(&rules).await;
+    let upgrade = |host: &str, path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    for (host, path, member) in [
+        ("other.test", "/three/ws", "app3"),
+        ("two.example", "/ws", "app2"),
+    ] {
+        let mut s = TcpStream::connect(lab.front).await.unwrap();
+        s.write_all(upgrade(host, path).as_bytes()).await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: websocket"),
+            "{head}"
+        );
+        // Bytes now go both ways untouched, to the routed member.
+        s.write_all(b"hello").await.unwrap();
+        let want = format!("{member}:hello");
+        let mut got = vec![0u8; want.len()];
+        tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut got))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+    // No route for an upgrade: 404 as for any request.
+    let mut s = TcpStream::connect(lab.front).await.unwrap();
+    s.write_all(upgrade("other.test", "/ws").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // CONNECT: refused with a reason.
+    let (status, body) = get(
+        lab.front,
+        "CONNECT two.example:443 HTTP/1.1\r\nHost: two.example:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 501);
+    assert!(
+        body.contains("CONNECT is not supported on frontends"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

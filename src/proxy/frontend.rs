@@ -19,6 +19,12 @@
 //!    another member if `retries` allows and it is safe: nothing was sent
 //!    yet, or the method is idempotent and had no body. Otherwise the
 //!    client gets `502`, or `504` for a timeout.
+//!
+//! A WebSocket upgrade is routed like its GET and tunnelled once the member
+//! answers 101 ([`super::forward`]); CONNECT gets 501. A client opening
+//! with the HTTP/2 preface is served by [`super::h2`], each stream decided
+//! by [`FrontendStreams`]: the same [`route`], a pool pick, and forwarding
+//! over HTTP/2 with the member's health reported.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -37,7 +43,8 @@ use tracing::{debug, info, warn};
 
 use super::body::{Inbound, ReadHeadError};
 use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
-use super::head::{self, Framing, HeadError, MAX_HEADERS};
+use super::h2::{self, Decision, Route, Streams};
+use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits;
 use super::{respond, ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
@@ -162,16 +169,17 @@ async fn serve(
     }
 }
 
-async fn serve_conn(ctx: &ProxyCtx, client: TcpStream, peer: SocketAddr, listen: SocketAddr) {
+async fn serve_conn(ctx: &Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, listen: SocketAddr) {
     let _ = client.set_nodelay(true);
     let mut inbound = Inbound::new(client);
     // Per-client limits (`max_connections_per_source`; the request rate is
     // checked per request): the key is the client address on this frontend.
-    let admitted = {
+    let (admitted, conn_lim) = {
         let snap = ctx.state.load();
         let Some(fe) = snap.lb.frontend_at(listen) else {
             return;
         };
+        let conn_lim = limits_for(&snap.policy, fe);
         let lim = limits::effective_over(&snap.policy.limits, Some(&fe.limits));
         let admitted = ctx
             .sources
@@ -180,7 +188,7 @@ async fn serve_conn(ctx: &ProxyCtx, client: TcpStream, peer: SocketAddr, listen:
             Metrics::inc(&ctx.metrics.connections_limited_total);
             warn!(frontend = %fe.name, source = %peer.ip(), open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
         }
-        admitted
+        (admitted, conn_lim)
     };
     let Ok(_permit) = admitted else {
         let _ = write_refusal(
@@ -193,6 +201,26 @@ async fn serve_conn(ctx: &ProxyCtx, client: TcpStream, peer: SocketAddr, listen:
         let _ = inbound.io.shutdown().await;
         return;
     };
+    // The first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
+    match timeout(conn_lim.idle_timeout, inbound.fill()).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    if h2::starts_like_preface(&inbound.buf) {
+        match timeout(conn_lim.header_timeout, h2::read_preface(&mut inbound)).await {
+            Ok(Ok(true)) => {
+                let streams = FrontendStreams {
+                    ctx: ctx.clone(),
+                    peer,
+                    listen,
+                };
+                return h2::serve_with(ctx.clone(), inbound, streams).await;
+            }
+            // Not HTTP/2 after all: the HTTP/1 parser refuses it below.
+            Ok(Ok(false)) => {}
+            _ => return,
+        }
+    }
     let mut out_head: Vec<u8> = Vec::with_capacity(1024);
     loop {
         match one_exchange(ctx, listen, peer, &mut inbound, &mut out_head).await {
@@ -423,6 +451,171 @@ async fn refuse_head(
     Ok(false)
 }
 
+// === HTTP/2 ===
+
+/// The streams of a frontend's HTTP/2 connection: each one is routed as an
+/// HTTP/1 request is ([`route`]: Host from `:authority`, normalised path,
+/// forwarding headers), goes to one member of the pool, and reports that
+/// member's health. A failed stream is not retried on another member (the
+/// client may retry it: HTTP/2 says which streams were not processed).
+struct FrontendStreams {
+    ctx: Arc<ProxyCtx>,
+    peer: SocketAddr,
+    listen: SocketAddr,
+}
+
+/// Fields of the frontend's upstream head that HTTP/2 streams carry too.
+const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "forwarded"];
+
+impl Streams for FrontendStreams {
+    fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn conn_limits(&self) -> (usize, Duration, Duration) {
+        let snap = self.ctx.state.load();
+        let lim = match snap.lb.frontend_at(self.listen) {
+            Some(fe) => limits_for(&snap.policy, fe),
+            None => Limits {
+                max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
+                header_timeout: DEFAULT_HEADER_TIMEOUT,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                max_body_bytes: None,
+            },
+        };
+        (lim.max_header_bytes, lim.header_timeout, lim.idle_timeout)
+    }
+
+    fn decide(
+        &self,
+        method: &http::Method,
+        target: &str,
+        headers: &[httparse::Header<'_>],
+        framing: Framing,
+    ) -> Decision {
+        let (ctx, peer, listen) = (&self.ctx, self.peer, self.listen);
+        let metrics: &Metrics = &ctx.metrics;
+        let snap = ctx.state.load_full();
+        let Some(fe) = snap.lb.frontend_at(listen) else {
+            return Decision::Refuse {
+                code: 503,
+                reason: "frontend removed".into(),
+            };
+        };
+        Metrics::inc(&metrics.frontend_requests_total);
+        if let Err(e) = head::check_h2_request(target, headers) {
+            Metrics::inc(&metrics.requests_bad_total);
+            warn!(frontend = %fe.name, source = %peer, status = 400, reason = %e, "malformed HTTP/2 request refused");
+            return Decision::Refuse {
+                code: 400,
+                reason: format!("bad request: {e}"),
+            };
+        }
+        let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
+        if rate.is_some_and(|r| {
+            !ctx.sources
+                .take_token(client_key(peer, listen), r, tokio::time::Instant::now())
+        }) {
+            Metrics::inc(&metrics.requests_rate_limited_total);
+            warn!(frontend = %fe.name, source = %peer.ip(), status = 429, "request refused: requests_per_second of the client exceeded");
+            return Decision::Refuse {
+                code: 429,
+                reason: "rate limit of this client exceeded".into(),
+            };
+        }
+        let lim = limits_for(&snap.policy, fe);
+        let req = head::RequestHead {
+            method: method.as_str(),
+            target,
+            http10: false,
+            headers,
+            framing,
+            keep_alive: true,
+            expect_continue: false,
+            tunnel: None,
+        };
+        let mut out_head = Vec::with_capacity(512);
+        let (pool_id, key, exchange, method, path) =
+            match route(&snap, fe, peer, listen, &req, &lim, &mut out_head, metrics) {
+                Plan::Refuse { code, reason, .. } => return Decision::Refuse { code, reason },
+                Plan::Forward {
+                    pool,
+                    key,
+                    exchange,
+                    method,
+                    path,
+                    ..
+                } => (pool, key, exchange, method, path),
+            };
+        let Some(pool) = snap.lb.pool(pool_id) else {
+            return Decision::Refuse {
+                code: 503,
+                reason: "pool missing".into(),
+            };
+        };
+        let Some((index, dst)) = pool.pick(&snap.dir, key, &[]).map(|p| (p.index, p.addr)) else {
+            Metrics::inc(&metrics.frontend_unavailable_total);
+            warn!(frontend = %fe.name, pool = %pool.name, method = %method, path = %path, status = 503, "no healthy member in the pool");
+            return Decision::Refuse {
+                code: 503,
+                reason: format!("no healthy member in pool {}", pool.name),
+            };
+        };
+        let Some(upstream_target) = h2::authorised_target(&out_head).map(str::to_owned) else {
+            return Decision::Refuse {
+                code: 500,
+                reason: "internal error: no target".into(),
+            };
+        };
+        let add = forwarding_fields(&out_head);
+        let report_snap = snap.clone();
+        Decision::Forward(Route {
+            dst,
+            target: upstream_target,
+            body_limit: exchange.body_limit,
+            strip: &[
+                "x-portcullis-source",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "forwarded",
+            ],
+            add,
+            who: peer.ip().to_string(),
+            report: Some(Box::new(move |ok| {
+                if let Some(p) = report_snap.lb.pool(pool_id) {
+                    p.report(index, ok);
+                }
+            })),
+        })
+    }
+}
+
+/// The forwarding fields [`route`] wrote into an HTTP/1 upstream head.
+fn forwarding_fields(out_head: &[u8]) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut out = Vec::with_capacity(FORWARDING.len());
+    for line in out_head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        let value = head::trim(value.get(1..).unwrap_or_default());
+        if !FORWARDING
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            out.push((n, v));
+        }
+    }
+    out
+}
+
 /// The authority of an absolute-form target (`http://host[:port]/…`).
 fn target_authority(target: &str) -> Option<&str> {
     let rest = target
@@ -449,12 +642,18 @@ fn route(
         reason,
         close: has_body || !req.keep_alive || code == 400 || code == 501,
     };
-    // WebSocket and CONNECT tunnels are served on access flows only; other
-    // upgrades (h2c) are ignored, their headers being hop-by-hop.
-    if req.tunnel.is_some() {
+    // A WebSocket upgrade is routed like the GET it is and tunnelled once
+    // the member answers 101. CONNECT has no route to match (its target is
+    // an authority, not a path, and a frontend is no forward proxy): 501.
+    // Other upgrades (h2c) are ignored, their headers being hop-by-hop.
+    if req.tunnel == Some(Tunnel::Connect) {
         Metrics::inc(&metrics.requests_bad_total);
-        warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "upgrade/CONNECT refused");
-        return refuse(501, "upgrade and CONNECT are not supported".into());
+        warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "CONNECT refused on a frontend");
+        return refuse(
+            501,
+            "CONNECT is not supported on frontends (they route by path; no forward proxying)"
+                .into(),
+        );
     }
     // Host or absolute-form authority; origin_form refuses the two disagreeing.
     let target = match head::origin_form(req.target, req.headers) {
@@ -559,6 +758,9 @@ fn route(
     if req.framing == Framing::Chunked {
         out_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    if req.tunnel == Some(Tunnel::WebSocket) {
+        out_head.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
     let client = peer.ip().to_canonical();
     out_head.extend_from_slice(b"x-forwarded-for: ");
     for v in xff.iter().filter(|v| !v.is_empty()) {
@@ -583,13 +785,14 @@ fn route(
         key,
         exchange: Exchange {
             framing: req.framing,
-            keep_alive: req.keep_alive,
+            // A tunnel request is the last one on its connection either way.
+            keep_alive: req.keep_alive && req.tunnel.is_none(),
             head_request: req.method == "HEAD",
             expect_continue: req.expect_continue,
             body_limit: lim.max_body_bytes,
             connect_timeout: pool.connect_timeout,
             response_timeout: pool.timeout,
-            tunnel: None,
+            tunnel: req.tunnel,
         },
         replayable: idempotent && !has_body,
         method: req.method.to_owned(),

@@ -1,13 +1,16 @@
-//! HTTP/2 with prior knowledge on redirected flows.
+//! HTTP/2 with prior knowledge on redirected flows and on frontends.
 //!
 //! A client that opens with the connection preface (`PRI * HTTP/2.0`) is
 //! served by the `h2` crate. Every stream is one request and goes through
-//! the same authorise step as an HTTP/1 request ([`super::conn::authorise`]:
-//! limits, path normalisation, access matchers), so the two protocols
-//! cannot disagree about what is allowed. An allowed stream is forwarded to
-//! the original destination over HTTP/2 too (one upstream connection per
-//! client connection, opened on the first allowed stream): a client that
-//! speaks HTTP/2 with prior knowledge to an address expects it to.
+//! the same decision as an HTTP/1 request of its entry path, given as a
+//! [`Streams`] implementation: on access flows [`Access`] runs
+//! [`super::conn::authorise`] (limits, path normalisation, access
+//! matchers); on frontends `frontend::FrontendStreams` routes by
+//! `:authority` and path and picks a pool member. So the two protocols
+//! cannot disagree about what is allowed or where it goes. An allowed
+//! stream is forwarded over HTTP/2 too (one upstream connection per
+//! client connection and destination, opened on first use): a client that
+//! speaks HTTP/2 with prior knowledge expects the service to.
 //!
 //! Hostile-client bounds: at most [`MAX_STREAMS`] concurrent streams, and
 //! as many streams *being worked on* (a stream's task holds a permit until
@@ -20,8 +23,10 @@
 //! CONTINUATION floods. CONNECT (and so RFC 8441 WebSockets) over HTTP/2
 //! is refused with 501.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,6 +35,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
+use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -112,44 +118,187 @@ impl AsyncWrite for Rewind {
     }
 }
 
-/// What the streams of one client connection share.
-struct Shared {
-    ctx: Arc<ProxyCtx>,
-    flow: Flow,
-    /// The upstream HTTP/2 connection, opened on the first allowed stream
-    /// and replaced when it ends (GOAWAY, close).
-    upstream: Mutex<Option<h2::client::SendRequest<Bytes>>>,
+/// What an entry path decided for one stream.
+pub(crate) enum Decision {
+    Refuse { code: u16, reason: String },
+    Forward(Route),
 }
 
-impl Shared {
+/// Where and how an allowed stream goes upstream.
+pub(crate) struct Route {
+    pub dst: SocketAddr,
+    /// Path and query sent upstream (normalised).
+    pub target: String,
+    pub body_limit: Option<u64>,
+    /// Request fields not copied upstream (besides hop-by-hop ones).
+    pub strip: &'static [&'static str],
+    /// Fields added upstream after the copied ones.
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    /// Who sent it, for logs.
+    pub who: String,
+    /// Told whether the upstream answered (a status below 500) or failed.
+    pub report: Option<Box<dyn FnOnce(bool) + Send>>,
+}
+
+/// The per-stream step of an entry path: its checks, and the upstream.
+pub(crate) trait Streams: Send + Sync + 'static {
+    /// The client (for logs).
+    fn peer(&self) -> SocketAddr;
+    /// Limits of the connection: header list size, handshake and idle time.
+    fn conn_limits(&self) -> (usize, Duration, Duration);
+    /// Decides one stream; `headers` shows `:authority` as `host`.
+    fn decide(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: &[httparse::Header<'_>],
+        framing: Framing,
+    ) -> Decision;
+}
+
+/// Redirected access flows: the rules decide, the original destination serves.
+pub(crate) struct Access {
+    ctx: Arc<ProxyCtx>,
+    flow: Flow,
+}
+
+impl Streams for Access {
+    fn peer(&self) -> SocketAddr {
+        self.flow.peer
+    }
+
+    fn conn_limits(&self) -> (usize, Duration, Duration) {
+        let snap = self.ctx.state.load();
+        let r = resolve(&snap.policy, &snap.dir, &self.flow);
+        let lim = limits::effective(&snap.policy, r.entry);
+        (lim.max_header_bytes, lim.header_timeout, lim.idle_timeout)
+    }
+
+    fn decide(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: &[httparse::Header<'_>],
+        framing: Framing,
+    ) -> Decision {
+        let (ctx, flow) = (&self.ctx, &self.flow);
+        let snap = ctx.state.load_full();
+        let resolved = resolve(&snap.policy, &snap.dir, flow);
+        let lim = limits::effective(&snap.policy, resolved.entry);
+        let source = SourceName(&snap.policy, resolved.key.source).to_string();
+        let mut out_head = Vec::with_capacity(512);
+        let plan = match head::check_h2_request(target, headers) {
+            Err(e) => {
+                Metrics::inc(&ctx.metrics.requests_bad_total);
+                warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 400, reason = %e, "malformed HTTP/2 request refused");
+                return Decision::Refuse {
+                    code: 400,
+                    reason: format!("bad request: {e}"),
+                };
+            }
+            Ok(()) => {
+                let head = RequestHead {
+                    method: method.as_str(),
+                    target,
+                    http10: false,
+                    headers,
+                    framing,
+                    keep_alive: true,
+                    expect_continue: false,
+                    tunnel: None,
+                };
+                let check = Check {
+                    policy: &snap.policy,
+                    resolved: &resolved,
+                    flow,
+                    limits: &lim,
+                    metrics: &ctx.metrics,
+                    sources: &ctx.sources,
+                };
+                authorise(&check, &head, &mut out_head)
+            }
+        };
+        let exchange = match plan {
+            Plan::Refuse { code, reason, .. } => return Decision::Refuse { code, reason },
+            Plan::Forward(x) => x,
+        };
+        let Some(path) = authorised_target(&out_head) else {
+            return Decision::Refuse {
+                code: 500,
+                reason: "internal error: no target".into(),
+            };
+        };
+        let source_name = resolved
+            .from
+            .map(|f| snap.policy.container_name(f))
+            .unwrap_or("unknown");
+        let add = HeaderValue::from_str(source_name)
+            .map(|v| vec![(HeaderName::from_static("x-portcullis-source"), v)])
+            .unwrap_or_default();
+        Decision::Forward(Route {
+            dst: flow.dst,
+            target: path.to_owned(),
+            body_limit: exchange.body_limit,
+            strip: &["x-portcullis-source"],
+            add,
+            who: source,
+            report: None,
+        })
+    }
+}
+
+/// What the streams of one client connection share.
+struct Shared<S> {
+    ctx: Arc<ProxyCtx>,
+    streams: S,
+    /// Upstream HTTP/2 connections by destination, opened on first use
+    /// and replaced when they end (GOAWAY, close).
+    upstream: Mutex<HashMap<SocketAddr, h2::client::SendRequest<Bytes>>>,
+}
+
+impl<S> Shared<S> {
     /// A sender ready for one more stream, reconnecting once if the
     /// upstream connection has ended.
-    async fn ready_sender(&self) -> Result<h2::client::SendRequest<Bytes>, io::Error> {
-        let mut slot = self.upstream.lock().await;
-        if let Some(s) = slot.as_ref() {
+    async fn ready_sender(
+        &self,
+        dst: SocketAddr,
+    ) -> Result<h2::client::SendRequest<Bytes>, io::Error> {
+        let mut slots = self.upstream.lock().await;
+        if let Some(s) = slots.get(&dst) {
             if let Ok(ready) = s.clone().ready().await {
                 return Ok(ready);
             }
         }
-        let fresh = connect_upstream(self.flow.dst).await?;
+        let fresh = connect_upstream(dst).await?;
         let ready = fresh
             .clone()
             .ready()
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
-        *slot = Some(fresh);
+        slots.insert(dst, fresh);
         Ok(ready)
     }
 }
 
-/// Serves one HTTP/2 client connection until it ends.
+/// Serves one HTTP/2 client connection of a redirected flow until it ends.
 pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) {
-    Metrics::inc(&ctx.metrics.h2_connections_total);
-    let lim = {
-        let snap = ctx.state.load();
-        let r = resolve(&snap.policy, &snap.dir, &flow);
-        limits::effective(&snap.policy, r.entry)
+    let streams = Access {
+        ctx: ctx.clone(),
+        flow,
     };
+    serve_with(ctx, inbound, streams).await;
+}
+
+/// Serves one HTTP/2 client connection until it ends, each stream decided
+/// by `streams`.
+pub(crate) async fn serve_with<S: Streams>(
+    ctx: Arc<ProxyCtx>,
+    inbound: Inbound<TcpStream>,
+    streams: S,
+) {
+    Metrics::inc(&ctx.metrics.h2_connections_total);
+    let (max_header_bytes, header_timeout, idle_timeout) = streams.conn_limits();
+    let peer = streams.peer();
     let io = Rewind {
         pre: inbound.buf,
         io: inbound.io,
@@ -157,19 +306,19 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(MAX_STREAMS)
-        .max_header_list_size(u32::try_from(lim.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
         .max_concurrent_reset_streams(MAX_STREAMS as usize)
         .max_send_buffer_size(64 * 1024);
-    let mut conn = match timeout(lim.header_timeout, builder.handshake::<_, Bytes>(io)).await {
+    let mut conn = match timeout(header_timeout, builder.handshake::<_, Bytes>(io)).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return debug!(peer = %flow.peer, error = %e, "HTTP/2 handshake failed"),
-        Err(_) => return debug!(peer = %flow.peer, "HTTP/2 handshake timed out"),
+        Ok(Err(e)) => return debug!(peer = %peer, error = %e, "HTTP/2 handshake failed"),
+        Err(_) => return debug!(peer = %peer, "HTTP/2 handshake timed out"),
     };
     let shared = Arc::new(Shared {
         ctx,
-        flow,
-        upstream: Mutex::new(None),
+        streams,
+        upstream: Mutex::new(HashMap::new()),
     });
     let working = Arc::new(Semaphore::new(MAX_STREAMS as usize));
     loop {
@@ -184,14 +333,14 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
             // while every permit is in use.
             closed = poll_fn(|cx| conn.poll_closed(cx)) => {
                 if let Err(e) = closed {
-                    connection_error(&shared.flow, &e);
+                    connection_error(peer, &e);
                 }
                 break;
             }
         };
         let idle = working.available_permits() == MAX_STREAMS as usize - 1;
         let next = if idle {
-            match timeout(lim.idle_timeout, conn.accept()).await {
+            match timeout(idle_timeout, conn.accept()).await {
                 Ok(n) => n,
                 Err(_) => {
                     Metrics::inc(&shared.ctx.metrics.connections_idle_closed_total);
@@ -207,7 +356,7 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
         match next {
             None => break,
             Some(Err(e)) => {
-                connection_error(&shared.flow, &e);
+                connection_error(peer, &e);
                 break;
             }
             Some(Ok((req, respond))) => {
@@ -224,11 +373,11 @@ pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) 
 
 /// Logs why a client connection ended: protocol errors (rapid reset,
 /// CONTINUATION flood, malformed frames) are warnings, the rest is noise.
-fn connection_error(flow: &Flow, e: &h2::Error) {
+fn connection_error(peer: SocketAddr, e: &h2::Error) {
     if e.reason().is_some_and(|r| r != Reason::NO_ERROR) {
-        warn!(peer = %flow.peer, destination = %flow.dst, error = %e, "HTTP/2 connection ended by protocol error");
+        warn!(peer = %peer, error = %e, "HTTP/2 connection ended by protocol error");
     } else {
-        debug!(peer = %flow.peer, error = %e, "HTTP/2 connection error");
+        debug!(peer = %peer, error = %e, "HTTP/2 connection error");
     }
 }
 
@@ -273,27 +422,27 @@ fn header_view<'a>(authority: Option<&'a str>, map: &'a HeaderMap) -> Vec<httpar
     out
 }
 
-/// The target authorise wrote into the upstream head (`METHOD SP target SP …`).
-fn authorised_target(out_head: &[u8]) -> Option<&str> {
+/// The target authorise (or frontend routing) wrote into the upstream head (`METHOD SP target SP …`).
+pub(crate) fn authorised_target(out_head: &[u8]) -> Option<&str> {
     let line = out_head.split(|&b| b == b'\r').next()?;
     let mut parts = line.split(|&b| b == b' ');
     let _method = parts.next()?;
     std::str::from_utf8(parts.next()?).ok()
 }
 
-/// One stream: authorise, then forward over HTTP/2.
-async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+/// One stream: the entry path decides, then forward over HTTP/2.
+async fn stream<S: Streams>(
+    shared: &Shared<S>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
     let ctx = &shared.ctx;
-    let flow = &shared.flow;
+    let peer = shared.streams.peer();
     let (parts, body) = req.into_parts();
-    let snap = ctx.state.load_full();
-    let resolved = resolve(&snap.policy, &snap.dir, flow);
-    let lim = limits::effective(&snap.policy, resolved.entry);
-    let source = SourceName(&snap.policy, resolved.key.source).to_string();
 
     if parts.method == Method::CONNECT {
         Metrics::inc(&ctx.metrics.requests_bad_total);
-        warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 501, "CONNECT over HTTP/2 refused");
+        warn!(peer = %peer, status = 501, "CONNECT over HTTP/2 refused");
         return refuse(&mut respond, 501, "CONNECT over HTTP/2 is not supported");
     }
     let target = parts
@@ -302,7 +451,6 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
         .map(|p| p.as_str())
         .unwrap_or("/");
     let authority = parts.uri.authority().map(|a| a.as_str());
-    let headers = header_view(authority, &parts.headers);
     let framing = if body.is_end_stream() {
         Framing::None
     } else {
@@ -316,68 +464,44 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
             None => Framing::Chunked,
         }
     };
-    let checked = head::check_h2_request(target, &headers);
-    let mut out_head = Vec::with_capacity(512);
-    let plan = match checked {
-        Err(e) => {
-            Metrics::inc(&ctx.metrics.requests_bad_total);
-            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 400, reason = %e, "malformed HTTP/2 request refused");
-            Plan::Refuse {
-                code: 400,
-                reason: format!("bad request: {e}"),
-                close: false,
-            }
-        }
-        Ok(()) => {
-            let head = RequestHead {
-                method: parts.method.as_str(),
-                target,
-                http10: false,
-                headers: &headers,
-                framing,
-                keep_alive: true,
-                expect_continue: false,
-                tunnel: None,
-            };
-            let check = Check {
-                policy: &snap.policy,
-                resolved: &resolved,
-                flow,
-                limits: &lim,
-                metrics: &ctx.metrics,
-                sources: &ctx.sources,
-            };
-            authorise(&check, &head, &mut out_head)
+    let decision = {
+        let headers = header_view(authority, &parts.headers);
+        shared
+            .streams
+            .decide(&parts.method, target, &headers, framing)
+    };
+    let route = match decision {
+        Decision::Refuse { code, reason } => return refuse(&mut respond, code, &reason),
+        Decision::Forward(r) => r,
+    };
+    let Route {
+        dst,
+        target: path,
+        body_limit: limit,
+        strip,
+        add,
+        who: source,
+        report,
+    } = route;
+    let report = |ok: bool| {
+        if let Some(r) = report {
+            r(ok);
         }
     };
-    let exchange = match plan {
-        Plan::Refuse { code, reason, .. } => return refuse(&mut respond, code, &reason),
-        Plan::Forward(x) => x,
-    };
-    let Some(path) = authorised_target(&out_head) else {
-        return refuse(&mut respond, 500, "internal error: no target");
-    };
-    let source_name = resolved
-        .from
-        .map(|f| snap.policy.container_name(f))
-        .unwrap_or("unknown");
 
     // Phase 4: the upstream request over HTTP/2.
-    let mut sender = match shared.ready_sender().await {
+    let mut sender = match shared.ready_sender(dst).await {
         Ok(s) => s,
         Err(e) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
-            warn!(destination = %flow.dst, error = %e, status = 502, "HTTP/2 upstream unreachable");
-            return refuse(
-                &mut respond,
-                502,
-                &format!("upstream {} failed: {e}", flow.dst),
-            );
+            report(false);
+            warn!(destination = %dst, error = %e, status = 502, "HTTP/2 upstream unreachable");
+            return refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }
     };
     let uri = format!(
         "http://{}{path}",
-        authority.map_or_else(|| flow.dst.to_string(), str::to_owned)
+        authority.map_or_else(|| dst.to_string(), str::to_owned)
     );
     let mut up_req = Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(h) = up_req.headers_mut() {
@@ -385,14 +509,14 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
             // `te: trailers` is the one TE value HTTP/2 allows (gRPC needs it).
             let te_trailers = name == http::header::TE && value.as_bytes() == b"trailers";
             if (head::is_hop_by_hop(name.as_str()) && !te_trailers)
-                || name.as_str() == "x-portcullis-source"
+                || strip.contains(&name.as_str())
             {
                 continue;
             }
             h.append(name.clone(), value.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(source_name) {
-            h.insert("x-portcullis-source", v);
+        for (name, value) in add {
+            h.insert(name, value);
         }
     }
     let Ok(up_req) = up_req.body(()) else {
@@ -402,15 +526,11 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
         Ok(x) => x,
         Err(e) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
-            warn!(destination = %flow.dst, error = %e, status = 502, "HTTP/2 upstream failed");
-            return refuse(
-                &mut respond,
-                502,
-                &format!("upstream {} failed: {e}", flow.dst),
-            );
+            report(false);
+            warn!(destination = %dst, error = %e, status = 502, "HTTP/2 upstream failed");
+            return refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }
     };
-    let limit = exchange.body_limit;
     let pump_up = async move {
         if framing == Framing::None {
             return Ok(());
@@ -442,27 +562,25 @@ async fn stream(shared: &Shared, req: Request<RecvStream>, mut respond: SendResp
     let (up, down) = tokio::join!(pump_up, relay);
     match (up, down) {
         (_, Ok(code)) => {
-            debug!(source = %source, destination = %flow.dst, status = code, "forwarded over HTTP/2")
+            report(code < 500);
+            debug!(source = %source, destination = %dst, status = code, "forwarded over HTTP/2")
         }
         (Err(PumpError::TooLarge), _) => {
             Metrics::inc(&ctx.metrics.requests_body_too_large_total);
-            warn!(source = %source, destination = %flow.dst, status = 413, "HTTP/2 request body over max_body_bytes");
+            warn!(source = %source, destination = %dst, status = 413, "HTTP/2 request body over max_body_bytes");
             refuse(&mut respond, 413, "request body too large");
         }
         (_, Err(PumpError::Upstream(e))) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
-            warn!(destination = %flow.dst, error = %e, status = 502, "HTTP/2 upstream failed");
-            refuse(
-                &mut respond,
-                502,
-                &format!("upstream {} failed: {e}", flow.dst),
-            );
+            report(false);
+            warn!(destination = %dst, error = %e, status = 502, "HTTP/2 upstream failed");
+            refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }
         (_, Err(PumpError::Client(e))) => {
             debug!(source = %source, error = %e, "HTTP/2 client stream ended early")
         }
         (_, Err(PumpError::Reset)) => {
-            debug!(source = %source, destination = %flow.dst, "HTTP/2 stream reset by the client; upstream request cancelled")
+            debug!(source = %source, destination = %dst, "HTTP/2 stream reset by the client; upstream request cancelled")
         }
         (_, Err(PumpError::TooLarge)) => {}
     }
