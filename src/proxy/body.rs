@@ -59,6 +59,34 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
         self.io.read_buf(&mut self.buf).await
     }
 
+    /// Phase 1 of every request on a client connection: wait up to `idle`
+    /// for its first byte, then up to `header` for the rest of the head
+    /// (slowloris), at most `max` bytes. Reads inside the body that follows
+    /// may each pause for `idle` (→ 408).
+    pub async fn next_head(
+        &mut self,
+        idle: std::time::Duration,
+        header: std::time::Duration,
+        max: usize,
+    ) -> io::Result<HeadWait> {
+        if self.buf.is_empty() {
+            match tokio::time::timeout(idle, self.fill()).await {
+                Err(_) => return Ok(HeadWait::Idle),
+                Ok(Ok(0)) => return Ok(HeadWait::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        self.read_timeout = Some(idle);
+        match tokio::time::timeout(header, self.read_head(max)).await {
+            Err(_) => Ok(HeadWait::HeaderTimeout),
+            Ok(Ok(None)) => Ok(HeadWait::Closed),
+            Ok(Ok(Some(n))) => Ok(HeadWait::Head(n)),
+            Ok(Err(ReadHeadError::Io(e))) => Err(e),
+            Ok(Err(ReadHeadError::Head(e))) => Ok(HeadWait::Bad(e)),
+        }
+    }
+
     /// Reads until a complete head is buffered and returns its length;
     /// `Ok(None)` if the stream ended cleanly before any byte.
     pub async fn read_head(&mut self, max: usize) -> Result<Option<usize>, ReadHeadError> {
@@ -121,6 +149,21 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
             self.fill_or_eof().await?;
         }
     }
+}
+
+/// How waiting for the next request head ended.
+#[derive(Debug)]
+pub enum HeadWait {
+    /// A complete head of this many bytes is buffered.
+    Head(usize),
+    /// The client closed the connection between requests.
+    Closed,
+    /// No new request within the idle timeout.
+    Idle,
+    /// The head did not complete within the header timeout (→ 408).
+    HeaderTimeout,
+    /// The head is malformed or too large.
+    Bad(HeadError),
 }
 
 #[derive(Debug)]

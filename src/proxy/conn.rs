@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn};
 
-use super::body::{Inbound, ReadHeadError};
+use super::body::{HeadWait, Inbound};
 use super::forward::{forward, write_refusal, Exchange, Upstream};
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
@@ -192,34 +192,24 @@ async fn one_exchange(
 
     // Phase 1: read head. The idle timeout covers the wait for a first
     // byte, the header timeout the rest of the head (slowloris).
-    if inbound.buf.is_empty() {
-        match timeout(lim.idle_timeout, inbound.fill()).await {
-            Err(_) => {
-                Metrics::inc(&metrics.connections_idle_closed_total);
-                debug!(source = %source, peer = %flow.peer, "idle keep-alive connection closed");
-                return Ok(false);
-            }
-            Ok(Ok(0)) => return Ok(false),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-        }
-    }
-    // A body may pause between reads for at most the idle timeout.
-    inbound.read_timeout = Some(lim.idle_timeout);
-    let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await
+    let head_len = match inbound
+        .next_head(lim.idle_timeout, lim.header_timeout, lim.max_header_bytes)
+        .await?
     {
-        Err(_) => {
+        HeadWait::Head(n) => n,
+        HeadWait::Closed => return Ok(false),
+        HeadWait::Idle => {
+            Metrics::inc(&metrics.connections_idle_closed_total);
+            debug!(source = %source, peer = %flow.peer, "idle keep-alive connection closed");
+            return Ok(false);
+        }
+        HeadWait::HeaderTimeout => {
             Metrics::inc(&metrics.requests_timeout_total);
             warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 408, "request head not received within header_timeout_ms");
             write_refusal(&mut inbound.io, 408, "request header timeout", true).await?;
             return Ok(false);
         }
-        Ok(Ok(None)) => return Ok(false),
-        Ok(Ok(Some(n))) => n,
-        Ok(Err(ReadHeadError::Io(e))) => return Err(e),
-        Ok(Err(ReadHeadError::Head(e))) => {
-            return refuse_head(inbound, flow, &source, &e, metrics).await;
-        }
+        HeadWait::Bad(e) => return refuse_head(inbound, flow, &source, &e, metrics).await,
     };
 
     // Phases 2 and 3: parse and authorise, writing the upstream head.

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use super::body::{Inbound, ReadHeadError};
+use super::body::{HeadWait, Inbound};
 use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
 use super::h2::{self, Decision, Route, Streams};
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
@@ -298,29 +298,23 @@ async fn one_exchange(
     let lim = limits_for(&snap.policy, fe);
     let metrics: &Metrics = &ctx.metrics;
 
-    if inbound.buf.is_empty() {
-        match timeout(lim.idle_timeout, inbound.fill()).await {
-            Err(_) | Ok(Ok(0)) => return Ok(false),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-        }
-    }
-    // A body may pause between reads for at most the idle timeout (408).
-    inbound.read_timeout = Some(lim.idle_timeout);
-    let head_len = match timeout(lim.header_timeout, inbound.read_head(lim.max_header_bytes)).await
+    let head_len = match inbound
+        .next_head(lim.idle_timeout, lim.header_timeout, lim.max_header_bytes)
+        .await?
     {
-        Err(_) => {
+        HeadWait::Head(n) => n,
+        HeadWait::Closed => return Ok(false),
+        HeadWait::Idle => {
+            Metrics::inc(&metrics.connections_idle_closed_total);
+            return Ok(false);
+        }
+        HeadWait::HeaderTimeout => {
             Metrics::inc(&metrics.requests_timeout_total);
             warn!(frontend = %fe.name, source = %peer, "request head not received in time: 408");
             write_refusal(&mut inbound.io, 408, "request header timeout", true).await?;
             return Ok(false);
         }
-        Ok(Ok(None)) => return Ok(false),
-        Ok(Ok(Some(n))) => n,
-        Ok(Err(ReadHeadError::Io(e))) => return Err(e),
-        Ok(Err(ReadHeadError::Head(e))) => {
-            return refuse_head(inbound, fe, peer, &e, metrics).await
-        }
+        HeadWait::Bad(e) => return refuse_head(inbound, fe, peer, &e, metrics).await,
     };
     Metrics::inc(&metrics.frontend_requests_total);
     let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
