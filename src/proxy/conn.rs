@@ -27,11 +27,12 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::body::{HeadWait, Inbound};
 use super::forward::{forward, write_refusal, Exchange, Upstream};
+use super::h2::Sniffed;
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
 use super::respond;
@@ -127,24 +128,11 @@ pub async fn serve(ctx: Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, dst:
         return;
     };
     // The first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
-    match timeout(lim.idle_timeout, inbound.fill()).await {
-        Ok(Ok(n)) if n > 0 => {}
-        Err(_) => {
-            Metrics::inc(&ctx.metrics.connections_idle_closed_total);
-            return;
-        }
-        _ => return,
-    }
-    if super::h2::starts_like_preface(&inbound.buf) {
-        match timeout(lim.header_timeout, super::h2::read_preface(&mut inbound)).await {
-            Ok(Ok(true)) => {
-                super::h2::serve(ctx, inbound, flow).await;
-                return;
-            }
-            // Not HTTP/2 after all: the HTTP/1 parser refuses it below.
-            Ok(Ok(false)) => {}
-            _ => return,
-        }
+    match super::h2::sniff(&mut inbound, lim.idle_timeout, lim.header_timeout).await {
+        Sniffed::Http1 => {}
+        Sniffed::Http2 => return super::h2::serve(ctx, inbound, flow).await,
+        Sniffed::Idle => return Metrics::inc(&ctx.metrics.connections_idle_closed_total),
+        Sniffed::Gone => return,
     }
     let mut out_head: Vec<u8> = Vec::with_capacity(1024);
     loop {

@@ -38,11 +38,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use super::body::{HeadWait, Inbound};
 use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
+use super::h2::Sniffed;
 use super::h2::{self, Decision, Route, Streams};
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits;
@@ -202,24 +202,18 @@ async fn serve_conn(ctx: &Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, li
         return;
     };
     // The first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
-    match timeout(conn_lim.idle_timeout, inbound.fill()).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
-    }
-    if h2::starts_like_preface(&inbound.buf) {
-        match timeout(conn_lim.header_timeout, h2::read_preface(&mut inbound)).await {
-            Ok(Ok(true)) => {
-                let streams = FrontendStreams {
-                    ctx: ctx.clone(),
-                    peer,
-                    listen,
-                };
-                return h2::serve_with(ctx.clone(), inbound, streams).await;
-            }
-            // Not HTTP/2 after all: the HTTP/1 parser refuses it below.
-            Ok(Ok(false)) => {}
-            _ => return,
+    match h2::sniff(&mut inbound, conn_lim.idle_timeout, conn_lim.header_timeout).await {
+        Sniffed::Http1 => {}
+        Sniffed::Http2 => {
+            let streams = FrontendStreams {
+                ctx: ctx.clone(),
+                peer,
+                listen,
+            };
+            return h2::serve_with(ctx.clone(), inbound, streams).await;
         }
+        Sniffed::Idle => return Metrics::inc(&ctx.metrics.connections_idle_closed_total),
+        Sniffed::Gone => return,
     }
     let mut out_head: Vec<u8> = Vec::with_capacity(1024);
     loop {

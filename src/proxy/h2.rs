@@ -59,6 +59,38 @@ pub const MAX_STREAMS: u32 = 100;
 const MAX_PENDING_RESETS: usize = 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which protocol a new client connection speaks, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    /// The HTTP/2 prior-knowledge preface was read.
+    Http2,
+    /// Anything else: the HTTP/1 parser takes it (and refuses non-HTTP).
+    Http1,
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// Closed, failed, or the preface did not complete in time.
+    Gone,
+}
+
+/// Waits up to `idle` for the first bytes of a connection, and up to
+/// `header` for the rest of an HTTP/2 preface they begin.
+pub async fn sniff(inbound: &mut Inbound<TcpStream>, idle: Duration, header: Duration) -> Sniffed {
+    match timeout(idle, inbound.fill()).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Err(_) => return Sniffed::Idle,
+        _ => return Sniffed::Gone,
+    }
+    if !starts_like_preface(&inbound.buf) {
+        return Sniffed::Http1;
+    }
+    match timeout(header, read_preface(inbound)).await {
+        Ok(Ok(true)) => Sniffed::Http2,
+        // Not HTTP/2 after all: the HTTP/1 parser refuses it.
+        Ok(Ok(false)) => Sniffed::Http1,
+        _ => Sniffed::Gone,
+    }
+}
+
 /// Could `buf` be the beginning of the preface?
 pub fn starts_like_preface(buf: &[u8]) -> bool {
     let n = buf.len().min(PREFACE.len());
