@@ -265,10 +265,9 @@ fn explain(a: &ExplainArgs) -> i32 {
                 .collect();
             let method = a.method.as_deref().unwrap_or("GET");
             let target = a.path.as_deref().unwrap_or("/");
-            let (raw, _) = split_target(target);
-            match normalize_path(raw) {
+            match Policy::request_path(method, target) {
                 Err(err) => Policy::refuse_path(err),
-                Ok(path) => policy.decide_request(
+                Ok((path, _)) => policy.decide_request(
                     e,
                     &RequestView {
                         method,

@@ -159,10 +159,9 @@ impl Probe {
                         value: v.trim().as_bytes(),
                     })
                     .collect();
-                let (raw, _) = split_target(self.path);
-                match normalize_path(raw) {
+                match Policy::request_path(self.method, self.path) {
                     Err(e) => Policy::refuse_path(e),
-                    Ok(p) => policy.decide_request(
+                    Ok((p, _)) => policy.decide_request(
                         e,
                         &RequestView {
                             method: self.method,

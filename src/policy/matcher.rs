@@ -85,10 +85,13 @@ impl Matcher {
     /// Does this matcher allow the request? The first failed condition is
     /// returned so a denial can say why.
     pub fn check(&self, req: &RequestView<'_>) -> Result<(), Miss> {
-        if let Some(ms) = &self.methods {
-            if !ms.iter().any(|m| m == req.method) {
-                return Err(Miss::Method);
-            }
+        match &self.methods {
+            Some(ms) if !ms.iter().any(|m| m == req.method) => return Err(Miss::Method),
+            // CONNECT opens a tunnel the proxy cannot look into: only a
+            // matcher that names it allows it, never one that omits
+            // `methods`. Here, so the proxy, `explain` and the demo agree.
+            None if req.method == "CONNECT" => return Err(Miss::Method),
+            _ => {}
         }
         if let Some(p) = &self.prefix {
             if !has_path_prefix(req.path, p) {
@@ -111,14 +114,6 @@ impl Matcher {
             }
         }
         Ok(())
-    }
-
-    /// Does this matcher name `method` explicitly (not by omitting `methods`)?
-    /// CONNECT is only allowed by a matcher that names it.
-    pub fn names_method(&self, method: &str) -> bool {
-        self.methods
-            .as_ref()
-            .is_some_and(|ms| ms.iter().any(|m| m == method))
     }
 
     /// A short description for explanations, e.g. `GET /foo*`.

@@ -14,6 +14,7 @@ pub mod routes;
 use crate::rules::model::{Limits, Mode, Protocol};
 use crate::rules::{RuleRef, RuleSet};
 use matcher::{Matcher, Miss, RequestView};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -358,6 +359,9 @@ impl Policy {
                     .iter()
                     .map(|m| {
                         let miss = match m.check(req) {
+                            Err(Miss::Method) if req.method == "CONNECT" => {
+                                "does not name CONNECT".to_owned()
+                            }
                             Err(Miss::Method) => "method differs".to_owned(),
                             Err(Miss::Path) => "path differs".to_owned(),
                             Err(Miss::Header(h)) => format!("header {h} does not match"),
@@ -380,6 +384,35 @@ impl Policy {
                 )
             }
         }
+    }
+
+    /// A request on a redirected flow that no access entry owns (the rules
+    /// changed under an open connection, or an address moved): denied by
+    /// default, or let through and reported in audit mode like every other
+    /// default denial.
+    pub fn decide_unowned(&self, source: &str, destination: impl fmt::Display) -> Decision {
+        Decision::deny(
+            Layer::Proxy,
+            None,
+            format!("denied by default: no access entry allows {source} -> {destination}"),
+            self.audit,
+            Some(403),
+        )
+    }
+
+    /// The path the access matchers see for a request target: the
+    /// normalised path and the query, or `/` for CONNECT (whose target is
+    /// an authority, checked by the proxy). One function, so the proxy,
+    /// `explain` and the demo see the same path.
+    pub fn request_path<'t>(
+        method: &str,
+        target: &'t str,
+    ) -> Result<(Cow<'t, str>, Option<&'t str>), normalize::PathError> {
+        if method == "CONNECT" {
+            return Ok((Cow::Borrowed("/"), None));
+        }
+        let (raw, query) = normalize::split_target(target);
+        Ok((normalize::normalize_path(raw)?, query))
     }
 
     /// A request whose path could not be normalised: refused before any

@@ -230,3 +230,53 @@ fn example_file_is_valid_and_summarised() {
     let set = crate::rules::parse("rules.json", include_str!("../../rules/example.json")).unwrap();
     assert_eq!(set.summary(), "rules.json: valid: 3 containers, 1 access entries, 1 frontends, 3 pools, 1 cached services");
 }
+
+#[test]
+fn connect_is_allowed_only_by_a_matcher_that_names_it() {
+    let p = policy(
+        r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},
+        "access":[{"from":"a","to":"b","ports":[80],"http":[{"path_prefix":"/"}]},
+                  {"from":"a","to":"b","ports":[81],"http":[{"methods":["CONNECT"]}]}]}"#,
+    );
+    let decide = |port: u16, method: &str, target: &str| {
+        let e = p.flow(0, 1, L4::Tcp, port).unwrap();
+        let (path, _) = Policy::request_path(method, target).unwrap();
+        p.decide_request(
+            e,
+            &RequestView {
+                method,
+                path: &path,
+                headers: &[],
+            },
+        )
+    };
+    // Omitting `methods` allows every method but CONNECT, in explain as in
+    // the proxy (both call this decision).
+    let d = decide(80, "CONNECT", "b:443");
+    assert_eq!((d.verdict, d.status), (Verdict::Deny, Some(403)));
+    assert!(d.reason.contains("does not name CONNECT"), "{}", d.reason);
+    assert_eq!(decide(80, "GET", "/x").verdict, Verdict::Allow);
+    // A matcher naming it allows it; its path conditions see "/".
+    assert_eq!(decide(81, "CONNECT", "b:443").verdict, Verdict::Allow);
+    assert_eq!(
+        Policy::request_path("CONNECT", "b:443").unwrap().0,
+        "/",
+        "CONNECT's authority target is seen as /"
+    );
+}
+
+#[test]
+fn the_proxys_default_deny_is_audited_in_audit_mode() {
+    let enforce = example();
+    let d = enforce.decide_unowned("app3", "198.19.0.2:80");
+    assert_eq!((d.verdict, d.status), (Verdict::Deny, Some(403)));
+    assert!(d.rule.is_none() && d.reason.starts_with("denied by default"));
+    let audit = policy(&include_str!("../../rules/example.json").replacen(
+        "\"version\": 1,",
+        "\"version\": 1, \"mode\": \"audit\",",
+        1,
+    ));
+    let d = audit.decide_unowned("app3", "198.19.0.2:80");
+    assert_eq!((d.verdict, d.status), (Verdict::Allow, None));
+    assert!(d.audit_deny && d.reason.starts_with("audit_deny: denied by default"));
+}

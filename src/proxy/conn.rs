@@ -18,7 +18,6 @@
 //! 5. **respond** — the upstream response head is checked and relayed, the
 //!    body streamed back; the connection is kept if both sides allow it.
 
-use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +39,6 @@ use super::ProxyCtx;
 use crate::control::directory::Directory;
 use crate::control::metrics::Metrics;
 use crate::policy::matcher::RequestView;
-use crate::policy::normalize::{normalize_path, split_target};
 use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
 
 /// Who is talking to whom on this connection.
@@ -199,6 +197,15 @@ async fn one_exchange(
         }
         HeadWait::Bad(e) => return refuse_head(inbound, flow, &source, &e, metrics).await,
     };
+    // The request is decided by the rules in force now that it is here, not
+    // by those loaded when the connection went idle before it: a reload
+    // (or a container moving) in between applies to it.
+    drop(snap);
+    let snap = ctx.state.load_full();
+    let policy = &snap.policy;
+    let resolved = resolve(policy, &snap.dir, flow);
+    let lim = limits::effective(policy, resolved.entry);
+    let source = SourceName(policy, resolved.key.source);
 
     // Phases 2 and 3: parse and authorise, writing the upstream head.
     let plan = {
@@ -296,74 +303,61 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         refuse(400, format!("bad request: {e}"))
     };
     let connect = req.tunnel == Some(Tunnel::Connect);
-    let (path, query): (Cow<'_, str>, Option<&str>) = if connect {
+    let target = if connect {
         // Authority form: only the matchers that name CONNECT can allow it,
-        // and their path conditions see "/".
+        // and their path conditions see "/" (`Policy::request_path`).
         if !head::valid_host(req.target.as_bytes()) || !req.target.contains(':') {
             return bad(&"CONNECT target is not host:port");
         }
-        (Cow::Borrowed("/"), None)
+        req.target
     } else {
-        let target = match head::origin_form(req.target, req.headers) {
+        match head::origin_form(req.target, req.headers) {
             Ok(t) => t,
             Err(e) => return bad(&e),
-        };
-        let (raw_path, query) = split_target(target);
-        match normalize_path(raw_path) {
-            Ok(p) => (p, query),
-            Err(e) => return bad(&Policy::refuse_path(e).reason),
         }
     };
-    let source_name = c.resolved.from.map(|f| c.policy.container_name(f));
-    let Some(entry) = c.resolved.entry else {
-        Metrics::inc(&metrics.requests_denied_total);
-        let reason = format!(
-            "denied by default: no access entry allows {} -> {}",
-            source_name.unwrap_or("an unmanaged address"),
-            flow.dst
-        );
-        warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = "default", reason = %reason, "request denied");
-        return refuse(403, reason);
+    let (path, query) = match Policy::request_path(req.method, target) {
+        Ok(pq) => pq,
+        Err(e) => return bad(&Policy::refuse_path(e).reason),
     };
+    let source_name = c.resolved.from.map(|f| c.policy.container_name(f));
     let view = RequestView {
         method: req.method,
         path: &path,
         headers: req.headers,
     };
-    let allowed = if connect {
-        entry.http.as_ref().is_none_or(|ms| {
-            ms.iter()
-                .any(|m| m.names_method("CONNECT") && m.check(&view).is_ok())
-        })
-    } else {
-        Policy::check_request(entry, &view) != RequestCheck::Denied
+    // The hot path checks without building an explanation; a denial is
+    // explained by the same decision `explain` prints.
+    let denial = match c.resolved.entry {
+        None => Some(
+            c.policy
+                .decide_unowned(source_name.unwrap_or("an unmanaged address"), flow.dst),
+        ),
+        Some(entry) => match Policy::check_request(entry, &view) {
+            RequestCheck::Denied => Some(c.policy.decide_request(entry, &view)),
+            RequestCheck::Allowed(_) => None,
+        },
     };
-    if !allowed {
-        let (rule, reason) = if connect {
-            (
-                entry.rule.to_string(),
-                "no http matcher names CONNECT".to_owned(),
-            )
-        } else {
-            let d = c.policy.decide_request(entry, &view);
-            (
-                d.rule
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "default".into()),
-                d.reason,
-            )
-        };
-        if entry.audit {
-            Metrics::inc(&metrics.requests_audit_denied_total);
-            warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %reason, "audit_deny");
-        } else {
-            Metrics::inc(&metrics.requests_denied_total);
-            warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %reason, "request denied");
-            return refuse(403, format!("denied by {rule}: {reason}"));
+    match denial {
+        None => Metrics::inc(&metrics.requests_allowed_total),
+        Some(d) => {
+            let rule = d
+                .rule
+                .as_ref()
+                .map_or_else(|| "default".to_owned(), ToString::to_string);
+            if d.audit_deny {
+                Metrics::inc(&metrics.requests_audit_denied_total);
+                warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
+            } else {
+                Metrics::inc(&metrics.requests_denied_total);
+                warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "request denied");
+                let reason = match d.rule {
+                    Some(_) => format!("denied by {rule}: {}", d.reason),
+                    None => d.reason,
+                };
+                return refuse(403, reason);
+            }
         }
-    } else {
-        Metrics::inc(&metrics.requests_allowed_total);
     }
 
     // Phase 4 preparation: the head sent upstream.

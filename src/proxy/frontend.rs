@@ -310,6 +310,14 @@ async fn one_exchange(
         }
         HeadWait::Bad(e) => return refuse_head(inbound, fe, peer, &e, metrics).await,
     };
+    // Route by the rules in force now that the request is here, not by
+    // those loaded when the connection went idle before it.
+    drop(snap);
+    let snap = ctx.state.load_full();
+    let Some(fe) = snap.lb.frontend_at(listen) else {
+        return Ok(false);
+    };
+    let lim = limits_for(&snap.policy, fe);
     Metrics::inc(&metrics.frontend_requests_total);
     let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
 

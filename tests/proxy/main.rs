@@ -2,6 +2,7 @@
 //! private network-namespace lab ([`lab`]). Needs root; fails loudly
 //! without it, never skips.
 
+mod audit;
 mod corpus;
 mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
@@ -48,4 +49,11 @@ fn tunnels_only_after_the_rule_check() {
 #[test]
 fn http2_streams_are_checked_and_bounded() {
     http2::run();
+}
+
+/// Audit mode lets every would-be denial through — matcher refusals and
+/// the proxy's default deny alike — and counts and logs each.
+#[test]
+fn audit_mode_never_blocks() {
+    audit::run();
 }
