@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::directory::Snapshot;
+use super::drift::Kernel;
 use super::metrics::Metrics;
 use crate::cache::CacheLayer;
 
@@ -22,6 +23,7 @@ pub async fn serve(
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     cache: Arc<CacheLayer>,
+    kernel: Arc<Kernel>,
 ) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
@@ -30,6 +32,7 @@ pub async fn serve(
         let state = state.clone();
         let metrics = metrics.clone();
         let cache = cache.clone();
+        let kernel = kernel.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut n = 0;
@@ -54,12 +57,15 @@ pub async fn serve(
                     purge(&cache, &state.load_full(), query).await
                 }
                 "/cache/purge" => (405, "text/plain", "use POST\n".to_owned()),
-                "/healthz" => (200, "text/plain", "ok\n".to_owned()),
+                "/healthz" => match kernel.drift() {
+                    None => (200, "text/plain", "ok\n".to_owned()),
+                    Some(d) => (503, "text/plain", format!("unhealthy: {d}\n")),
+                },
                 "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
                 "/status" => (
                     200,
                     "application/json",
-                    status_json(&state.load(), &metrics),
+                    status_json(&state.load(), &metrics, &kernel),
                 ),
                 _ => (404, "text/plain", "not found\n".to_owned()),
             };
@@ -69,6 +75,7 @@ pub async fn serve(
                     200 => "OK",
                     400 => "Bad Request",
                     405 => "Method Not Allowed",
+                    503 => "Service Unavailable",
                     _ => "Not Found",
                 },
                 body.len()
@@ -154,7 +161,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn status_json(snap: &Snapshot, metrics: &Metrics) -> String {
+fn status_json(snap: &Snapshot, metrics: &Metrics, kernel: &Kernel) -> String {
     let p = &snap.policy;
     let containers: serde_json::Map<String, serde_json::Value> = p
         .containers
@@ -205,6 +212,10 @@ fn status_json(snap: &Snapshot, metrics: &Metrics) -> String {
         "mode": if p.audit { "audit" } else { "enforce" },
         "containers": containers,
         "counters": counters,
+        "kernel": match kernel.drift() {
+            None => serde_json::json!({ "in_sync": true }),
+            Some(d) => serde_json::json!({ "in_sync": false, "differs": d }),
+        },
     })
     .to_string()
 }

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use super::directory::{Directory, Snapshot};
 use super::docker;
+use super::drift::Kernel;
 use super::metrics::Metrics;
 use crate::balance::{health, Balancer};
 use crate::nft;
@@ -95,8 +96,9 @@ async fn resolve(policy: Arc<Policy>, socket: String) -> Result<Directory, Daemo
     .map_err(|e| DaemonError::Reload(e.to_string()))?
 }
 
-async fn install(rs: nft::ruleset::Ruleset) -> Result<(), DaemonError> {
-    tokio::task::spawn_blocking(move || nft::apply::install(&rs))
+async fn install(kernel: &Arc<Kernel>, rs: nft::ruleset::Ruleset) -> Result<(), DaemonError> {
+    let kernel = kernel.clone();
+    tokio::task::spawn_blocking(move || kernel.install(rs))
         .await
         .map_err(|e| DaemonError::Nft(e.to_string()))?
         .map_err(|e| DaemonError::Nft(e.to_string()))
@@ -132,10 +134,12 @@ pub async fn run(
     let lb = Arc::new(Balancer::compile(&policy));
     let mut frontends = Listeners::default();
     let bound = frontends.prepare(&lb.listen_addrs()).await?;
-    install(nft::compile::compile(&policy, &dir)).await?;
-    info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
-
     let metrics = Arc::new(Metrics::default());
+    let kernel = Kernel::new(metrics.clone());
+    install(&kernel, nft::compile::compile(&policy, &dir)).await?;
+    info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
+    kernel.watch();
+
     let state = Arc::new(ArcSwap::from_pointee(Snapshot {
         policy: policy.clone(),
         dir,
@@ -148,6 +152,7 @@ pub async fn run(
         state.clone(),
         metrics.clone(),
         ctx.cache.clone(),
+        kernel.clone(),
     );
     frontends.commit(bound, &ctx);
     let mut checks = health::spawn(lb, state.clone());
@@ -186,7 +191,17 @@ pub async fn run(
             }
             _ = docker_tick.tick(), if has_docker => "docker",
         };
-        match reload(&path, &docker_socket, &state, reason, &mut frontends, &ctx).await {
+        match reload(
+            &path,
+            &docker_socket,
+            &state,
+            reason,
+            &mut frontends,
+            &ctx,
+            &kernel,
+        )
+        .await
+        {
             Ok(true) => {
                 Metrics::inc(&metrics.reloads_total);
                 let lb = state.load().lb.clone();
@@ -203,6 +218,7 @@ pub async fn run(
         }
     }
     info!("stopping: draining connections; nftables rules stay in place");
+    kernel.stop();
     frontends.stop_all().await;
     drop(checks);
     let _ = proxy_stop_tx.send(true);
@@ -244,6 +260,7 @@ fn spawn_admin(
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     cache: Arc<crate::cache::CacheLayer>,
+    kernel: Arc<Kernel>,
 ) {
     std::thread::Builder::new()
         .name("admin".into())
@@ -258,7 +275,7 @@ fn spawn_admin(
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
                 match TcpListener::from_std(listener) {
-                    Ok(l) => super::admin::serve(l, state, metrics, cache).await,
+                    Ok(l) => super::admin::serve(l, state, metrics, cache, kernel).await,
                     Err(e) => error!(error = %e, "admin listener failed"),
                 }
             });
@@ -275,6 +292,7 @@ async fn reload(
     trigger: &str,
     frontends: &mut Listeners,
     ctx: &Arc<ProxyCtx>,
+    kernel: &Arc<Kernel>,
 ) -> Result<bool, DaemonError> {
     let current = state.load_full();
     let policy = if trigger == "docker" {
@@ -309,7 +327,7 @@ async fn reload(
         Arc::new(lb)
     };
     let bound = frontends.prepare(&lb.listen_addrs()).await?;
-    install(nft::compile::compile(&policy, &dir)).await?;
+    install(kernel, nft::compile::compile(&policy, &dir)).await?;
     let version = current.version + 1;
     state.store(Arc::new(Snapshot {
         policy,

@@ -5,4 +5,5 @@ pub mod admin;
 pub mod daemon;
 pub mod directory;
 pub mod docker;
+pub mod drift;
 pub mod metrics;

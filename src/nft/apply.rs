@@ -449,7 +449,7 @@ fn get_table_request(seq: u32) -> Result<Vec<u8>, NftError> {
 
 // === talking to the kernel ===
 
-fn open() -> Result<mnl::Socket, NftError> {
+pub(super) fn open() -> Result<mnl::Socket, NftError> {
     let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Socket)?;
     // Give up on a missing answer after this long. The kernel answers a
     // batch while processing the send, so answers are normally queued
@@ -467,7 +467,12 @@ fn open() -> Result<mnl::Socket, NftError> {
     Ok(socket)
 }
 
-fn setsockopt<T>(socket: &mnl::Socket, level: c_int, name: c_int, value: &T) -> io::Result<()> {
+pub(super) fn setsockopt<T>(
+    socket: &mnl::Socket,
+    level: c_int,
+    name: c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: `as_raw_socket` is the live socket owned by `socket`; this
     // only reads its file descriptor.
     let fd = unsafe { mnl::mnl_sys::mnl_socket_get_fd(socket.as_raw_socket()) };
@@ -482,7 +487,7 @@ fn setsockopt<T>(socket: &mnl::Socket, level: c_int, name: c_int, value: &T) -> 
     }
 }
 
-fn send(socket: &mnl::Socket, bytes: &[u8]) -> Result<(), NftError> {
+pub(super) fn send(socket: &mnl::Socket, bytes: &[u8]) -> Result<(), NftError> {
     let sent = socket
         .send(bytes)
         .map_err(|source| NftError::Send { source })?;
@@ -609,18 +614,18 @@ struct Answer {
 }
 
 /// A receive buffer aligned for `nlmsghdr`, as `mnl` requires.
-struct RecvBuf {
+pub(super) struct RecvBuf {
     storage: Vec<u8>,
 }
 
 impl RecvBuf {
-    fn new() -> RecvBuf {
+    pub(super) fn new() -> RecvBuf {
         RecvBuf {
             storage: vec![0; nftnl::nft_nlmsg_maxsize() as usize + 8],
         }
     }
 
-    fn aligned(&mut self) -> Result<&mut [u8], NftError> {
+    pub(super) fn aligned(&mut self) -> Result<&mut [u8], NftError> {
         let offset = self
             .storage
             .as_ptr()

@@ -24,6 +24,7 @@ pub mod apply;
 pub mod compile;
 mod expr;
 mod layout;
+pub mod readback;
 pub mod render;
 pub mod ruleset;
 

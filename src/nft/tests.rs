@@ -421,3 +421,51 @@ fn large_ruleset_installs_whole() {
     let json = nft(&["-j", "list", "table", "inet", "portcullis"], None);
     assert_eq!(json_elements(&json), expected_elements(&rs));
 }
+
+// === reading the table back (drift), in a private network namespace ===
+
+/// Runs `f` on a thread in a network namespace of its own: its nftables
+/// are its own, so no lock is needed and the host's table is untouched.
+/// Commands it spawns inherit the namespace.
+fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare a network namespace (needs root)");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The fingerprint is stable while nothing changes, ignores counters,
+/// and changes with any edit of the table; a missing table reads as none.
+#[test]
+fn fingerprint_sees_every_change_but_counters() {
+    in_private_netns(|| {
+        use super::readback::fingerprint;
+        assert_eq!(fingerprint().expect("read back"), None, "no table yet");
+        apply::install(&example()).expect("install over netlink");
+        let first = fingerprint().expect("read back").expect("table exists");
+        assert_eq!(fingerprint().expect("read back"), Some(first), "stable");
+        // Counters move with traffic: resetting them is no change.
+        nft(&["reset", "counters", "table", "inet", "portcullis"], None);
+        assert_eq!(fingerprint().expect("read back"), Some(first), "counters");
+        for edit in [
+            "add element inet portcullis allow4 { 198.19.0.4 . 198.19.0.2 . tcp . 8080 }",
+            "delete element inet portcullis managed4 { 198.19.0.4 }",
+            "flush chain inet portcullis forward",
+            "add rule inet portcullis input accept",
+            "add set inet portcullis extra { type ipv4_addr; }",
+        ] {
+            apply::install(&example()).expect("install over netlink");
+            let before = fingerprint().expect("read back").expect("table");
+            nft(&edit.split(' ').collect::<Vec<_>>(), None);
+            let after = fingerprint().expect("read back").expect("table");
+            assert_ne!(before, after, "`nft {edit}` must change the fingerprint");
+        }
+        nft(&["flush", "ruleset"], None);
+        assert_eq!(fingerprint().expect("read back"), None, "flushed");
+    });
+}

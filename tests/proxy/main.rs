@@ -4,6 +4,7 @@
 
 mod audit;
 mod corpus;
+mod drift;
 mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
@@ -56,4 +57,12 @@ fn http2_streams_are_checked_and_bounded() {
 #[test]
 fn audit_mode_never_blocks() {
     audit::run();
+}
+
+/// Something else flushing, deleting or editing table inet portcullis is
+/// noticed and repaired within about a second, counted and logged, and the
+/// rule file's enforcement is back.
+#[test]
+fn nftables_drift_is_repaired() {
+    drift::run();
 }

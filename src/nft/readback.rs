@@ -1,0 +1,351 @@
+//! Reading table `inet portcullis` back from the kernel, to notice when
+//! something other than Portcullis changed or removed it (drift).
+//!
+//! A [`Fingerprint`] is a digest of the kernel's own description of the
+//! table — its chains, rules (in order), sets and set elements — as dumped
+//! over netlink. Packet and byte counters are left out (they move with
+//! traffic); everything else, handles included, is in. The daemon takes a
+//! fingerprint right after each install: a later one that differs, or a
+//! missing table, means the kernel no longer holds what Portcullis
+//! installed, and the ruleset is applied again (`control::drift`).
+//!
+//! Comparing the kernel with itself, rather than decoding every expression
+//! into the ruleset's terms, keeps this small and exact: any change at all
+//! to the table is seen, including ones no decoder anticipated.
+
+use xxhash_rust::xxh3::Xxh3;
+
+use std::time::Duration;
+
+use super::apply::{open, send, setsockopt, NftError, RecvBuf};
+use super::ruleset::TABLE;
+
+/// Digest of the table's kernel state, counters excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(pub u64);
+
+// Message types (NFT_MSG_*), attribute numbers (linux/netfilter/nf_tables.h).
+const GETCHAIN: u16 = libc::NFT_MSG_GETCHAIN as u16;
+const GETRULE: u16 = libc::NFT_MSG_GETRULE as u16;
+const GETSET: u16 = libc::NFT_MSG_GETSET as u16;
+const GETSETELEM: u16 = libc::NFT_MSG_GETSETELEM as u16;
+/// NFTA_{CHAIN,RULE,SET,SET_ELEM_LIST}_TABLE: the first attribute of each.
+const ATTR_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_CHAIN_COUNTERS: u16 = 8;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+#[cfg(test)]
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+#[cfg(test)]
+const NFTA_EXPR_DATA: u16 = 2;
+const NLA_F_NESTED: u16 = 1 << 15;
+const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | (1 << 14));
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+/// netlink header + nfgenmsg.
+const HEADERS: usize = 16 + 4;
+
+/// The fingerprint of the table as the kernel holds it now, or `None` if
+/// there is no table `inet portcullis`.
+pub fn fingerprint() -> Result<Option<Fingerprint>, NftError> {
+    if !super::apply::exists()? {
+        return Ok(None);
+    }
+    let mut h = Xxh3::new();
+    let chains = dump(GETCHAIN, &[])?;
+    let rules = dump(GETRULE, &[])?;
+    let sets = dump(GETSET, &[])?;
+    h.update(b"chains");
+    digest_sorted(&mut h, &chains);
+    // Rule order is meaning: hashed in the order the kernel lists them.
+    h.update(b"rules");
+    for r in &rules {
+        h.update(&(r.len() as u64).to_le_bytes());
+        h.update(r);
+    }
+    h.update(b"sets");
+    digest_sorted(&mut h, &sets);
+    for set in &sets {
+        let Some(name) = attr(set, NFTA_SET_NAME) else {
+            return Err(NftError::Malformed("set without a name"));
+        };
+        let elems = dump(GETSETELEM, &[(NFTA_SET_ELEM_LIST_SET, name)])?;
+        h.update(b"elements");
+        h.update(name);
+        digest_sorted(&mut h, &elems);
+    }
+    Ok(Some(Fingerprint(h.digest())))
+}
+
+/// A socket told of every committed nftables change (any table, any
+/// process: the `NFNLGRP_NFTABLES` multicast group), so drift is seen at
+/// once rather than at the next periodic look.
+pub struct ChangeWatch {
+    socket: mnl::Socket,
+    buf: RecvBuf,
+    tick: Duration,
+}
+
+fn set_timeout(socket: &mnl::Socket, t: Duration) -> Result<(), NftError> {
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    setsockopt(socket, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv).map_err(NftError::Socket)
+}
+
+impl ChangeWatch {
+    /// Subscribes; [`ChangeWatch::wait`] returns at the latest after `tick`.
+    pub fn new(tick: Duration) -> Result<ChangeWatch, NftError> {
+        const NFNLGRP_NFTABLES: libc::c_int = 7;
+        let socket = open()?;
+        setsockopt(
+            &socket,
+            libc::SOL_NETLINK,
+            libc::NETLINK_ADD_MEMBERSHIP,
+            &NFNLGRP_NFTABLES,
+        )
+        .map_err(NftError::Socket)?;
+        set_timeout(&socket, tick)?;
+        Ok(ChangeWatch {
+            socket,
+            buf: RecvBuf::new(),
+            tick,
+        })
+    }
+
+    /// Waits for notifications: `true` when some arrived (or were lost to
+    /// a full buffer, which counts as a change), `false` after a quiet tick.
+    /// A burst (one transaction sends many) is drained as one change.
+    pub fn wait(&mut self) -> Result<bool, NftError> {
+        if !self.recv_one()? {
+            return Ok(false);
+        }
+        set_timeout(&self.socket, Duration::from_millis(2))?;
+        let mut drained = 0;
+        while drained < 100_000 && self.recv_one()? {
+            drained += 1;
+        }
+        set_timeout(&self.socket, self.tick)?;
+        Ok(true)
+    }
+
+    fn recv_one(&mut self) -> Result<bool, NftError> {
+        let buf = self.buf.aligned()?;
+        match self.socket.recv(buf) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(NftError::Receive(e)),
+        }
+    }
+}
+
+/// Element and set listings carry no order that means anything.
+fn digest_sorted(h: &mut Xxh3, items: &[Vec<u8>]) {
+    let mut sorted: Vec<&Vec<u8>> = items.iter().collect();
+    sorted.sort();
+    for i in sorted {
+        h.update(&(i.len() as u64).to_le_bytes());
+        h.update(i);
+    }
+}
+
+/// Dumps one kind of object of family inet and keeps those of our table,
+/// each as its attributes with counters removed.
+fn dump(kind: u16, extra: &[(u16, &[u8])]) -> Result<Vec<Vec<u8>>, NftError> {
+    const SEQ: u32 = 1;
+    let socket = open()?;
+    let table = std::ffi::CString::new(TABLE).map_err(|_| NftError::Encode(TABLE.into()))?;
+    let mut attrs: Vec<(u16, &[u8])> = vec![(ATTR_TABLE, table.as_bytes_with_nul())];
+    attrs.extend_from_slice(extra);
+    send(&socket, &request(kind, SEQ, &attrs))?;
+    let mut out = Vec::new();
+    let mut buf = RecvBuf::new();
+    loop {
+        let aligned = buf.aligned()?;
+        let msgs = loop {
+            match socket.recv(aligned) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(NftError::Receive)?,
+            }
+        };
+        for msg in msgs {
+            let msg = msg.map_err(NftError::Receive)?;
+            let ty = u16_at(msg, 4).ok_or(NftError::Malformed("short netlink header"))?;
+            if ty == NLMSG_DONE {
+                return Ok(out);
+            }
+            if ty == libc::NLMSG_ERROR as u16 {
+                let code = msg
+                    .get(16..20)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i32::from_ne_bytes)
+                    .ok_or(NftError::Malformed("short netlink error"))?;
+                if code == 0 {
+                    return Ok(out);
+                }
+                // The table (or a set) went away between the queries: the
+                // caller's next look will see that.
+                if code == -libc::ENOENT {
+                    out.push(b"ENOENT".to_vec());
+                    return Ok(out);
+                }
+                return Err(NftError::Rejected {
+                    object: format!("dump of table inet {TABLE}"),
+                    errno: -code,
+                });
+            }
+            let body = msg.get(HEADERS..).unwrap_or_default();
+            if attr(body, ATTR_TABLE) != Some(table.as_bytes_with_nul()) {
+                continue;
+            }
+            out.push(normalised(body, kind)?);
+        }
+    }
+}
+
+/// A dump request: netlink header (NLM_F_DUMP), nfgenmsg for family inet,
+/// then the attributes.
+fn request(kind: u16, seq: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let ty = ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | kind;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    let mut m = vec![0u8; 16];
+    m[4..6].copy_from_slice(&ty.to_ne_bytes());
+    m[6..8].copy_from_slice(&flags.to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    m.push(libc::NFPROTO_INET as u8);
+    m.push(0); // NFNETLINK_V0
+    m.extend(0u16.to_be_bytes());
+    for (ty, value) in attrs {
+        let len = 4 + value.len();
+        m.extend((len as u16).to_ne_bytes());
+        m.extend(ty.to_ne_bytes());
+        m.extend_from_slice(value);
+        m.resize(m.len().div_ceil(4) * 4, 0);
+    }
+    let total = m.len() as u32;
+    m[0..4].copy_from_slice(&total.to_ne_bytes());
+    m
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_ne_bytes)
+}
+
+/// The attributes of `b` as (type without flags, whole attribute bytes,
+/// payload). Stops at the first malformed length.
+fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
+    let mut rest = b;
+    std::iter::from_fn(move || {
+        let len = usize::from(u16_at(rest, 0)?);
+        let ty = u16_at(rest, 2)? & NLA_TYPE_MASK;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        let whole = &rest[..len];
+        rest = rest.get(len.div_ceil(4) * 4..).unwrap_or_default();
+        Some((ty, whole, &whole[4..]))
+    })
+}
+
+fn attr(b: &[u8], ty: u16) -> Option<&[u8]> {
+    attrs(b).find(|(t, ..)| *t == ty).map(|(_, _, p)| p)
+}
+
+/// The message's attributes without the parts that move with traffic:
+/// a chain's counters, and the data of every `counter` expression.
+fn normalised(body: &[u8], kind: u16) -> Result<Vec<u8>, NftError> {
+    // Attributes are copied with their padding, so the result still
+    // parses as attributes.
+    fn push(out: &mut Vec<u8>, attr: &[u8]) {
+        out.extend_from_slice(attr);
+        out.resize(out.len().div_ceil(4) * 4, 0);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    for (ty, whole, payload) in attrs(body) {
+        match (kind, ty) {
+            (GETCHAIN, NFTA_CHAIN_COUNTERS) => {}
+            (GETRULE, NFTA_RULE_EXPRESSIONS) => {
+                let mut list = Vec::with_capacity(payload.len());
+                for (_, elem, inner) in attrs(payload) {
+                    if attr(inner, NFTA_EXPR_NAME) == Some(b"counter\0") {
+                        // The expression, without its moving values.
+                        push(&mut list, &elem[..4]);
+                        push(&mut list, b"counter\0");
+                    } else {
+                        push(&mut list, elem);
+                    }
+                }
+                push(&mut out, &whole[..4]);
+                out.extend_from_slice(&list);
+            }
+            _ => push(&mut out, whole),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carry_the_table_and_dump_flag() {
+        let m = request(GETSETELEM, 9, &[(1, b"portcullis\0"), (2, b"allow4\0")]);
+        assert_eq!(
+            m.len() as u32,
+            u32::from_ne_bytes(m[0..4].try_into().unwrap())
+        );
+        assert_eq!(m.len() % 4, 0);
+        let flags = u16::from_ne_bytes(m[6..8].try_into().unwrap());
+        assert_eq!(flags, (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16);
+        assert_eq!(attr(&m[HEADERS..], 1), Some(&b"portcullis\0"[..]));
+        assert_eq!(attr(&m[HEADERS..], 2), Some(&b"allow4\0"[..]));
+    }
+
+    #[test]
+    fn counter_values_do_not_count() {
+        let expr = |name: &[u8], data: &[u8]| {
+            let mut inner = request(0, 0, &[(NFTA_EXPR_NAME, name), (NFTA_EXPR_DATA, data)]);
+            inner.drain(..HEADERS);
+            let mut elem = request(0, 0, &[(NFTA_LIST_ELEM, &inner)]);
+            elem.drain(..HEADERS);
+            let mut rule = request(
+                0,
+                0,
+                &[(1, b"portcullis\0"), (NFTA_RULE_EXPRESSIONS, &elem)],
+            );
+            rule.drain(..HEADERS);
+            normalised(&rule, GETRULE).unwrap()
+        };
+        assert_eq!(
+            expr(b"counter\0", b"12345678"),
+            expr(b"counter\0", b"87654321")
+        );
+        assert_ne!(
+            expr(b"lookup\0", b"12345678"),
+            expr(b"lookup\0", b"87654321")
+        );
+        assert_ne!(expr(b"counter\0", b"x"), expr(b"lookup\0", b"x"));
+    }
+
+    #[test]
+    fn truncated_attributes_end_the_walk() {
+        assert_eq!(attrs(&[8, 0, 1, 0, 1, 2]).count(), 0);
+        assert_eq!(attrs(&[3, 0, 1, 0]).count(), 0);
+        assert_eq!(attrs(&[5, 0, 1, 0, 9, 0, 0, 0]).count(), 1);
+    }
+}
