@@ -6,3 +6,4 @@ pub mod daemon;
 pub mod directory;
 pub mod docker;
 pub mod metrics;
+pub mod notify;
