@@ -8,6 +8,7 @@ mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
+mod reload;
 mod slowloris;
 mod tunnel;
 
@@ -56,4 +57,11 @@ fn http2_streams_are_checked_and_bounded() {
 #[test]
 fn audit_mode_never_blocks() {
     audit::run();
+}
+
+/// `portcullis reload` exits 0 once a changed file is in force, and 1 for a
+/// broken file or one the daemon cannot apply, the previous rules kept.
+#[test]
+fn reload_command_reports_the_reloads_result() {
+    reload::run();
 }

@@ -377,6 +377,13 @@ pass "journalctl -u portcullis has $n JSON log lines (start, reloads, refusals)"
 log "systemctl stop"
 C systemctl stop portcullis || fail "systemctl stop failed"
 [[ $(C systemctl is-active portcullis) == inactive ]] || fail "the unit is not inactive after stop"
+# SIGTERM drains and exits 0 (a timeout would say Result=timeout).
+res=$(C systemctl show -p Result --value portcullis)
+code=$(C systemctl show -p ExecMainStatus --value portcullis)
+[[ $res == success && $code == 0 ]] || fail "stop: Result=$res ExecMainStatus=$code, expected success and 0"
+jq -e -s 'map(select(.fields.message | startswith("stopping"))) | length == 1' \
+	< <(C journalctl -u portcullis --no-pager -o cat | grep '^{') >/dev/null || fail "no JSON 'stopping' line in the journal"
+pass "systemctl stop: the daemon drained and exited 0"
 ip netns exec "$HOSTNS" nft list table inet portcullis >/dev/null 2>&1 ||
 	fail "systemctl stop removed inet portcullis"
 pass "after systemctl stop inet portcullis is still installed"
