@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 host, as root: formatting,
 # lints, unit and kernel tests (nftables over netlink, real; the proxy in
-# namespace labs), bounded fuzzing, the demo, and the three-container test
-# with real Docker. Any missing prerequisite is a
+# namespace labs), bounded fuzzing, the shipped systemd unit under a real
+# systemd (nspawn), the demo, and the three-container test with real Docker. Any missing prerequisite is a
 # failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,9 @@ FUZZ_SECONDS="$FUZZ_SECONDS" bash ci/fuzz.sh
 step "build"
 cargo build --locked --workspace
 bin="$PWD/target/debug/portcullis"
+
+step "the shipped unit under a real systemd (systemd-nspawn, tests/systemd)"
+PORTCULLIS_BIN="$bin" bash tests/systemd/run.sh
 
 step "demo (network namespaces)"
 "$bin" demo

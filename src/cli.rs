@@ -66,6 +66,13 @@ enum Command {
     },
     /// Remove everything Portcullis installed in nftables.
     Down,
+    /// Ask the running daemon to reload its rule file and wait for the result
+    /// (exit 0: the new rules are in force; 1: refused, the previous rules stay).
+    Reload {
+        /// Admin address of the daemon.
+        #[arg(long, default_value = crate::policy::DEFAULT_ADMIN)]
+        admin: String,
+    },
     /// Show the running daemon's state.
     Status {
         /// Admin address of the daemon.
@@ -135,6 +142,7 @@ pub fn main() -> i32 {
             docker_socket,
         } => run(rules, docker_socket),
         Command::Down => down(),
+        Command::Reload { admin } => reload(&admin),
         Command::Status { admin } => status(&admin),
         Command::Demo => crate::demo::main(),
         Command::Testsvc { args } => testsvc::run(args),
@@ -473,6 +481,50 @@ fn status(admin: &str) -> i32 {
             None => fail(format!("unexpected answer from {addr}"), 1),
         },
         Err(e) => fail(format!("no daemon answering at {addr}: {e}"), 1),
+    }
+}
+
+/// `portcullis reload`: `POST /reload` to the admin endpoint, which answers
+/// once the daemon has applied or refused the file. This is the unit's
+/// `ExecReload`, so `systemctl reload` fails exactly when the reload did.
+fn reload(admin: &str) -> i32 {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = match admin.parse() {
+        Ok(a) => a,
+        Err(_) => return fail(format!("invalid --admin {admin:?}: expected IP:PORT"), 2),
+    };
+    let res = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+        .and_then(|mut s| {
+            // The daemon answers within its own 60 s bound.
+            s.set_read_timeout(Some(std::time::Duration::from_secs(70)))?;
+            s.write_all(b"POST /reload HTTP/1.0\r\nHost: admin\r\nContent-Length: 0\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+    let answer = match res {
+        Ok(a) => a,
+        Err(e) => return fail(format!("no daemon answering at {addr}: {e}"), 1),
+    };
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head.split_whitespace().nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    match (code, v["version"].as_u64(), v["error"].as_str()) {
+        ("200", Some(version), _) => {
+            println!("reloaded: rules version {version} in force");
+            0
+        }
+        (_, _, Some(e)) => fail(
+            format!("reload refused, the previous rules stay in force: {e}"),
+            1,
+        ),
+        _ => fail(
+            format!(
+                "unexpected answer from {addr}: {}",
+                head.lines().next().unwrap_or("")
+            ),
+            1,
+        ),
     }
 }
 

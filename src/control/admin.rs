@@ -1,7 +1,10 @@
 //! The admin endpoint (`proxy.admin`, default `127.0.0.1:9901`): `/healthz`,
-//! `/metrics` (Prometheus text), `/status` (JSON for `portcullis status`)
-//! and `POST /cache/purge` (the only way to purge the cache: containers and
-//! frontends never can).
+//! `/metrics` (Prometheus text), `/status` (JSON for `portcullis status`),
+//! `POST /cache/purge` (the only way to purge the cache: containers and
+//! frontends never can) and `POST /reload` (`portcullis reload`, the systemd
+//! unit's `ExecReload`: it reloads the rule file and answers only once the
+//! reload has been applied or refused, so the caller's exit status is the
+//! reload's result).
 //! Runs on its own small runtime thread, apart from the data plane, so a
 //! flood of proxied traffic cannot starve operators of answers.
 
@@ -17,6 +20,14 @@ use super::drift::Kernel;
 use super::metrics::Metrics;
 use crate::cache::CacheLayer;
 
+/// Where the daemon loop answers a `POST /reload`: the new rules version,
+/// or why the reload was refused (the previous rules stay in force).
+pub type ReloadReply = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
+/// Longest wait for the daemon loop to finish a requested reload (resolving
+/// Docker containers and installing the ruleset normally take milliseconds).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves the admin endpoint on `listener` until the runtime stops.
 pub async fn serve(
     listener: TcpListener,
@@ -24,6 +35,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     cache: Arc<CacheLayer>,
     kernel: Arc<Kernel>,
+    reload: tokio::sync::mpsc::Sender<ReloadReply>,
 ) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
@@ -33,6 +45,7 @@ pub async fn serve(
         let metrics = metrics.clone();
         let cache = cache.clone();
         let kernel = kernel.clone();
+        let reload = reload.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut n = 0;
@@ -61,6 +74,8 @@ pub async fn serve(
                     None => (200, "text/plain", "ok\n".to_owned()),
                     Some(d) => (503, "text/plain", format!("unhealthy: {d}\n")),
                 },
+                "/reload" if method == "POST" => request_reload(&reload).await,
+                "/reload" => (405, "text/plain", "use POST\n".to_owned()),
                 "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
                 "/status" => (
                     200,
@@ -75,6 +90,7 @@ pub async fn serve(
                     200 => "OK",
                     400 => "Bad Request",
                     405 => "Method Not Allowed",
+                    409 => "Conflict",
                     503 => "Service Unavailable",
                     _ => "Not Found",
                 },
@@ -83,6 +99,39 @@ pub async fn serve(
             let _ = s.write_all(head.as_bytes()).await;
             let _ = s.write_all(body.as_bytes()).await;
         });
+    }
+}
+
+/// `POST /reload`: asks the daemon loop for a reload of the rule file and
+/// waits for its result. 200 `{"version": N}` when the new rules are in
+/// force, 409 `{"error": …}` when the reload was refused (the previous rules
+/// stay), 503 when the daemon loop does not answer.
+async fn request_reload(
+    reload: &tokio::sync::mpsc::Sender<ReloadReply>,
+) -> (u16, &'static str, String) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let answer = tokio::time::timeout(RELOAD_WAIT, async {
+        reload.send(tx).await.ok()?;
+        rx.await.ok()
+    })
+    .await;
+    match answer {
+        Ok(Some(Ok(version))) => (
+            200,
+            "application/json",
+            serde_json::json!({ "version": version }).to_string(),
+        ),
+        Ok(Some(Err(error))) => (
+            409,
+            "application/json",
+            serde_json::json!({ "error": error }).to_string(),
+        ),
+        Ok(None) | Err(_) => (
+            503,
+            "application/json",
+            serde_json::json!({ "error": "the daemon did not answer the reload request" })
+                .to_string(),
+        ),
     }
 }
 

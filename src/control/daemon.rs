@@ -22,6 +22,7 @@ use super::directory::{Directory, Snapshot};
 use super::docker;
 use super::drift::Kernel;
 use super::metrics::Metrics;
+use super::notify;
 use crate::balance::{health, Balancer};
 use crate::nft;
 use crate::policy::Policy;
@@ -147,12 +148,17 @@ pub async fn run(
         lb: lb.clone(),
     }));
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
+    // `POST /reload` on the admin endpoint (`portcullis reload`, the unit's
+    // ExecReload): a reload whose result goes back to the caller.
+    let (reload_req_tx, mut reload_req) =
+        tokio::sync::mpsc::channel::<super::admin::ReloadReply>(8);
     spawn_admin(
         admin_listener,
         state.clone(),
         metrics.clone(),
         ctx.cache.clone(),
         kernel.clone(),
+        reload_req_tx,
     );
     frontends.commit(bound, &ctx);
     let mut checks = health::spawn(lb, state.clone());
@@ -175,14 +181,19 @@ pub async fn run(
         proxy: proxy_addr,
         admin: admin_addr,
     });
+    // Only now: the ruleset is in the kernel and every listener is bound.
+    let mut last_error: Option<String> = None;
+    notify::ready(&status_line(&path, &state, last_error.as_deref()));
 
     let mut last_mtime = mtime(&path);
     let mut file_tick = tokio::time::interval(FILE_POLL);
     let mut docker_tick = tokio::time::interval(DOCKER_POLL);
     loop {
+        let mut reply = None;
         let reason = tokio::select! {
             _ = ctl.stop.changed() => break,
             Some(()) = ctl.reload.recv() => "signal",
+            Some(r) = reload_req.recv() => { reply = Some(r); "admin" }
             _ = file_tick.tick() => {
                 let m = mtime(&path);
                 if m == last_mtime { continue; }
@@ -191,7 +202,11 @@ pub async fn run(
             }
             _ = docker_tick.tick(), if has_docker => "docker",
         };
-        match reload(
+        // Docker polls change nothing most of the time: no RELOADING for them.
+        if reason != "docker" {
+            notify::reloading(reason);
+        }
+        let result = reload(
             &path,
             &docker_socket,
             &state,
@@ -200,8 +215,22 @@ pub async fn run(
             &ctx,
             &kernel,
         )
-        .await
-        {
+        .await;
+        if let Some(r) = reply {
+            let _ = r.send(match &result {
+                Ok(_) => Ok(state.load().version),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        last_error = match &result {
+            Ok(false) => last_error,
+            Ok(true) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if reason != "docker" || !matches!(result, Ok(false)) {
+            notify::ready(&status_line(&path, &state, last_error.as_deref()));
+        }
+        match result {
             Ok(true) => {
                 Metrics::inc(&metrics.reloads_total);
                 let lb = state.load().lb.clone();
@@ -219,6 +248,7 @@ pub async fn run(
     }
     info!("stopping: draining connections; nftables rules stay in place");
     kernel.stop();
+    notify::stopping();
     frontends.stop_all().await;
     drop(checks);
     let _ = proxy_stop_tx.send(true);
@@ -255,12 +285,24 @@ fn bind_proxy_v6(port: u16) -> Option<TcpListener> {
     }
 }
 
+fn status_line(path: &Path, state: &ArcSwap<Snapshot>, last_error: Option<&str>) -> String {
+    let snap = state.load();
+    notify::status_line(
+        path,
+        snap.version,
+        snap.policy.containers.len(),
+        snap.policy.entries.len(),
+        last_error,
+    )
+}
+
 fn spawn_admin(
     listener: std::net::TcpListener,
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     cache: Arc<crate::cache::CacheLayer>,
     kernel: Arc<Kernel>,
+    reload: tokio::sync::mpsc::Sender<super::admin::ReloadReply>,
 ) {
     std::thread::Builder::new()
         .name("admin".into())
@@ -275,7 +317,7 @@ fn spawn_admin(
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
                 match TcpListener::from_std(listener) {
-                    Ok(l) => super::admin::serve(l, state, metrics, cache, kernel).await,
+                    Ok(l) => super::admin::serve(l, state, metrics, cache, kernel, reload).await,
                     Err(e) => error!(error = %e, "admin listener failed"),
                 }
             });

@@ -9,6 +9,7 @@ mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
+mod reload;
 mod slowloris;
 mod tunnel;
 
@@ -65,4 +66,9 @@ fn audit_mode_never_blocks() {
 #[test]
 fn nftables_drift_is_repaired() {
     drift::run();
+/// `portcullis reload` exits 0 once a changed file is in force, and 1 for a
+/// broken file or one the daemon cannot apply, the previous rules kept.
+#[test]
+fn reload_command_reports_the_reloads_result() {
+    reload::run();
 }
