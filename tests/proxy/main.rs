@@ -66,6 +66,8 @@ fn audit_mode_never_blocks() {
 #[test]
 fn nftables_drift_is_repaired() {
     drift::run();
+}
+
 /// `portcullis reload` exits 0 once a changed file is in force, and 1 for a
 /// broken file or one the daemon cannot apply, the previous rules kept.
 #[test]
