@@ -266,16 +266,21 @@ fn explain(a: &ExplainArgs) -> i32 {
             let method = a.method.as_deref().unwrap_or("GET");
             let target = a.path.as_deref().unwrap_or("/");
             let (raw, _) = split_target(target);
-            match normalize_path(raw) {
-                Err(err) => Policy::refuse_path(err),
-                Ok(path) => policy.decide_request(
-                    e,
-                    &RequestView {
-                        method,
-                        path: &path,
-                        headers: &headers,
-                    },
-                ),
+            // The proxy's order: fields, then the path, then the rules.
+            if let Err(err) = policy.fields.check(&headers) {
+                Policy::refuse_fields(&err)
+            } else {
+                match normalize_path(raw) {
+                    Err(err) => Policy::refuse_path(err),
+                    Ok(path) => policy.decide_request(
+                        e,
+                        &RequestView {
+                            method,
+                            path: &path,
+                            headers: &headers,
+                        },
+                    ),
+                }
             }
         }
         _ => flow,
