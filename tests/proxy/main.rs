@@ -4,6 +4,7 @@
 
 mod corpus;
 mod http2;
+mod integrity;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
@@ -48,4 +49,14 @@ fn tunnels_only_after_the_rule_check() {
 #[test]
 fn http2_streams_are_checked_and_bounded() {
     http2::run();
+}
+
+/// The upstream receives exactly what the rules checked (issue 9): no
+/// `Connection` option drops a checked or framing field, no underscore
+/// lookalike passes, `..;` is refused, HTTP/2 `:authority` wins and
+/// trailers are filtered; recorded on the upstreams' side.
+#[test]
+fn upstream_receives_what_the_rules_checked() {
+    let lab = lab::Lab::start(integrity::RULES);
+    integrity::run(&lab);
 }
