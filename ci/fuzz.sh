@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 secs="${FUZZ_SECONDS:-30}"
-read -r -a targets <<<"${FUZZ_TARGETS:-request_head path rule_file}"
+read -r -a targets <<<"${FUZZ_TARGETS:-request_head forwarded_head path rule_file}"
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 rustup toolchain list | grep -q '^nightly' \

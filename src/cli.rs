@@ -273,16 +273,21 @@ fn explain(a: &ExplainArgs) -> i32 {
                 .collect();
             let method = a.method.as_deref().unwrap_or("GET");
             let target = a.path.as_deref().unwrap_or("/");
-            match Policy::request_path(method, target) {
-                Err(err) => Policy::refuse_path(err),
-                Ok((path, _)) => policy.decide_request(
-                    e,
-                    &RequestView {
-                        method,
-                        path: &path,
-                        headers: &headers,
-                    },
-                ),
+            // The proxy's order: fields, then the path, then the rules.
+            if let Err(err) = policy.fields.check(&headers) {
+                Policy::refuse_fields(&err)
+            } else {
+                match Policy::request_path(method, target) {
+                    Err(err) => Policy::refuse_path(err),
+                    Ok((path, _)) => policy.decide_request(
+                        e,
+                        &RequestView {
+                            method,
+                            path: &path,
+                            headers: &headers,
+                        },
+                    ),
+                }
             }
         }
         _ => flow,

@@ -64,6 +64,197 @@ pub fn request_head(data: &[u8]) {
     }
 }
 
+/// The rule files of [`forwarded_head`], one per `headers_with_underscores`.
+const FORWARD_RULES: &str = r#"{"version": 1,
+  "containers": { "app": { "address": "198.19.0.2" }, "svc": { "address": "198.19.0.3" } },
+  "access": [ { "from": "app", "to": "svc", "ports": [80], "http": [
+    { "path_prefix": "/", "headers": { "X-Bar": false } },
+    { "methods": ["GET", "POST", "PUT"], "path_prefix": "/t", "headers": { "X-Token": { "prefix": "t" } } },
+    { "methods": ["CONNECT"] } ] } ],
+  "proxy": { "headers_with_underscores": "MODE" } }"#;
+
+struct Forwarding {
+    policy: crate::policy::Policy,
+    metrics: crate::control::metrics::Metrics,
+    sources: crate::proxy::limits::SourceTable,
+}
+
+fn forwarding(mode: usize) -> &'static Forwarding {
+    static ALL: std::sync::OnceLock<Vec<Forwarding>> = std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        ["reject_lookalikes", "drop", "reject"]
+            .iter()
+            .map(|m| {
+                let text = FORWARD_RULES.replace("MODE", m);
+                let set = crate::rules::parse("fuzz.json", &text)
+                    .unwrap_or_else(|e| panic!("the fuzz rule file is valid: {e}"));
+                Forwarding {
+                    policy: crate::policy::Policy::compile(set)
+                        .unwrap_or_else(|e| panic!("the fuzz rule file compiles: {e}")),
+                    metrics: Default::default(),
+                    sources: Default::default(),
+                }
+            })
+            .collect()
+    });
+    &all[mode % all.len()]
+}
+
+/// Differential check of the upstream head (issue 9): the first byte picks
+/// `headers_with_underscores`, the rest is a request head. For any request
+/// the access-flow authorise step ([`crate::proxy::conn::authorise`], the
+/// code the proxy runs) forwards, the head it wrote, parsed by `httparse`
+/// on its own, has the client's method, the normalised path and the query,
+/// exactly the framing the proxy streams the body by, the same values for
+/// every field a rule or the proxy relies on, one `X-Portcullis-Source`
+/// set by the proxy, and no underscore lookalike of a protected field.
+pub fn forwarded_head(data: &[u8]) {
+    use crate::policy::fields::{same_field, Underscores};
+    use crate::proxy::conn::{authorise, Check, Flow, Plan, Resolved};
+    use crate::proxy::head::Tunnel;
+    use crate::proxy::limits::{self, Key, Scope, Source};
+
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let Ok(Some(end)) = head::head_end(data) else {
+        return;
+    };
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(req) = head::parse_request(&data[..end], &mut storage) else {
+        return;
+    };
+    let fw = forwarding(mode as usize);
+    let policy = &fw.policy;
+    let resolved = Resolved {
+        from: Some(0),
+        entry: policy.entries.first(),
+        key: Key {
+            source: Source::Container(0),
+            scope: Scope::Access(0),
+        },
+    };
+    let flow = Flow {
+        peer: ([198, 19, 0, 2], 40000).into(),
+        dst: ([198, 19, 0, 3], 80).into(),
+    };
+    let lim = limits::effective(policy, resolved.entry);
+    let check = Check {
+        policy,
+        resolved: &resolved,
+        flow: &flow,
+        limits: &lim,
+        metrics: &fw.metrics,
+        sources: &fw.sources,
+    };
+    let mut out = Vec::new();
+    let exchange = match authorise(&check, &req, &mut out) {
+        Plan::Forward(x) => x,
+        Plan::Refuse { code, .. } => {
+            assert!(matches!(code, 400 | 403 | 413 | 429), "status {code}");
+            return;
+        }
+    };
+    assert_eq!(
+        exchange.framing, req.framing,
+        "the body is streamed as parsed"
+    );
+
+    // The forwarded head, read by an independent parser.
+    let mut fstorage = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+    let mut fwd = httparse::Request::new(&mut fstorage);
+    let used = match fwd.parse(&out) {
+        Ok(httparse::Status::Complete(n)) => n,
+        other => panic!(
+            "the forwarded head does not parse: {other:?} {:?}",
+            String::from_utf8_lossy(&out)
+        ),
+    };
+    assert_eq!(used, out.len(), "the head ends where the proxy thinks");
+    assert_eq!(fwd.method, Some(req.method));
+    assert_eq!(fwd.version, Some(1));
+    let target = fwd.path.unwrap_or_default();
+    if req.tunnel == Some(Tunnel::Connect) {
+        assert_eq!(target, req.target);
+    } else {
+        let client = head::origin_form(req.target, req.headers)
+            .unwrap_or_else(|e| panic!("a forwarded target was in origin form: {e}"));
+        let (cpath, cquery) = split_target(client);
+        let (fpath, fquery) = split_target(target);
+        let normal = normalize_path(cpath).unwrap_or_else(|e| panic!("normalised: {e}"));
+        assert_eq!(fpath, normal, "the normalised path is forwarded");
+        assert_eq!(
+            normalize_path(fpath).as_deref(),
+            Ok(fpath),
+            "and it stays itself"
+        );
+        assert_eq!(fquery, cquery, "the query is forwarded as sent");
+    }
+    let fheaders = &*fwd.headers;
+    let values = |hs: &[httparse::Header<'_>], name: &str| -> Vec<Vec<u8>> {
+        hs.iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.to_vec())
+            .collect()
+    };
+    // Framing: exactly the proxy's decision.
+    let cl = values(fheaders, "content-length");
+    let te = values(fheaders, "transfer-encoding");
+    match req.framing {
+        Framing::Length(n) => {
+            assert_eq!(cl, [n.to_string().into_bytes()]);
+            assert!(te.is_empty());
+        }
+        Framing::Chunked => {
+            assert!(cl.is_empty());
+            assert_eq!(te, [b"chunked".to_vec()]);
+        }
+        Framing::None | Framing::UntilClose => assert!(cl.is_empty() && te.is_empty()),
+    }
+    // Every field a rule or the proxy relies on, as the rules saw it.
+    for p in policy.fields.protected() {
+        match p {
+            "content-length" | "transfer-encoding" => {}
+            "x-portcullis-source" => {
+                let all: Vec<&httparse::Header<'_>> =
+                    fheaders.iter().filter(|h| same_field(h.name, p)).collect();
+                assert_eq!(all.len(), 1, "one source header");
+                assert_eq!((all[0].name, all[0].value), (p, &b"app"[..]));
+            }
+            "host" if values(req.headers, p).is_empty() => {
+                assert_eq!(values(fheaders, p), [flow.dst.to_string().into_bytes()]);
+            }
+            _ => assert_eq!(
+                values(fheaders, p),
+                values(req.headers, p),
+                "{p} reaches the upstream as checked"
+            ),
+        }
+        for h in fheaders {
+            assert!(
+                !same_field(h.name, p) || h.name.eq_ignore_ascii_case(p),
+                "lookalike {} of {p} forwarded",
+                h.name
+            );
+        }
+    }
+    if policy.fields.underscores != Underscores::RejectLookalikes {
+        assert!(fheaders.iter().all(|h| !h.name.contains('_')));
+    }
+    // Nothing hop-by-hop from the client (the proxy's own upgrade pair aside).
+    for h in fheaders {
+        if req.tunnel == Some(Tunnel::WebSocket) && (h.name == "connection" || h.name == "upgrade")
+        {
+            continue;
+        }
+        assert!(
+            !head::is_hop_by_hop(h.name) || h.name == "transfer-encoding",
+            "hop-by-hop {} forwarded",
+            h.name
+        );
+    }
+}
+
 /// Path normalisation: a normalised path is absolute, has no dot or empty
 /// segments, normalises to itself, and agrees with the prefix test.
 pub fn path(data: &[u8]) {
@@ -113,8 +304,9 @@ mod tests {
     fn regressions_replay() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 3] = [
+        let targets: [(&str, Target); 4] = [
             ("request_head", request_head),
+            ("forwarded_head", forwarded_head),
             ("path", path),
             ("rule_file", rule_file),
         ];
@@ -143,6 +335,16 @@ mod tests {
             let mut data = head.into_bytes();
             data.extend_from_slice(&body);
             request_head(&data);
+        }
+
+        #[test]
+        fn forwarded_heads_agree_with_the_checked_request(
+            mode in 0u8..3,
+            head in "(GET|POST|PUT|CONNECT) (/[a-zA-Z0-9./%;_-]{0,16}|[a-z]{1,4}:[0-9]{1,3}) HTTP/1\\.[01]\r\n((Host|X-Bar|X_Bar|X-Token|x_token|Connection|Content-Length|Transfer-Encoding|X-Portcullis[-_]Source|Upgrade|X-Other): ?[ -~]{0,12}\r\n){0,6}\r\n",
+        ) {
+            let mut data = vec![mode];
+            data.extend_from_slice(head.as_bytes());
+            forwarded_head(&data);
         }
 
         #[test]

@@ -7,6 +7,7 @@
 //! functions answer `portcullis explain`, the proxy and the nftables
 //! compiler, so the three cannot disagree.
 
+pub mod fields;
 pub mod matcher;
 pub mod normalize;
 pub mod routes;
@@ -63,6 +64,8 @@ pub struct Policy {
     pub proxy_port: u16,
     pub admin: SocketAddr,
     pub limits: Limits,
+    /// Fields the proxy and the rules rely on ([`fields`]).
+    pub fields: fields::FieldGuard,
     /// The validated rule file, for the layers compiled elsewhere
     /// (frontends, pools, cache).
     pub source: RuleSet,
@@ -239,6 +242,7 @@ impl Policy {
             proxy_port,
             admin,
             limits: r.limits.clone().unwrap_or_default(),
+            fields: fields::FieldGuard::of_rules(r),
             source: set,
         })
     }
@@ -413,6 +417,20 @@ impl Policy {
         }
         let (raw, query) = normalize::split_target(target);
         Ok((normalize::normalize_path(raw)?, query))
+    }
+
+    /// A request whose fields would change after the decision (a protected
+    /// field named in `Connection`, an underscore lookalike): refused
+    /// before any rule is consulted, like a bad path.
+    pub fn refuse_fields(err: &fields::FieldError) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            layer: Layer::Proxy,
+            rule: None,
+            reason: format!("bad request: {err}"),
+            audit_deny: false,
+            status: Some(400),
+        }
     }
 
     /// A request whose path could not be normalised: refused before any

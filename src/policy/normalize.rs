@@ -7,8 +7,11 @@
 //! unreserved percent-escapes are decoded, `.`/`..` segments removed, `//`
 //! merged. What cannot be made safe is refused outright (→ `400`) before any
 //! rule is consulted: an encoded `/` or `\` (upstreams disagree on whether it
-//! separates segments), a raw `\`, NUL or control bytes, non-ASCII bytes and
-//! `..` above the root.
+//! separates segments), a raw `\`, NUL or control bytes, non-ASCII bytes,
+//! `..` above the root, and a segment that is a dot segment once its
+//! `;parameters` are removed (`..;`, `%2e%2e;x=1`, `.;`): Tomcat, Jetty and
+//! older Spring strip path parameters before removing dot segments, so
+//! `/foo/..;/admin` is `/admin` to them while it is under `/foo` here.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,6 +27,7 @@ pub enum PathError {
     NonAscii,
     BadEscape,
     AboveRoot,
+    DotSegmentParameters,
 }
 
 impl fmt::Display for PathError {
@@ -37,6 +41,9 @@ impl fmt::Display for PathError {
             PathError::NonAscii => "non-ASCII byte in path",
             PathError::BadEscape => "malformed percent-escape in path",
             PathError::AboveRoot => "'..' above the root in path",
+            PathError::DotSegmentParameters => {
+                "a '.' or '..' segment with ';' parameters in path (servers disagree on it)"
+            }
         })
     }
 }
@@ -64,6 +71,32 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Is `seg` a dot segment (`.`, `..`, also as `%2e`) once everything
+/// from its first `;` (or `%3B`) on is removed — and does it have one?
+fn dot_segment_with_parameters(seg: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut i = 0;
+    while i < seg.len() {
+        match seg[i] {
+            b';' => return (1..=2).contains(&dots),
+            b'.' => {
+                dots += 1;
+                i += 1;
+            }
+            b'%' if seg.len() >= i + 3 => {
+                match (seg[i + 1], seg[i + 2].to_ascii_lowercase()) {
+                    (b'2', b'e') => dots += 1,
+                    (b'3', b'b') => return (1..=2).contains(&dots),
+                    _ => return false,
+                }
+                i += 3;
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Normalises a path (no query). Returns the input unchanged (borrowed) in
 /// the common case that it is already normal, so the hot path allocates
 /// nothing.
@@ -74,6 +107,11 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
     if b[0] != b'/' {
         return Err(PathError::NotAbsolute);
+    }
+    if memchr::memchr2(b';', b'%', b).is_some()
+        && b.split(|&c| c == b'/').any(dot_segment_with_parameters)
+    {
+        return Err(PathError::DotSegmentParameters);
     }
     // Validate bytes and find whether any rewriting is needed.
     let mut needs_work = false;
@@ -212,6 +250,11 @@ mod tests {
             ("/foo/bar/..", "/foo/"),
             ("/.", "/"),
             ("/x/", "/x/"),
+            // Parameters on other segments are kept as they are.
+            ("/foo;v=1/x", "/foo;v=1/x"),
+            ("/foo/...;/x", "/foo/...;/x"),
+            ("/foo/;/x", "/foo/;/x"),
+            ("/foo/a..;/x", "/foo/a..;/x"),
         ];
         for (input, want) in ok {
             assert_eq!(normalize_path(input).as_deref(), Ok(want), "{input}");
@@ -232,6 +275,17 @@ mod tests {
             ("/..", PathError::AboveRoot),
             ("/foo/../../x", PathError::AboveRoot),
             ("/%2e%2e/x", PathError::AboveRoot),
+            ("/foo/..;/admin", PathError::DotSegmentParameters),
+            ("/foo/%2e%2e;/admin", PathError::DotSegmentParameters),
+            ("/foo/%2E.;x=1/admin", PathError::DotSegmentParameters),
+            ("/foo/.;/x", PathError::DotSegmentParameters),
+            ("/foo/..;", PathError::DotSegmentParameters),
+            ("/foo/..%3b/admin", PathError::DotSegmentParameters),
+            (
+                "/foo/.%2E%3Bjsessionid=1/admin",
+                PathError::DotSegmentParameters,
+            ),
+            ("/..;/foo", PathError::DotSegmentParameters),
         ];
         for (input, want) in bad {
             assert_eq!(normalize_path(input), Err(want), "{input:?}");

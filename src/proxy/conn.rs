@@ -7,13 +7,15 @@
 //! 1. **read head** — bounded by `max_header_bytes`, header and idle timeouts;
 //! 2. **parse** — strict RFC 9112 ([`super::head`]); refusals are 400/431/501;
 //! 3. **authorise** — the source's request bucket (429), `max_body_bytes`
-//!    against a declared length (413), normalise the path, find the access
+//!    against a declared length (413), the field checks of
+//!    [`crate::policy::fields`] (400), normalise the path, find the access
 //!    entry for (source container, original destination, port) and run its
 //!    matchers; a refusal is a 403 naming the rule. CONNECT and WebSocket
 //!    upgrades are checked like any request (CONNECT only by a matcher that
 //!    names it) and tunnelled once the upstream agrees;
-//! 4. **forward** — the rewritten head (normalised path, hop-by-hop headers
-//!    dropped, `X-Portcullis-Source` set) and the streamed body go to the
+//! 4. **forward** — the head written from the checked request
+//!    ([`super::outbound`]: normalised path, framing restated by the proxy,
+//!    hop-by-hop headers dropped, `X-Portcullis-Source` set) and the streamed body go to the
 //!    original destination over a pooled connection;
 //! 5. **respond** — the upstream response head is checked and relayed, the
 //!    body streamed back; the connection is kept if both sides allow it.
@@ -34,6 +36,7 @@ use super::forward::{forward, write_refusal, Exchange, Upstream};
 use super::h2::Sniffed;
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
+use super::outbound;
 use super::respond;
 use super::ProxyCtx;
 use crate::control::directory::Directory;
@@ -302,6 +305,10 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         warn!(source = %source, peer = %flow.peer, destination = %flow.dst, method = req.method, target = req.target, status = 400, reason = %e, "malformed request refused");
         refuse(400, format!("bad request: {e}"))
     };
+    // Fields that would change after the decision: 400 before any rule.
+    if let Err(e) = c.policy.fields.check(req.headers) {
+        return bad(&e);
+    }
     let connect = req.tunnel == Some(Tunnel::Connect);
     let target = if connect {
         // Authority form: only the matchers that name CONNECT can allow it,
@@ -360,47 +367,25 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         }
     }
 
-    // Phase 4 preparation: the head sent upstream.
-    out_head.clear();
-    out_head.extend_from_slice(req.method.as_bytes());
-    out_head.push(b' ');
+    // Phase 4 preparation: the head sent upstream, from the checked request.
     if connect {
-        out_head.extend_from_slice(req.target.as_bytes());
+        outbound::request_line(out_head, req.method, req.target, None);
     } else {
-        out_head.extend_from_slice(path.as_bytes());
-        if let Some(q) = query {
-            out_head.push(b'?');
-            out_head.extend_from_slice(q.as_bytes());
-        }
+        outbound::request_line(out_head, req.method, &path, query);
     }
-    out_head.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut has_host = false;
-    for h in req.headers {
-        if head::is_hop_by_hop(h.name)
-            || h.name.eq_ignore_ascii_case("x-portcullis-source")
-            || (req.expect_continue && h.name.eq_ignore_ascii_case("expect"))
-            || head::named_by_connection(req.headers, h.name)
-        {
-            continue;
-        }
-        has_host |= h.name.eq_ignore_ascii_case("host");
-        out_head.extend_from_slice(h.name.as_bytes());
-        out_head.extend_from_slice(b": ");
-        out_head.extend_from_slice(h.value);
-        out_head.extend_from_slice(b"\r\n");
-    }
-    if !has_host {
+    if !outbound::copy_fields(out_head, req, &c.policy.fields, |_| false) {
         out_head.extend_from_slice(format!("host: {}\r\n", flow.dst).as_bytes());
     }
-    if req.framing == Framing::Chunked {
-        out_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
+    outbound::framing_fields(out_head, req.framing);
     if req.tunnel == Some(Tunnel::WebSocket) {
         out_head.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
-    out_head.extend_from_slice(b"x-portcullis-source: ");
-    out_head.extend_from_slice(source_name.unwrap_or("unknown").as_bytes());
-    out_head.extend_from_slice(b"\r\n\r\n");
+    outbound::field(
+        out_head,
+        outbound::SOURCE_HEADER.as_bytes(),
+        source_name.unwrap_or("unknown").as_bytes(),
+    );
+    out_head.extend_from_slice(b"\r\n");
     Plan::Forward(Exchange {
         framing: req.framing,
         // A tunnel request is the last one on its connection either way.

@@ -449,13 +449,24 @@ pub async fn forward_once(
     }
 }
 
-/// The response head relayed to the client: hop-by-hop headers dropped,
-/// framing restated, `connection: close` when this exchange is the last.
+/// The response head relayed to the client: hop-by-hop headers (and what
+/// the upstream's `Connection` names) dropped, framing restated from the
+/// proxy's own reading of the response — never copied, so an upstream's
+/// `Connection: Content-Length` cannot leave the client without the length
+/// the proxy streams by — and `connection: close` when this exchange is
+/// the last.
 fn response_head(res: &head::ResponseHead<'_, '_>, close: bool, extra: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", res.code, res.reason).as_bytes());
+    let bodyless = res.framing == Framing::None;
     for h in res.headers {
-        if head::is_hop_by_hop(h.name) || head::named_by_connection(res.headers, h.name) {
+        let length = h.name.eq_ignore_ascii_case("content-length");
+        // A bodyless response (HEAD, 204, 304) keeps its Content-Length:
+        // there it describes the representation, not this message.
+        if (length && !bodyless)
+            || (!length
+                && (head::is_hop_by_hop(h.name) || head::named_by_connection(res.headers, h.name)))
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -463,9 +474,7 @@ fn response_head(res: &head::ResponseHead<'_, '_>, close: bool, extra: &str) -> 
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if res.framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
+    super::outbound::framing_fields(&mut out, res.framing);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

@@ -9,7 +9,8 @@
 //!    [`RouteTable`](crate::policy::routes::RouteTable): `404` without a
 //!    route; then a member of the pool ([`crate::balance`]): `503`
 //!    without a healthy one;
-//! 4. **forward** — the head rewritten (normalised path, hop-by-hop
+//! 4. **forward** — the head written from the checked request
+//!    ([`super::outbound`]: normalised path, framing restated, hop-by-hop
 //!    headers and any client `X-Portcullis-Source` dropped, `Host` passed
 //!    through, `X-Forwarded-For` / `Forwarded` appended to,
 //!    `X-Forwarded-Proto` set) over the member's keep-alive pool;
@@ -46,6 +47,7 @@ use super::h2::Sniffed;
 use super::h2::{self, Decision, Route, Streams};
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits;
+use super::outbound;
 use super::{respond, ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
 use crate::control::metrics::Metrics;
@@ -651,6 +653,12 @@ fn route(
                 .into(),
         );
     }
+    // Fields that would change after the decision: 400 before routing.
+    if let Err(e) = snap.policy.fields.check(req.headers) {
+        Metrics::inc(&metrics.requests_bad_total);
+        warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
+        return refuse(400, format!("bad request: {e}"));
+    }
     // Host or absolute-form authority; origin_form refuses the two disagreeing.
     let target = match head::origin_form(req.target, req.headers) {
         Ok(t) => t,
@@ -708,41 +716,13 @@ fn route(
         headers: req.headers,
     });
 
-    // Phase 4 preparation: the head sent upstream.
-    out_head.clear();
-    out_head.extend_from_slice(req.method.as_bytes());
-    out_head.push(b' ');
-    out_head.extend_from_slice(path.as_bytes());
-    if let Some(q) = query {
-        out_head.push(b'?');
-        out_head.extend_from_slice(q.as_bytes());
-    }
-    out_head.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut xff: Vec<&[u8]> = Vec::new();
-    let mut fwd: Vec<&[u8]> = Vec::new();
-    for h in req.headers {
-        let n = h.name;
-        if n.eq_ignore_ascii_case("x-forwarded-for") {
-            xff.push(head::trim(h.value));
-            continue;
-        }
-        if n.eq_ignore_ascii_case("forwarded") {
-            fwd.push(head::trim(h.value));
-            continue;
-        }
-        if head::is_hop_by_hop(n)
-            || n.eq_ignore_ascii_case("x-portcullis-source")
-            || n.eq_ignore_ascii_case("x-forwarded-proto")
-            || (req.expect_continue && n.eq_ignore_ascii_case("expect"))
-            || head::named_by_connection(req.headers, n)
-        {
-            continue;
-        }
-        out_head.extend_from_slice(n.as_bytes());
-        out_head.extend_from_slice(b": ");
-        out_head.extend_from_slice(h.value);
-        out_head.extend_from_slice(b"\r\n");
-    }
+    // Phase 4 preparation: the head sent upstream, from the checked request.
+    outbound::request_line(out_head, req.method, &path, query);
+    let xff: Vec<&[u8]> = forwarding_values(req, "x-forwarded-for");
+    let fwd: Vec<&[u8]> = forwarding_values(req, "forwarded");
+    outbound::copy_fields(out_head, req, &snap.policy.fields, |n| {
+        FORWARDING.iter().any(|f| n.eq_ignore_ascii_case(f))
+    });
     if host_header.is_none() {
         out_head.extend_from_slice(b"host: ");
         match raw_host {
@@ -751,9 +731,7 @@ fn route(
         }
         out_head.extend_from_slice(b"\r\n");
     }
-    if req.framing == Framing::Chunked {
-        out_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
+    outbound::framing_fields(out_head, req.framing);
     if req.tunnel == Some(Tunnel::WebSocket) {
         out_head.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
@@ -794,6 +772,15 @@ fn route(
         method: req.method.to_owned(),
         path: path.into_owned(),
     }
+}
+
+/// The client's values of a forwarding field the proxy appends to.
+fn forwarding_values<'b>(req: &head::RequestHead<'b, '_>, name: &str) -> Vec<&'b [u8]> {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| head::trim(h.value))
+        .collect()
 }
 
 /// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]`.

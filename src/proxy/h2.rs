@@ -50,6 +50,7 @@ use super::limits::{self, SourceName};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::control::metrics::Metrics;
+use crate::policy::fields::{same_field, FieldGuard};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -434,24 +435,60 @@ fn refuse(respond: &mut SendResponse<Bytes>, code: u16, reason: &str) {
 }
 
 /// The request's fields as `httparse` headers, for the shared matchers;
-/// `:authority` appears as `host`.
+/// `:authority` appears as `host` (a `host` field, which [`authority`]
+/// made sure agrees with it, is not listed twice).
 fn header_view<'a>(authority: Option<&'a str>, map: &'a HeaderMap) -> Vec<httparse::Header<'a>> {
     let mut out = Vec::with_capacity(map.len() + 1);
     if let Some(a) = authority {
-        if !map.contains_key(http::header::HOST) {
-            out.push(httparse::Header {
-                name: "host",
-                value: a.as_bytes(),
-            });
-        }
+        out.push(httparse::Header {
+            name: "host",
+            value: a.as_bytes(),
+        });
     }
     for (name, value) in map {
+        if authority.is_some() && name == http::header::HOST {
+            continue;
+        }
         out.push(httparse::Header {
             name: name.as_str(),
             value: value.as_bytes(),
         });
     }
     out
+}
+
+/// The authority of a stream (RFC 9113 §8.3.1): `:authority` wins, and it
+/// must be a valid Host value; a `host` field must agree with it (else the
+/// rules and the route would see one name and the upstream another).
+/// Without `:authority`, one valid `host` field stands in.
+fn authority<'a>(
+    uri: Option<&'a str>,
+    map: &'a HeaderMap,
+) -> Result<Option<&'a str>, &'static str> {
+    let mut hosts = map.get_all(http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err("more than one host field"),
+        (Some(h), None) => Some(h.to_str().map_err(|_| "invalid host field")?),
+        (None, None) => None,
+    };
+    match (uri, host) {
+        (Some(a), _) if !head::valid_host(a.as_bytes()) || a.is_empty() => {
+            Err("invalid :authority")
+        }
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(head::trim_str(h)) => {
+            Err(":authority and host disagree")
+        }
+        (Some(a), _) => Ok(Some(a)),
+        (None, Some(h)) => {
+            let h = head::trim_str(h);
+            if h.is_empty() || !head::valid_host(h.as_bytes()) {
+                Err("invalid host field")
+            } else {
+                Ok(Some(h))
+            }
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// The target authorise (or frontend routing) wrote into the upstream head (`METHOD SP target SP …`).
@@ -482,7 +519,14 @@ async fn stream<S: Streams>(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let authority = parts.uri.authority().map(|a| a.as_str());
+    let authority = match authority(parts.uri.authority().map(|a| a.as_str()), &parts.headers) {
+        Ok(a) => a,
+        Err(why) => {
+            Metrics::inc(&ctx.metrics.requests_bad_total);
+            warn!(peer = %peer, status = 400, reason = why, "malformed HTTP/2 request refused");
+            return refuse(&mut respond, 400, &format!("bad request: {why}"));
+        }
+    };
     let framing = if body.is_end_stream() {
         Framing::None
     } else {
@@ -536,12 +580,17 @@ async fn stream<S: Streams>(
         authority.map_or_else(|| dst.to_string(), str::to_owned)
     );
     let mut up_req = Request::builder().method(parts.method.clone()).uri(uri);
+    let snap = ctx.state.load_full();
+    let fields = &snap.policy.fields;
     if let Some(h) = up_req.headers_mut() {
         for (name, value) in &parts.headers {
             // `te: trailers` is the one TE value HTTP/2 allows (gRPC needs it).
             let te_trailers = name == http::header::TE && value.as_bytes() == b"trailers";
+            // The authority travels as `:authority` (the one the rules saw).
             if (head::is_hop_by_hop(name.as_str()) && !te_trailers)
-                || strip.contains(&name.as_str())
+                || name == http::header::HOST
+                || fields.drops(name.as_str())
+                || strip.iter().any(|s| same_field(name.as_str(), s))
             {
                 continue;
             }
@@ -567,7 +616,7 @@ async fn stream<S: Streams>(
         if framing == Framing::None {
             return Ok(());
         }
-        pump(body, up_send, limit).await
+        pump(body, up_send, limit, Some(fields)).await
     };
     let relay = async {
         // A client that resets its stream cancels the upstream request too
@@ -587,7 +636,7 @@ async fn stream<S: Streams>(
         let end = rbody.is_end_stream();
         let down = respond.send_response(out, end).map_err(PumpError::Client)?;
         if !end {
-            pump(rbody, down, None).await?;
+            pump(rbody, down, None, None).await?;
         }
         Ok::<u16, PumpError>(rparts.status.as_u16())
     };
@@ -629,11 +678,14 @@ enum PumpError {
 
 /// Copies a body between streams with flow control: data is sent only as
 /// the receiver grants capacity, and released to the sender as it leaves,
-/// so a stream never holds more than a window's worth.
+/// so a stream never holds more than a window's worth. Request trailers
+/// (`trailers` given) pass only the fields [`FieldGuard::trailer_allowed`]
+/// lets through: the rules never saw them.
 async fn pump(
     mut from: RecvStream,
     mut to: SendStream<Bytes>,
     limit: Option<u64>,
+    trailers: Option<&FieldGuard>,
 ) -> Result<(), PumpError> {
     let mut total = 0u64;
     while let Some(chunk) = from.data().await {
@@ -657,11 +709,43 @@ async fn pump(
         let _ = from.flow_control().release_capacity(len);
     }
     match from.trailers().await.map_err(PumpError::Client)? {
-        Some(t) => to.send_trailers(t).map_err(PumpError::Upstream),
+        Some(mut t) => {
+            if let Some(guard) = trailers {
+                let before = t.len();
+                t = filter_trailers(t, guard);
+                if t.len() != before {
+                    warn!(dropped = before - t.len(), "request trailer fields dropped (protected, hop-by-hop or underscore names)");
+                }
+                if t.is_empty() {
+                    return to
+                        .send_data(Bytes::new(), true)
+                        .map_err(PumpError::Upstream);
+                }
+            }
+            to.send_trailers(t).map_err(PumpError::Upstream)
+        }
         None => to
             .send_data(Bytes::new(), true)
             .map_err(PumpError::Upstream),
     }
+}
+
+/// The trailer fields that may follow a request upstream.
+fn filter_trailers(t: HeaderMap, guard: &FieldGuard) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(t.len());
+    let mut name = None;
+    for (n, v) in t {
+        // `into_iter` names only the first value of a repeated field.
+        if let Some(n) = n {
+            name = Some(n);
+        }
+        if let Some(n) = &name {
+            if guard.trailer_allowed(n.as_str()) {
+                out.append(n.clone(), v);
+            }
+        }
+    }
+    out
 }
 
 async fn connect_upstream(

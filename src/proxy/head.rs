@@ -71,20 +71,7 @@ pub fn head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
     Ok(None)
 }
 
-/// Header names a proxy must not forward (RFC 9110 §7.6.1), plus our own.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
+pub use crate::policy::fields::is_hop_by_hop;
 
 /// Is `name` listed as a token in any `Connection` header?
 pub fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
@@ -93,6 +80,11 @@ pub fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .flat_map(|h| h.value.split(|&b| b == b','))
         .any(|tok| trim(tok).eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// [`trim`] for text.
+pub fn trim_str(v: &str) -> &str {
+    v.trim_matches([' ', '\t'])
 }
 
 pub fn trim(v: &[u8]) -> &[u8] {

@@ -10,6 +10,7 @@ pub mod h2;
 pub mod head;
 pub mod limits;
 pub mod original_dst;
+pub mod outbound;
 pub mod respond;
 #[cfg(test)]
 mod split_tests;

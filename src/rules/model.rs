@@ -206,6 +206,29 @@ pub struct ProxySettings {
     pub listen_port: Option<i64>,
     #[serde(default)]
     pub admin: Option<String>,
+    /// What the proxy does with request header names containing `_`
+    /// (default [`HeadersWithUnderscores::RejectLookalikes`]).
+    #[serde(default)]
+    pub headers_with_underscores: Option<HeadersWithUnderscores>,
+}
+
+/// `proxy.headers_with_underscores`: CGI-style servers read `X_Foo` as
+/// `X-Foo`, so an underscore spelling can smuggle a field past a rule or
+/// past the proxy's own `X-Portcullis-Source`. No choice forwards such a
+/// lookalike (references: nginx `underscores_in_headers`, Envoy
+/// `headers_with_underscores_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadersWithUnderscores {
+    /// `400` for an underscore spelling of a field the proxy or a rule
+    /// relies on (`Host`, framing, `X-Portcullis-Source`, every header a
+    /// rule or a `hash_key` names); other underscore names pass.
+    #[default]
+    RejectLookalikes,
+    /// Every name with `_` is removed before the rules see the request.
+    Drop,
+    /// `400` for every name with `_`.
+    Reject,
 }
 
 // === impl OneOrMany ===

@@ -3,7 +3,7 @@
 //! the offending value and one sentence; the caller turns the path into
 //! `file:line:col`.
 
-use super::model::{Balance, HeaderCond, Limits, RuleFile};
+use super::model::{Balance, HeaderCond, HeadersWithUnderscores, Limits, RuleFile};
 use super::RuleSet;
 use crate::policy::normalize::normalize_path;
 use std::collections::{HashMap, HashSet};
@@ -89,6 +89,45 @@ pub fn validate(set: &RuleSet) -> Result<(), Invalid> {
                     "proxy.admin",
                     format!("invalid admin address {a:?}: expected \"IP:PORT\""),
                 );
+            }
+        }
+        if let Some(mode) = p.headers_with_underscores {
+            underscore_names(r, mode)?;
+        }
+    }
+    Ok(())
+}
+
+/// Under `headers_with_underscores` "drop" or "reject" no request field
+/// with `_` reaches the rules: a rule naming one could never hold.
+fn underscore_names(r: &RuleFile, mode: HeadersWithUnderscores) -> Result<(), Invalid> {
+    let word = match mode {
+        HeadersWithUnderscores::RejectLookalikes => return Ok(()),
+        HeadersWithUnderscores::Drop => "drop",
+        HeadersWithUnderscores::Reject => "reject",
+    };
+    let why = |name: &str| {
+        format!(
+            "header {name:?} contains '_', but proxy.headers_with_underscores is \"{word}\": no request can carry it"
+        )
+    };
+    for (i, e) in r.access.iter().enumerate() {
+        for (j, m) in e.http.iter().flatten().enumerate() {
+            for name in m.headers.iter().flatten().map(|(n, _)| n) {
+                if name.contains('_') {
+                    return bad(format!("access[{i}].http[{j}].headers.{name}"), why(name));
+                }
+            }
+        }
+    }
+    for (name, p) in &r.pools {
+        if let Some(h) = p
+            .hash_key
+            .as_deref()
+            .and_then(|k| k.strip_prefix("header:"))
+        {
+            if h.contains('_') {
+                return bad(format!("pools.{name}.hash_key"), why(h));
             }
         }
     }

@@ -6,6 +6,7 @@ mod audit;
 mod corpus;
 mod drift;
 mod http2;
+mod integrity;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
@@ -73,4 +74,14 @@ fn nftables_drift_is_repaired() {
 #[test]
 fn reload_command_reports_the_reloads_result() {
     reload::run();
+}
+
+/// The upstream receives exactly what the rules checked (issue 9): no
+/// `Connection` option drops a checked or framing field, no underscore
+/// lookalike passes, `..;` is refused, HTTP/2 `:authority` wins and
+/// trailers are filtered; recorded on the upstreams' side.
+#[test]
+fn upstream_receives_what_the_rules_checked() {
+    let lab = lab::Lab::start(integrity::RULES);
+    integrity::run(&lab);
 }
