@@ -7,6 +7,9 @@ mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
+mod member;
+mod pool_health;
+mod retries;
 mod slowloris;
 mod tunnel;
 
@@ -48,4 +51,19 @@ fn tunnels_only_after_the_rule_check() {
 #[test]
 fn http2_streams_are_checked_and_bounded() {
     http2::run();
+}
+
+/// Clients cannot eject pool members: a member's 501 to `BREW /` counts as
+/// alive, and 502s never eject more than half of a pool (nor a lone
+/// member); the members receive every request.
+#[test]
+fn clients_cannot_eject_pool_members() {
+    pool_health::run();
+}
+
+/// A request re-sent after a reused upstream connection failed is re-sent
+/// only when idempotent: the upstream saw a POST exactly once.
+#[test]
+fn only_idempotent_requests_are_resent() {
+    retries::run();
 }
