@@ -18,6 +18,16 @@
 //! A member is used only while it is healthy by the active checks
 //! ([`health`]), not ejected by passive failure counting, and has an
 //! address (a stopped Docker container has none).
+//!
+//! Passive ejection must not be something a client can trigger: only
+//! gateway failures count ([`Outcome`], as Envoy's
+//! `consecutive_gateway_failure`), so a request the member merely refuses
+//! (`BREW /` → 501) says the member is alive. A failure that came after the
+//! request reached the member can still be provoked by a client (a path
+//! whose handler times out, a member that is itself a gateway answering
+//! 502), so such failures never eject a member when that would leave fewer
+//! than half of the pool's members usable ([`Pool::report`]); only a member
+//! that cannot even be connected to is ejected regardless.
 
 pub mod hash;
 pub mod health;
@@ -25,7 +35,7 @@ pub mod wrr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -45,9 +55,15 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_UNHEALTHY_AFTER: u32 = 2;
 pub const DEFAULT_HEALTHY_AFTER: u32 = 2;
-/// Consecutive failed exchanges (connect failure, upstream error or 5xx)
-/// after which a member is ejected passively.
+/// Consecutive gateway failures ([`Outcome::ConnectFailure`],
+/// [`Outcome::GatewayFailure`]) after which a member is ejected passively.
 pub const PASSIVE_EJECT_AFTER: u32 = 3;
+/// Failures after the request reached a member eject it only while at
+/// least this share (in percent, rounded up) of the pool's members with an
+/// address stays usable: the floor that keeps a client able to provoke
+/// such failures from taking the pool down. Connect failures are exempt
+/// (a member that cannot be connected to serves nobody either way).
+pub const PASSIVE_EJECT_FLOOR_PERCENT: usize = 50;
 /// How long a passive ejection lasts before the member is tried again.
 pub const PASSIVE_EJECT_FOR: Duration = Duration::from_secs(5);
 
@@ -100,6 +116,38 @@ pub struct Pool {
     pub retries: u32,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Serialises passive-ejection decisions, so two members failing at
+    /// once cannot both pass the floor check (taken only when a member
+    /// reaches [`PASSIVE_EJECT_AFTER`], never on the plain request path).
+    ejecting: Mutex<()>,
+}
+
+/// How an exchange with a member went, as passive health counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The member answered with anything but 502/503/504: it is alive,
+    /// whatever it thought of the request (a 500 or 501 included).
+    Success,
+    /// Nothing reached the member: connecting was refused, unreachable or
+    /// timed out.
+    ConnectFailure,
+    /// After the request reached the member: reset, closed or timed out
+    /// without a response, an invalid response, or 502/503/504.
+    GatewayFailure,
+    /// Says nothing about the member (the proxy answered the client itself,
+    /// e.g. a malformed or oversized request body; a cached service).
+    Neutral,
+}
+
+impl Outcome {
+    /// The outcome of a response the member sent with status `code`.
+    pub fn of_status(code: u16) -> Outcome {
+        if matches!(code, 502..=504) {
+            Outcome::GatewayFailure
+        } else {
+            Outcome::Success
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -113,7 +161,7 @@ pub struct Member {
     seed: u64,
     /// Verdict of the active checks (true until they say otherwise).
     healthy: AtomicBool,
-    /// Consecutive failed exchanges seen by the proxy.
+    /// Consecutive gateway failures seen by the proxy.
     failures: AtomicU32,
     /// Passively ejected until this [`now_ms`] (0: not ejected).
     ejected_until: AtomicU64,
@@ -214,6 +262,7 @@ impl Balancer {
                     .connect_timeout_ms
                     .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis),
                 timeout: p.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+                ejecting: Mutex::new(()),
             });
         }
         let pool_id = |n: &str| names.iter().position(|x| *x == n).unwrap_or(0);
@@ -352,20 +401,63 @@ impl Pool {
     }
 
     /// Records how an exchange with member `i` went (passive health).
-    pub fn report(&self, i: usize, ok: bool) {
+    ///
+    /// [`PASSIVE_EJECT_AFTER`] consecutive failures eject the member for
+    /// [`PASSIVE_EJECT_FOR`]; any [`Outcome::Success`] starts the count
+    /// again. When the last of them is a [`Outcome::GatewayFailure`], the
+    /// ejection happens only if at least [`PASSIVE_EJECT_FLOOR_PERCENT`] of
+    /// the members with an address stay usable afterwards (otherwise the
+    /// member stays in rotation and the count starts again).
+    pub fn report(&self, dir: &Directory, i: usize, outcome: Outcome) {
         let Some(m) = self.members.get(i) else { return };
-        if ok {
-            m.failures.store(0, Ordering::Relaxed);
-            return;
+        match outcome {
+            Outcome::Neutral => return,
+            Outcome::Success => {
+                m.failures.store(0, Ordering::Relaxed);
+                return;
+            }
+            Outcome::ConnectFailure | Outcome::GatewayFailure => {}
         }
         let n = m.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= PASSIVE_EJECT_AFTER {
-            m.failures.store(0, Ordering::Relaxed);
-            let until = now_ms() + PASSIVE_EJECT_FOR.as_millis() as u64;
-            if m.ejected_until.swap(until, Ordering::Relaxed) <= now_ms() {
-                warn!(pool = %self.name, member = %m.target, failures = n, ejected_for_ms = PASSIVE_EJECT_FOR.as_millis() as u64, "pool member ejected after consecutive failures");
+        if n < PASSIVE_EJECT_AFTER {
+            return;
+        }
+        let _one_at_a_time = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
+        m.failures.store(0, Ordering::Relaxed);
+        let now = now_ms();
+        if m.ejected_until.load(Ordering::Relaxed) > now {
+            return;
+        }
+        if outcome == Outcome::GatewayFailure {
+            let (usable_after, total) = self.usable_without(dir, i, now);
+            if usable_after * 100 < total * PASSIVE_EJECT_FLOOR_PERCENT {
+                warn!(pool = %self.name, member = %m.target, failures = n, usable = usable_after + 1, members = total, floor_percent = PASSIVE_EJECT_FLOOR_PERCENT, "pool member not ejected: it would leave too few members usable");
+                return;
             }
         }
+        let until = now + PASSIVE_EJECT_FOR.as_millis() as u64;
+        m.ejected_until.store(until, Ordering::Relaxed);
+        let reason = match outcome {
+            Outcome::ConnectFailure => "connect failures",
+            _ => "gateway failures",
+        };
+        warn!(pool = %self.name, member = %m.target, failures = n, reason, ejected_for_ms = PASSIVE_EJECT_FOR.as_millis() as u64, "pool member ejected after consecutive failures");
+    }
+
+    /// Members other than `i` usable now, and members with an address.
+    fn usable_without(&self, dir: &Directory, i: usize, now: u64) -> (usize, usize) {
+        let mut usable = 0;
+        let mut total = 0;
+        for (j, m) in self.members.iter().enumerate() {
+            if m.address(dir).is_none() {
+                continue;
+            }
+            total += 1;
+            if j != i && m.usable(dir, now).is_some() {
+                usable += 1;
+            }
+        }
+        (usable, total)
     }
 }
 

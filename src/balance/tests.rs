@@ -74,13 +74,13 @@ fn unhealthy_and_ejected_members_get_nothing() {
 
     // Passive: consecutive failures eject; fewer do not.
     for _ in 0..PASSIVE_EJECT_AFTER - 1 {
-        pool.report(0, false);
+        pool.report(&dir, 0, Outcome::ConnectFailure);
     }
-    pool.report(0, true);
-    pool.report(0, false);
+    pool.report(&dir, 0, Outcome::Success);
+    pool.report(&dir, 0, Outcome::ConnectFailure);
     assert_eq!(pool.members[0].status(&dir), MemberStatus::Healthy);
     for _ in 0..PASSIVE_EJECT_AFTER {
-        pool.report(0, false);
+        pool.report(&dir, 0, Outcome::ConnectFailure);
     }
     assert_eq!(pool.members[0].status(&dir), MemberStatus::Ejected);
     assert_eq!(counts(pool, &dir, 50), [0, 0, 50]);
@@ -94,6 +94,77 @@ fn unhealthy_and_ejected_members_get_nothing() {
         m.set_healthy(false);
     }
     assert!(pool.pick(&dir, 0, &[]).is_none(), "no healthy member: 503");
+}
+
+#[test]
+fn only_gateway_failures_count() {
+    let (lb, dir) = setup(2, &[1, 1], r#""balance": "round_robin""#);
+    let pool = &lb.pools[0];
+    // A member answering 500/501 (e.g. to `BREW /`) is alive: never ejected.
+    for code in [500, 501, 505, 400, 200] {
+        for _ in 0..10 {
+            pool.report(&dir, 0, Outcome::of_status(code));
+        }
+    }
+    // Neither is one whose client's body the proxy refused.
+    for _ in 0..10 {
+        pool.report(&dir, 0, Outcome::Neutral);
+    }
+    assert_eq!(pool.members[0].status(&dir), MemberStatus::Healthy);
+    // 502, 503 and 504 from the member are gateway failures.
+    for code in [502, 503, 504] {
+        assert_eq!(Outcome::of_status(code), Outcome::GatewayFailure);
+    }
+    for _ in 0..PASSIVE_EJECT_AFTER {
+        pool.report(&dir, 0, Outcome::of_status(503));
+    }
+    assert_eq!(pool.members[0].status(&dir), MemberStatus::Ejected);
+}
+
+#[test]
+fn responses_never_eject_below_half_the_pool() {
+    let fail = |pool: &Pool, dir: &Directory, i: usize| {
+        for _ in 0..PASSIVE_EJECT_AFTER {
+            pool.report(dir, i, Outcome::GatewayFailure);
+        }
+    };
+    // Four members: gateway failures everywhere eject two, never more.
+    let (lb, dir) = setup(4, &[1, 1, 1, 1], r#""balance": "round_robin""#);
+    let pool = &lb.pools[0];
+    for _ in 0..5 {
+        for i in 0..4 {
+            fail(pool, &dir, i);
+        }
+    }
+    let ejected = pool
+        .members
+        .iter()
+        .filter(|m| m.status(&dir) == MemberStatus::Ejected)
+        .count();
+    assert_eq!(ejected, 2);
+    assert_eq!(counts(pool, &dir, 10).iter().filter(|&&c| c > 0).count(), 2);
+
+    // One member: never ejected for responses; it still takes traffic.
+    let (lb, dir) = setup(1, &[1], r#""balance": "round_robin""#);
+    let pool = &lb.pools[0];
+    for _ in 0..10 {
+        fail(pool, &dir, 0);
+    }
+    assert_eq!(pool.members[0].status(&dir), MemberStatus::Healthy);
+    assert!(pool.pick(&dir, 0, &[]).is_some());
+    // But a member that cannot be connected to is ejected even then.
+    for _ in 0..PASSIVE_EJECT_AFTER {
+        pool.report(&dir, 0, Outcome::ConnectFailure);
+    }
+    assert_eq!(pool.members[0].status(&dir), MemberStatus::Ejected);
+
+    // Members out by the active checks count as gone: with one of two
+    // unhealthy, responses cannot eject the other.
+    let (lb, dir) = setup(2, &[1, 1], r#""balance": "round_robin""#);
+    let pool = &lb.pools[0];
+    pool.members[1].set_healthy(false);
+    fail(pool, &dir, 0);
+    assert_eq!(pool.members[0].status(&dir), MemberStatus::Healthy);
 }
 
 #[test]

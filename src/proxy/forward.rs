@@ -189,13 +189,19 @@ pub async fn forward_once(
         tunnel,
     } = exchange;
     let metrics = &ctx.metrics;
-    // A pooled connection may have been closed by the upstream meanwhile;
-    // without a body nothing is lost by retrying once on a fresh one.
+    // A pooled connection may have been closed by the upstream meanwhile
+    // (after `UpstreamPool::take` found it open). The request is sent again
+    // on a fresh connection only when that cannot do anything twice
+    // (RFC 9110 §9.2.2): nothing of it reached the upstream, or its method
+    // is idempotent. A server may well read a POST, act on it, and close
+    // without answering; that POST is answered 502, never repeated.
+    let idempotent = idempotent_method(out_head);
     let mut attempt = 0;
     let (mut upstream, response_started) = loop {
         attempt += 1;
         let pooled = ctx.upstreams.take(flow.dst);
         let reused = pooled.is_some();
+        let may_resend = |reached: bool| reused && attempt == 1 && (!reached || idempotent);
         let stream = match pooled {
             Some(s) => s,
             None => match UpstreamPool::connect(flow.dst, connect_timeout).await {
@@ -212,17 +218,18 @@ pub async fn forward_once(
         };
         let mut up = Inbound::new(stream);
         up.read_timeout = Some(response_timeout);
-        if let Err(e) = up.io.write_all(out_head).await {
-            if reused && attempt == 1 {
+        if let Err((written, e)) = write_counted(&mut up.io, out_head).await {
+            let reached = written > 0;
+            if may_resend(reached) {
                 continue;
             }
-            return failure(502, e.to_string(), true, false);
+            return failure(502, e.to_string(), reached, false);
         }
         if framing == Framing::None {
             // Make sure the upstream is alive before giving up the retry.
             match timeout(response_timeout, up.fill()).await {
                 Ok(Ok(n)) if n > 0 => break (up, true),
-                Ok(_) if reused && attempt == 1 => continue,
+                Ok(_) if may_resend(true) => continue,
                 Ok(Ok(_)) => return failure(502, "upstream closed the connection", true, false),
                 Ok(Err(e)) => return failure(502, e.to_string(), true, false),
                 Err(_) => return failure(504, "no response", true, false),
@@ -449,6 +456,35 @@ pub async fn forward_once(
     }
 }
 
+/// Whether the method of an upstream head (its first word) is idempotent
+/// (RFC 9110 §9.2.2), so that sending it twice has the effect of once.
+/// Methods are case-sensitive: `get` is not `GET`.
+fn idempotent_method(head: &[u8]) -> bool {
+    let method = head.split(|&b| b == b' ').next().unwrap_or_default();
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
+/// `write_all`, telling on failure how many bytes the kernel had accepted
+/// (0: nothing of the request can have reached the peer).
+async fn write_counted(io: &mut TcpStream, mut buf: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match io.write(buf).await {
+            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                written += n;
+                buf = buf.get(n..).unwrap_or_default();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    Ok(())
+}
+
 /// The response head relayed to the client: hop-by-hop headers (and what
 /// the upstream's `Connection` names) dropped, framing restated from the
 /// proxy's own reading of the response — never copied, so an upstream's
@@ -490,5 +526,25 @@ async fn read_response_head(up: &mut Inbound<TcpStream>, limit: Duration) -> Res
         Ok(Ok(None)) => Err("upstream closed the connection before responding".into()),
         Ok(Err(ReadHeadError::Io(e))) => Err(e.to_string()),
         Ok(Err(ReadHeadError::Head(e))) => Err(format!("invalid response head from upstream: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idempotent_method;
+
+    #[test]
+    fn only_idempotent_methods_may_be_sent_twice() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(idempotent_method(
+                format!("{m} / HTTP/1.1\r\n\r\n").as_bytes()
+            ));
+        }
+        for m in ["POST", "PATCH", "CONNECT", "BREW", "get", "GETX", ""] {
+            assert!(
+                !idempotent_method(format!("{m} / HTTP/1.1\r\n\r\n").as_bytes()),
+                "{m}"
+            );
+        }
     }
 }

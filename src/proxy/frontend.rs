@@ -15,8 +15,9 @@
 //!    through, `X-Forwarded-For` / `Forwarded` appended to,
 //!    `X-Forwarded-Proto` set) over the member's keep-alive pool;
 //! 5. **respond** — as for access flows. An upstream failure (connect,
-//!    reset, timeout) is logged once with pool and member, counted
-//!    against the member (passive ejection), and the request goes to
+//!    reset, timeout, or a 502/503/504 it answered) is logged once with
+//!    pool and member, counted against the member (passive ejection,
+//!    [`crate::balance::Outcome`]), and the request goes to
 //!    another member if `retries` allows and it is safe: nothing was sent
 //!    yet, or the method is idempotent and had no body. Otherwise the
 //!    client gets `502`, or `504` for a timeout.
@@ -49,7 +50,7 @@ use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits;
 use super::outbound;
 use super::{respond, ActiveGuard, ProxyCtx};
-use crate::balance::PickInput;
+use crate::balance::{Outcome, PickInput};
 use crate::control::metrics::Metrics;
 use crate::policy::normalize::{normalize_path, split_target};
 use crate::policy::routes::{route_host, RouteMatch, RouteTable};
@@ -396,19 +397,26 @@ async fn one_exchange(
             // A cached service: the cache answers (hit, or one fetch for
             // every concurrent miss); no retry on another member.
             let keep = forward(ctx, &flow, inbound, out_head, exchange).await?;
-            pool.report(pick.index, true);
+            pool.report(&snap.dir, pick.index, Outcome::Neutral);
             return Ok(keep);
         }
         match forward_once(ctx, &flow, inbound, out_head, exchange, &mut NoTap).await? {
             Ok(relayed) => {
-                let ok = relayed.status.is_none_or(|s| s < 500);
-                pool.report(pick.index, ok);
+                // A status the proxy answered itself (the client's body
+                // was refused) says nothing about the member.
+                let outcome = relayed.status.map_or(Outcome::Neutral, Outcome::of_status);
+                pool.report(&snap.dir, pick.index, outcome);
                 debug!(frontend = %fe.name, pool = %pool.name, member = %pick.member.target, status = ?relayed.status, "frontend request forwarded");
                 return Ok(relayed.keep);
             }
             Err(f) => {
                 Metrics::inc(&metrics.upstream_errors_total);
-                pool.report(pick.index, false);
+                let outcome = if f.request_sent {
+                    Outcome::GatewayFailure
+                } else {
+                    Outcome::ConnectFailure
+                };
+                pool.report(&snap.dir, pick.index, outcome);
                 let retry =
                     attempt < pool.retries && !f.client_touched && (!f.request_sent || replayable);
                 warn!(frontend = %fe.name, pool = %pool.name, member = %pick.member.target, destination = %pick.addr, method = %method, path = %path, status = f.code, error = %f.why, retrying = retry, "upstream failed");
@@ -579,9 +587,9 @@ impl Streams for FrontendStreams {
             ],
             add,
             who: peer.ip().to_string(),
-            report: Some(Box::new(move |ok| {
+            report: Some(Box::new(move |outcome| {
                 if let Some(p) = report_snap.lb.pool(pool_id) {
-                    p.report(index, ok);
+                    p.report(&report_snap.dir, index, outcome);
                 }
             })),
         })

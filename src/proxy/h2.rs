@@ -49,6 +49,7 @@ use super::head::{self, Framing, RequestHead};
 use super::limits::{self, SourceName};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
+use crate::balance::Outcome;
 use crate::control::metrics::Metrics;
 use crate::policy::fields::{same_field, FieldGuard};
 
@@ -169,8 +170,8 @@ pub(crate) struct Route {
     pub add: Vec<(HeaderName, HeaderValue)>,
     /// Who sent it, for logs.
     pub who: String,
-    /// Told whether the upstream answered (a status below 500) or failed.
-    pub report: Option<Box<dyn FnOnce(bool) + Send>>,
+    /// Told how the exchange with the upstream went (passive health).
+    pub report: Option<Box<dyn FnOnce(Outcome) + Send>>,
 }
 
 /// The per-stream step of an entry path: its checks, and the upstream.
@@ -559,9 +560,9 @@ async fn stream<S: Streams>(
         who: source,
         report,
     } = route;
-    let report = |ok: bool| {
+    let report = |outcome: Outcome| {
         if let Some(r) = report {
-            r(ok);
+            r(outcome);
         }
     };
 
@@ -570,7 +571,7 @@ async fn stream<S: Streams>(
         Ok(s) => s,
         Err(e) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
-            report(false);
+            report(Outcome::ConnectFailure);
             warn!(destination = %dst, error = %e, status = 502, "HTTP/2 upstream unreachable");
             return refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }
@@ -607,7 +608,7 @@ async fn stream<S: Streams>(
         Ok(x) => x,
         Err(e) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
-            report(false);
+            report(Outcome::GatewayFailure);
             warn!(destination = %dst, error = %e, status = 502, "HTTP/2 upstream failed");
             return refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }
@@ -643,7 +644,7 @@ async fn stream<S: Streams>(
     let (up, down) = tokio::join!(pump_up, relay);
     match (up, down) {
         (_, Ok(code)) => {
-            report(code < 500);
+            report(Outcome::of_status(code));
             debug!(source = %source, destination = %dst, status = code, "forwarded over HTTP/2")
         }
         (Err(PumpError::TooLarge), _) => {
@@ -653,7 +654,7 @@ async fn stream<S: Streams>(
         }
         (_, Err(PumpError::Upstream(e))) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
-            report(false);
+            report(Outcome::GatewayFailure);
             warn!(destination = %dst, error = %e, status = 502, "HTTP/2 upstream failed");
             refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }

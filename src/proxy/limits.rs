@@ -5,11 +5,25 @@
 //! A *source* is the managed container a connection comes from, or its
 //! address when it is not managed (always the client address on a
 //! frontend); counts are kept per (source, access entry or frontend), so an
-//! entry's own limit is not eaten up by traffic on another entry. Both tables sit behind short `std` mutexes: one lock per
-//! connection, and per request only when a rate limit is configured.
+//! entry's own limit is not eaten up by traffic on another entry.
+//!
+//! Frontends face the internet, and with IPv6 a million client addresses
+//! are cheap, so the request buckets are bounded and cost O(1) per request
+//! however many sources there are: [`MAX_BUCKETS`] in all, split over
+//! [`SHARDS`] short `std` mutexes (never held across an await), each shard
+//! keeping two generations of buckets. A key is looked up in the current
+//! generation, then in the previous one (and moved up); when the current
+//! one is full it becomes the previous one and the old previous one is
+//! dropped whole. A source idle for a whole generation therefore loses its
+//! bucket and starts again with a full one: that only forgets how much it
+//! spent, which every new address gets anyway, while a source that keeps
+//! sending stays in the current generation and stays limited. No request
+//! sweeps the table. Open connections are counted in one map whose entries
+//! live exactly as long as the connections they count.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +36,16 @@ use crate::rules::model::Limits as RuleLimits;
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Buckets kept before idle (full) ones are pruned.
-const PRUNE_AT: usize = 4096;
+/// `max_connections_per_source` when the rules say nothing: enough for any
+/// one well-behaved client or container, few enough that one source
+/// cannot hold the daemon's file descriptors and memory.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u64 = 1024;
+/// Request buckets kept at most, all sources and scopes together.
+pub const MAX_BUCKETS: usize = 65_536;
+/// Independent locks the buckets are spread over.
+pub const SHARDS: usize = 16;
+/// Buckets per generation of one shard (two generations per shard).
+const GENERATION: usize = MAX_BUCKETS / SHARDS / 2;
 
 /// The limits in force for one connection's access entry.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,7 +54,8 @@ pub struct Effective {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_body_bytes: Option<u64>,
-    pub max_connections: Option<u64>,
+    /// `max_connections_per_source`, else [`DEFAULT_MAX_CONNECTIONS_PER_SOURCE`].
+    pub max_connections: u64,
     pub rate: Option<Rate>,
 }
 
@@ -68,7 +91,8 @@ pub fn effective_over(global: &RuleLimits, own: Option<&RuleLimits>) -> Effectiv
         idle_timeout: pick(|l| l.idle_timeout_ms)
             .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
         max_body_bytes: pick(|l| l.max_body_bytes),
-        max_connections: pick(|l| l.max_connections_per_source),
+        max_connections: pick(|l| l.max_connections_per_source)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
         rate,
     }
 }
@@ -110,17 +134,58 @@ impl fmt::Display for SourceName<'_> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
-/// Open connections and request buckets per [`Key`].
+/// One shard of the buckets: the current and the previous generation.
 #[derive(Debug, Default)]
+struct Generations {
+    current: HashMap<Key, Bucket>,
+    previous: HashMap<Key, Bucket>,
+}
+
+impl Generations {
+    /// The bucket of `key`, carried over from the previous generation or
+    /// new and full; makes room by retiring a full current generation.
+    fn bucket(&mut self, key: Key, full: Bucket) -> &mut Bucket {
+        if !self.current.contains_key(&key) {
+            let carried = self.previous.remove(&key);
+            if self.current.len() >= GENERATION {
+                // Keys and buckets own no heap memory: dropping the old
+                // previous generation is one deallocation, not a sweep.
+                let fresh = HashMap::with_capacity(GENERATION);
+                self.previous = std::mem::replace(&mut self.current, fresh);
+            }
+            self.current.insert(key, carried.unwrap_or(full));
+        }
+        self.current.entry(key).or_insert(full)
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// Open connections and request buckets per [`Key`].
+#[derive(Debug)]
 pub struct SourceTable {
     connections: Mutex<HashMap<Key, u64>>,
-    buckets: Mutex<HashMap<Key, Bucket>>,
+    buckets: Box<[Mutex<Generations>]>,
+    /// Chooses a key's shard (keyed per process: no one can aim at one).
+    shard_of: RandomState,
+}
+
+impl Default for SourceTable {
+    fn default() -> Self {
+        SourceTable {
+            connections: Mutex::default(),
+            buckets: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shard_of: RandomState::new(),
+        }
+    }
 }
 
 /// Holds one connection's place in the per-source count until dropped.
@@ -148,11 +213,15 @@ impl Drop for ConnectionPermit {
 
 impl SourceTable {
     /// Counts a new connection of `key`; `Err(open)` if `max` are open.
-    pub fn open(self: &Arc<Self>, key: Key, max: Option<u64>) -> Result<ConnectionPermit, u64> {
+    pub fn open(self: &Arc<Self>, key: Key, max: u64) -> Result<ConnectionPermit, u64> {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(key).or_insert(0);
-        if max.is_some_and(|m| *n >= m) {
-            return Err(*n);
+        if *n >= max {
+            let open = *n;
+            if open == 0 {
+                map.remove(&key);
+            }
+            return Err(open);
         }
         *n += 1;
         Ok(ConnectionPermit {
@@ -168,19 +237,20 @@ impl SourceTable {
     }
 
     /// Takes one request token of `key` at `now`; `false`: over the rate.
+    /// O(1): one shard lock, at most two hash probes and an insert.
     pub fn take_token(&self, key: Key, rate: Rate, now: Instant) -> bool {
-        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= PRUNE_AT {
-            // A bucket that has refilled completely holds no state worth keeping.
-            map.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate.per_second
-                    < rate.burst
-            });
-        }
-        let b = map.entry(key).or_insert(Bucket {
-            tokens: rate.burst,
-            last: now,
-        });
+        let shard = (self.shard_of.hash_one(key) as usize) % self.buckets.len();
+        let Some(shard) = self.buckets.get(shard) else {
+            return true;
+        };
+        let mut gens = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let b = gens.bucket(
+            key,
+            Bucket {
+                tokens: rate.burst,
+                last: now,
+            },
+        );
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate.per_second).min(rate.burst);
         b.last = now;
@@ -190,6 +260,14 @@ impl SourceTable {
         } else {
             false
         }
+    }
+
+    /// Request buckets held (at most [`MAX_BUCKETS`]; for tests and status).
+    pub fn bucket_count(&self) -> usize {
+        self.buckets
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 }
 
@@ -207,16 +285,13 @@ mod tests {
     #[test]
     fn connections_are_counted_per_key_and_released() {
         let t = Arc::new(SourceTable::default());
-        let a = t.open(key(1), Some(2)).unwrap();
-        let _b = t.open(key(1), Some(2)).unwrap();
-        assert_eq!(t.open(key(1), Some(2)).unwrap_err(), 2);
-        assert!(
-            t.open(key(2), Some(2)).is_ok(),
-            "another source is not affected"
-        );
+        let a = t.open(key(1), 2).unwrap();
+        let _b = t.open(key(1), 2).unwrap();
+        assert_eq!(t.open(key(1), 2).unwrap_err(), 2);
+        assert!(t.open(key(2), 2).is_ok(), "another source is not affected");
         drop(a);
         assert_eq!(t.open_connections(&key(1)), 1);
-        assert!(t.open(key(1), Some(2)).is_ok());
+        assert!(t.open(key(1), 2).is_ok());
     }
 
     #[test]
@@ -241,5 +316,56 @@ mod tests {
         let t2 = t1 + Duration::from_secs(60);
         let taken = (0..10).filter(|_| t.take_token(key(1), rate, t2)).count();
         assert_eq!(taken, 3);
+    }
+
+    #[test]
+    fn unset_max_connections_has_a_default() {
+        let none = RuleLimits::default();
+        let e = effective_over(&none, None);
+        assert_eq!(e.max_connections, DEFAULT_MAX_CONNECTIONS_PER_SOURCE);
+        let own = RuleLimits {
+            max_connections_per_source: Some(5000),
+            ..RuleLimits::default()
+        };
+        assert_eq!(effective_over(&none, Some(&own)).max_connections, 5000);
+    }
+
+    fn v6(i: u32) -> Key {
+        let ip = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(i));
+        Key {
+            source: Source::Address(IpAddr::V6(ip)),
+            scope: Scope::Frontend(SocketAddr::from(([198, 19, 0, 1], 443))),
+        }
+    }
+
+    #[test]
+    fn a_million_addresses_stay_bounded_and_a_hot_one_stays_limited() {
+        let t = SourceTable::default();
+        let rate = Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        };
+        let t0 = Instant::now();
+        let hot = key(7);
+        let mut hot_taken = 0;
+        for i in 0..1_000_000u32 {
+            // Every new address gets its burst…
+            assert!(t.take_token(v6(i), rate, t0), "address {i}");
+            // …while one source that keeps sending stays limited: its
+            // three tokens, then nothing (the clock stands still).
+            if i % 100 == 0 {
+                hot_taken += usize::from(t.take_token(hot, rate, t0));
+            }
+            if i % 50_000 == 0 {
+                assert!(t.bucket_count() <= MAX_BUCKETS, "{}", t.bucket_count());
+            }
+        }
+        assert_eq!(hot_taken, 3, "the hot key got only its burst");
+        assert!(t.bucket_count() <= MAX_BUCKETS, "{}", t.bucket_count());
+        assert!(t.bucket_count() >= MAX_BUCKETS / 4, "recent keys are kept");
+        // A recently seen address keeps its bucket (it spent one token).
+        let recent = v6(999_999);
+        let left = (0..5).filter(|_| t.take_token(recent, rate, t0)).count();
+        assert_eq!(left, 2);
     }
 }

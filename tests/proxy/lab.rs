@@ -81,7 +81,8 @@ pub struct Lab {
 
 impl Lab {
     /// Builds the lab and starts `portcullis run` with `rules`, a rule file
-    /// in which `@CLIENT@`, `@CLIENT2@` and `@UP@` stand for the addresses.
+    /// in which `@CLIENT@`, `@CLIENT2@` and `@UP@` stand for the addresses,
+    /// and `@HOST@` for the host namespace's (where frontends listen).
     pub fn start(rules: &str) -> Lab {
         assert!(
             nix::unistd::Uid::effective().is_root(),
@@ -106,7 +107,8 @@ impl Lab {
         let text = rules
             .replace("@CLIENT@", &lab.client_ip().to_string())
             .replace("@CLIENT2@", &lab.client2_ip().to_string())
-            .replace("@UP@", &lab.upstream_ip().to_string());
+            .replace("@UP@", &lab.upstream_ip().to_string())
+            .replace("@HOST@", &lab.host_ip().to_string());
         let path = lab.dir.path().join("rules.json");
         std::fs::write(&path, text).expect("write rules");
         lab.spawn_in(
@@ -250,6 +252,10 @@ impl Lab {
     pub fn upstream_ip(&self) -> Ipv4Addr {
         self.ip(3)
     }
+    /// The host namespace's address, where frontends listen (`@HOST@`).
+    pub fn host_ip(&self) -> Ipv4Addr {
+        self.ip(1)
+    }
     pub fn upstream(&self, port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(self.upstream_ip(), port))
     }
@@ -262,7 +268,17 @@ impl Lab {
 
     /// Like [`Lab::connect`], from a chosen source address of the client.
     pub fn connect_from(&self, src: Ipv4Addr, port: u16) -> TcpStream {
-        let dst = SockaddrIn::from(SocketAddrV4::new(self.upstream_ip(), port));
+        self.connect_between(src, SocketAddrV4::new(self.upstream_ip(), port))
+    }
+
+    /// A connection from the client namespace to a frontend listening on
+    /// the host namespace's `port` (no redirect involved).
+    pub fn connect_frontend(&self, port: u16) -> TcpStream {
+        self.connect_between(self.client_ip(), SocketAddrV4::new(self.host_ip(), port))
+    }
+
+    fn connect_between(&self, src: Ipv4Addr, dst: SocketAddrV4) -> TcpStream {
+        let dst = SockaddrIn::from(dst);
         let bind = SockaddrIn::from(SocketAddrV4::new(src, 0));
         let s = in_ns(&self.client, move || -> io::Result<TcpStream> {
             let fd: OwnedFd = socket::socket(

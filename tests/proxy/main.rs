@@ -11,6 +11,9 @@ mod integrity;
 mod lab;
 mod limits;
 mod reload;
+mod member;
+mod pool_health;
+mod retries;
 mod slowloris;
 mod tunnel;
 
@@ -84,4 +87,19 @@ fn reload_command_reports_the_reloads_result() {
 fn upstream_receives_what_the_rules_checked() {
     let lab = lab::Lab::start(integrity::RULES);
     integrity::run(&lab);
+}
+
+/// Clients cannot eject pool members: a member's 501 to `BREW /` counts as
+/// alive, and 502s never eject more than half of a pool (nor a lone
+/// member); the members receive every request.
+#[test]
+fn clients_cannot_eject_pool_members() {
+    pool_health::run();
+}
+
+/// A request re-sent after a reused upstream connection failed is re-sent
+/// only when idempotent: the upstream saw a POST exactly once.
+#[test]
+fn only_idempotent_requests_are_resent() {
+    retries::run();
 }
