@@ -114,6 +114,9 @@ impl Lab {
             connect_timeout: std::time::Duration::from_secs(5),
             response_timeout: std::time::Duration::from_secs(30),
             tunnel: None,
+            request_buffer_bytes: 64 * 1024,
+            body_deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+            send_timeout: std::time::Duration::from_secs(30),
         };
         let task = tokio::spawn(async move {
             let mut inbound = Inbound::new(server);

@@ -40,13 +40,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, warn};
 
 use super::body::Inbound;
 use super::conn::{authorise, resolve, Check, Flow, Plan};
 use super::head::{self, Framing, RequestHead};
 use super::limits::{self, SourceName};
+use super::send::SendTimeout;
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::control::metrics::Metrics;
@@ -112,10 +113,11 @@ pub async fn read_preface(inbound: &mut Inbound<TcpStream>) -> io::Result<bool> 
     }
 }
 
-/// A stream that first replays bytes already read (the preface).
+/// A stream that first replays bytes already read (the preface); writes
+/// to a client that stops reading fail after `send_timeout_ms`.
 struct Rewind {
     pre: BytesMut,
-    io: TcpStream,
+    io: SendTimeout<TcpStream>,
 }
 
 impl AsyncRead for Rewind {
@@ -162,6 +164,14 @@ pub(crate) struct Route {
     /// Path and query sent upstream (normalised).
     pub target: String,
     pub body_limit: Option<u64>,
+    /// When the whole request body must have arrived (→ 408, the upstream
+    /// stream reset).
+    pub body_deadline: Instant,
+    /// Longest wait for the response head once the body is sent, and for
+    /// each piece of the response body (→ 504 / reset).
+    pub response_timeout: Duration,
+    /// Longest wait for the client to take response data (→ reset).
+    pub send_timeout: Duration,
     /// Request fields not copied upstream (besides hop-by-hop ones).
     pub strip: &'static [&'static str],
     /// Fields added upstream after the copied ones.
@@ -176,8 +186,9 @@ pub(crate) struct Route {
 pub(crate) trait Streams: Send + Sync + 'static {
     /// The client (for logs).
     fn peer(&self) -> SocketAddr;
-    /// Limits of the connection: header list size, handshake and idle time.
-    fn conn_limits(&self) -> (usize, Duration, Duration);
+    /// Limits of the connection: header list size, handshake and idle
+    /// time, and the send timeout towards the client.
+    fn conn_limits(&self) -> (usize, Duration, Duration, Duration);
     /// Decides one stream; `headers` shows `:authority` as `host`.
     fn decide(
         &self,
@@ -199,11 +210,16 @@ impl Streams for Access {
         self.flow.peer
     }
 
-    fn conn_limits(&self) -> (usize, Duration, Duration) {
+    fn conn_limits(&self) -> (usize, Duration, Duration, Duration) {
         let snap = self.ctx.state.load();
         let r = resolve(&snap.policy, &snap.dir, &self.flow);
         let lim = limits::effective(&snap.policy, r.entry);
-        (lim.max_header_bytes, lim.header_timeout, lim.idle_timeout)
+        (
+            lim.max_header_bytes,
+            lim.header_timeout,
+            lim.idle_timeout,
+            lim.send_timeout,
+        )
     }
 
     fn decide(
@@ -271,6 +287,9 @@ impl Streams for Access {
             dst: flow.dst,
             target: path.to_owned(),
             body_limit: exchange.body_limit,
+            body_deadline: exchange.body_deadline,
+            response_timeout: exchange.response_timeout,
+            send_timeout: exchange.send_timeout,
             strip: &["x-portcullis-source"],
             add,
             who: source,
@@ -329,11 +348,11 @@ pub(crate) async fn serve_with<S: Streams>(
     streams: S,
 ) {
     Metrics::inc(&ctx.metrics.h2_connections_total);
-    let (max_header_bytes, header_timeout, idle_timeout) = streams.conn_limits();
+    let (max_header_bytes, header_timeout, idle_timeout, send_timeout) = streams.conn_limits();
     let peer = streams.peer();
     let io = Rewind {
         pre: inbound.buf,
-        io: inbound.io,
+        io: SendTimeout::new(inbound.io, send_timeout),
     };
     let mut builder = h2::server::Builder::new();
     builder
@@ -510,6 +529,9 @@ async fn stream<S: Streams>(
         dst,
         target: path,
         body_limit: limit,
+        body_deadline,
+        response_timeout,
+        send_timeout,
         strip,
         add,
         who: source,
@@ -563,18 +585,42 @@ async fn stream<S: Streams>(
             return refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }
     };
+    // The response timeout starts once the request body is sent.
+    let (body_sent, body_sent_rx) = tokio::sync::oneshot::channel::<()>();
     let pump_up = async move {
         if framing == Framing::None {
+            let _ = body_sent.send(());
             return Ok(());
         }
-        pump(body, up_send, limit).await
+        let mut up_send = up_send;
+        // The whole body within body_timeout_ms: a stalled client stream
+        // does not hold the upstream stream open.
+        match timeout_at(body_deadline, pump(body, &mut up_send, limit, None, None)).await {
+            Ok(Ok(())) => {
+                let _ = body_sent.send(());
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                up_send.send_reset(Reason::CANCEL);
+                Err(PumpError::BodyTimeout)
+            }
+        }
     };
     let relay = async {
+        let response_deadline = async {
+            match body_sent_rx.await {
+                Ok(()) => tokio::time::sleep(response_timeout).await,
+                // The body failed: its own error answers the stream.
+                Err(_) => std::future::pending().await,
+            }
+        };
         // A client that resets its stream cancels the upstream request too
         // (dropping it sends RST_STREAM upstream): no work for nobody.
         let res = tokio::select! {
             r = response => r.map_err(PumpError::Upstream)?,
             _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(PumpError::Reset),
+            _ = response_deadline => return Err(PumpError::UpstreamTimeout),
         };
         let (rparts, rbody) = res.into_parts();
         let mut out = Response::new(());
@@ -587,7 +633,15 @@ async fn stream<S: Streams>(
         let end = rbody.is_end_stream();
         let down = respond.send_response(out, end).map_err(PumpError::Client)?;
         if !end {
-            pump(rbody, down, None).await?;
+            let mut down = down;
+            pump(
+                rbody,
+                &mut down,
+                None,
+                Some(response_timeout),
+                Some(send_timeout),
+            )
+            .await?;
         }
         Ok::<u16, PumpError>(rparts.status.as_u16())
     };
@@ -602,6 +656,25 @@ async fn stream<S: Streams>(
             warn!(source = %source, destination = %dst, status = 413, "HTTP/2 request body over max_body_bytes");
             refuse(&mut respond, 413, "request body too large");
         }
+        (Err(PumpError::BodyTimeout), _) => {
+            Metrics::inc(&ctx.metrics.requests_timeout_total);
+            warn!(source = %source, destination = %dst, status = 408, "HTTP/2 request body not received within body_timeout_ms; upstream stream reset");
+            refuse(&mut respond, 408, "request body timeout");
+        }
+        (_, Err(PumpError::UpstreamTimeout)) => {
+            Metrics::inc(&ctx.metrics.upstream_errors_total);
+            report(false);
+            warn!(destination = %dst, status = 504, "HTTP/2 upstream did not answer in time");
+            refuse(
+                &mut respond,
+                504,
+                &format!("upstream {dst} did not answer in time"),
+            );
+        }
+        (_, Err(PumpError::SendTimeout)) => {
+            Metrics::inc(&ctx.metrics.clients_send_timeout_total);
+            warn!(source = %source, destination = %dst, "HTTP/2 stream reset: the client took no response data for send_timeout_ms");
+        }
         (_, Err(PumpError::Upstream(e))) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
             report(false);
@@ -614,13 +687,19 @@ async fn stream<S: Streams>(
         (_, Err(PumpError::Reset)) => {
             debug!(source = %source, destination = %dst, "HTTP/2 stream reset by the client; upstream request cancelled")
         }
-        (_, Err(PumpError::TooLarge)) => {}
+        (_, Err(PumpError::TooLarge | PumpError::BodyTimeout)) => {}
     }
 }
 
 #[derive(Debug)]
 enum PumpError {
     TooLarge,
+    /// The request body did not arrive within `body_timeout_ms`.
+    BodyTimeout,
+    /// The upstream sent no response head, or no response data, in time.
+    UpstreamTimeout,
+    /// The client granted no window for the response for `send_timeout_ms`.
+    SendTimeout,
     /// The client reset the stream before the response came.
     Reset,
     Client(h2::Error),
@@ -629,14 +708,31 @@ enum PumpError {
 
 /// Copies a body between streams with flow control: data is sent only as
 /// the receiver grants capacity, and released to the sender as it leaves,
-/// so a stream never holds more than a window's worth.
+/// so a stream never holds more than a window's worth. `read_timeout`
+/// bounds each wait for data (→ `UpstreamTimeout`), `send_timeout` each
+/// wait for capacity (→ `SendTimeout`); either resets `to`.
 async fn pump(
     mut from: RecvStream,
-    mut to: SendStream<Bytes>,
+    to: &mut SendStream<Bytes>,
     limit: Option<u64>,
+    read_timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
 ) -> Result<(), PumpError> {
     let mut total = 0u64;
-    while let Some(chunk) = from.data().await {
+    loop {
+        let next = match read_timeout {
+            None => from.data().await,
+            Some(t) => match timeout(t, from.data()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    to.send_reset(Reason::CANCEL);
+                    return Err(PumpError::UpstreamTimeout);
+                }
+            },
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         let mut chunk = chunk.map_err(PumpError::Client)?;
         let len = chunk.len();
         total += len as u64;
@@ -646,7 +742,18 @@ async fn pump(
         }
         while !chunk.is_empty() {
             to.reserve_capacity(chunk.len());
-            let cap = match poll_fn(|cx| to.poll_capacity(cx)).await {
+            let capacity = poll_fn(|cx| to.poll_capacity(cx));
+            let granted = match send_timeout {
+                None => capacity.await,
+                Some(t) => match timeout(t, capacity).await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        to.send_reset(Reason::CANCEL);
+                        return Err(PumpError::SendTimeout);
+                    }
+                },
+            };
+            let cap = match granted {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => return Err(PumpError::Upstream(e)),
                 None => return Err(PumpError::Upstream(h2::Error::from(Reason::CANCEL))),

@@ -22,6 +22,10 @@ use crate::rules::model::Limits as RuleLimits;
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_body_buffer_size` order of magnitude: most API bodies fit.
+pub const DEFAULT_REQUEST_BUFFER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Buckets kept before idle (full) ones are pruned.
 const PRUNE_AT: usize = 4096;
 
@@ -34,6 +38,12 @@ pub struct Effective {
     pub max_body_bytes: Option<u64>,
     pub max_connections: Option<u64>,
     pub rate: Option<Rate>,
+    /// Request body bytes checked before an upstream is chosen.
+    pub request_buffer_bytes: usize,
+    /// Total time for a request body (→ 408).
+    pub body_timeout: Duration,
+    /// Longest wait for a client to take a write (→ connection closed).
+    pub send_timeout: Duration,
 }
 
 /// `requests_per_second` with its `burst` (default: one second's worth).
@@ -70,6 +80,14 @@ pub fn effective_over(global: &RuleLimits, own: Option<&RuleLimits>) -> Effectiv
         max_body_bytes: pick(|l| l.max_body_bytes),
         max_connections: pick(|l| l.max_connections_per_source),
         rate,
+        request_buffer_bytes: pick(|l| l.request_buffer_bytes)
+            .map_or(DEFAULT_REQUEST_BUFFER_BYTES, |b| {
+                usize::try_from(b).unwrap_or(usize::MAX)
+            }),
+        body_timeout: pick(|l| l.body_timeout_ms)
+            .map_or(DEFAULT_BODY_TIMEOUT, Duration::from_millis),
+        send_timeout: pick(|l| l.send_timeout_ms)
+            .map_or(DEFAULT_SEND_TIMEOUT, Duration::from_millis),
     }
 }
 

@@ -2,6 +2,7 @@
 //! private network-namespace lab ([`lab`]). Needs root; fails loudly
 //! without it, never skips.
 
+mod bodies;
 mod corpus;
 mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
@@ -48,4 +49,13 @@ fn tunnels_only_after_the_rule_check() {
 #[test]
 fn http2_streams_are_checked_and_bounded() {
     http2::run();
+}
+
+/// Request bodies are received and checked before an upstream is chosen:
+/// a malformed or trickled body never reaches it (400/408, no connection),
+/// a large one streams whole; a client that stops reading is cut after
+/// send_timeout_ms; a stalled HTTP/2 body gets 408 (issue 9, class 8).
+#[test]
+fn slow_or_broken_bodies_never_reach_an_upstream_half_made() {
+    bodies::run();
 }
