@@ -586,6 +586,7 @@ impl Streams for FrontendStreams {
             dst,
             target: upstream_target,
             body_limit: exchange.body_limit,
+            request_buffer_bytes: exchange.request_buffer_bytes,
             body_deadline: exchange.body_deadline,
             response_timeout: exchange.response_timeout,
             send_timeout: exchange.send_timeout,

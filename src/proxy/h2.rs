@@ -164,6 +164,8 @@ pub(crate) struct Route {
     /// Path and query sent upstream (normalised).
     pub target: String,
     pub body_limit: Option<u64>,
+    /// Request body bytes received before the upstream is involved.
+    pub request_buffer_bytes: usize,
     /// When the whole request body must have arrived (→ 408, the upstream
     /// stream reset).
     pub body_deadline: Instant,
@@ -287,6 +289,7 @@ impl Streams for Access {
             dst: flow.dst,
             target: path.to_owned(),
             body_limit: exchange.body_limit,
+            request_buffer_bytes: exchange.request_buffer_bytes,
             body_deadline: exchange.body_deadline,
             response_timeout: exchange.response_timeout,
             send_timeout: exchange.send_timeout,
@@ -529,6 +532,7 @@ async fn stream<S: Streams>(
         dst,
         target: path,
         body_limit: limit,
+        request_buffer_bytes,
         body_deadline,
         response_timeout,
         send_timeout,
@@ -540,6 +544,35 @@ async fn stream<S: Streams>(
     let report = |ok: bool| {
         if let Some(r) = report {
             r(ok);
+        }
+    };
+
+    // Phase 4a: the body, up to request_buffer_bytes, before any upstream
+    // is involved: a stalled or oversized body never reaches one.
+    let mut body = body;
+    let (buffered, buffered_len) = if framing == Framing::None {
+        (Vec::new(), 0)
+    } else {
+        match timeout_at(
+            body_deadline,
+            buffer_stream(&mut body, request_buffer_bytes, limit),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(PumpError::TooLarge)) => {
+                Metrics::inc(&ctx.metrics.requests_body_too_large_total);
+                warn!(source = %source, destination = %dst, status = 413, "HTTP/2 request body over max_body_bytes");
+                return refuse(&mut respond, 413, "request body too large");
+            }
+            Ok(Err(e)) => {
+                return debug!(source = %source, error = ?e, "HTTP/2 client stream ended before its body");
+            }
+            Err(_) => {
+                Metrics::inc(&ctx.metrics.requests_timeout_total);
+                warn!(source = %source, destination = %dst, status = 408, "HTTP/2 request body not received within body_timeout_ms");
+                return refuse(&mut respond, 408, "request body timeout");
+            }
         }
     };
 
@@ -595,7 +628,14 @@ async fn stream<S: Streams>(
         let mut up_send = up_send;
         // The whole body within body_timeout_ms: a stalled client stream
         // does not hold the upstream stream open.
-        match timeout_at(body_deadline, pump(body, &mut up_send, limit, None, None)).await {
+        let rest = async {
+            for chunk in buffered {
+                send_chunk(&mut up_send, chunk, None).await?;
+            }
+            let left = limit.map(|l| l.saturating_sub(buffered_len));
+            pump(body, &mut up_send, left, None, None).await
+        };
+        match timeout_at(body_deadline, rest).await {
             Ok(Ok(())) => {
                 let _ = body_sent.send(());
                 Ok(())
@@ -733,34 +773,14 @@ async fn pump(
         let Some(chunk) = next else {
             break;
         };
-        let mut chunk = chunk.map_err(PumpError::Client)?;
+        let chunk = chunk.map_err(PumpError::Client)?;
         let len = chunk.len();
         total += len as u64;
         if limit.is_some_and(|l| total > l) {
             to.send_reset(Reason::CANCEL);
             return Err(PumpError::TooLarge);
         }
-        while !chunk.is_empty() {
-            to.reserve_capacity(chunk.len());
-            let capacity = poll_fn(|cx| to.poll_capacity(cx));
-            let granted = match send_timeout {
-                None => capacity.await,
-                Some(t) => match timeout(t, capacity).await {
-                    Ok(c) => c,
-                    Err(_) => {
-                        to.send_reset(Reason::CANCEL);
-                        return Err(PumpError::SendTimeout);
-                    }
-                },
-            };
-            let cap = match granted {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(PumpError::Upstream(e)),
-                None => return Err(PumpError::Upstream(h2::Error::from(Reason::CANCEL))),
-            };
-            let piece = chunk.split_to(cap.min(chunk.len()));
-            to.send_data(piece, false).map_err(PumpError::Upstream)?;
-        }
+        send_chunk(to, chunk, send_timeout).await?;
         let _ = from.flow_control().release_capacity(len);
     }
     match from.trailers().await.map_err(PumpError::Client)? {
@@ -769,6 +789,63 @@ async fn pump(
             .send_data(Bytes::new(), true)
             .map_err(PumpError::Upstream),
     }
+}
+
+/// Sends `chunk` on `to` as the receiver grants capacity, waiting at most
+/// `send_timeout` for each grant (→ `SendTimeout`, `to` reset).
+async fn send_chunk(
+    to: &mut SendStream<Bytes>,
+    mut chunk: Bytes,
+    send_timeout: Option<Duration>,
+) -> Result<(), PumpError> {
+    while !chunk.is_empty() {
+        to.reserve_capacity(chunk.len());
+        let capacity = poll_fn(|cx| to.poll_capacity(cx));
+        let granted = match send_timeout {
+            None => capacity.await,
+            Some(t) => match timeout(t, capacity).await {
+                Ok(c) => c,
+                Err(_) => {
+                    to.send_reset(Reason::CANCEL);
+                    return Err(PumpError::SendTimeout);
+                }
+            },
+        };
+        let cap = match granted {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(PumpError::Upstream(e)),
+            None => return Err(PumpError::Upstream(h2::Error::from(Reason::CANCEL))),
+        };
+        let piece = chunk.split_to(cap.min(chunk.len()));
+        to.send_data(piece, false).map_err(PumpError::Upstream)?;
+    }
+    Ok(())
+}
+
+/// Receives a request body until it ends or more than `max` bytes are in
+/// (then the rest streams), before any upstream is involved. Capacity is
+/// released as data arrives, so the client can send up to `max`; memory
+/// stays bounded by it. Returns the data and its length.
+async fn buffer_stream(
+    from: &mut RecvStream,
+    max: usize,
+    limit: Option<u64>,
+) -> Result<(Vec<Bytes>, u64), PumpError> {
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    while total <= max as u64 {
+        let Some(chunk) = from.data().await else {
+            break;
+        };
+        let chunk = chunk.map_err(PumpError::Client)?;
+        total += chunk.len() as u64;
+        if limit.is_some_and(|l| total > l) {
+            return Err(PumpError::TooLarge);
+        }
+        let _ = from.flow_control().release_capacity(chunk.len());
+        chunks.push(chunk);
+    }
+    Ok((chunks, total))
 }
 
 async fn connect_upstream(

@@ -532,26 +532,26 @@ fn h2_recording_upstream(lab: &Lab, port: u16) -> Arc<H2Seen> {
     seen
 }
 
-fn an_h2_stream_whose_body_stalls_gets_408(lab: &Lab) {
-    let seen = h2_recording_upstream(lab, H2);
-    let timeouts = lab.metric("requests_timeout_total");
+/// Sends `sent` of `declared` body bytes on a fresh HTTP/2 connection and
+/// then stalls; the status and how long it took.
+fn h2_stalled_post(lab: &Lab, declared: usize, sent: usize) -> (u16, Duration) {
     let tcp = lab.connect(H2);
     tcp.set_nonblocking(true).expect("nonblocking");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (status, took) = rt.block_on(async {
+    rt.block_on(async {
         let tcp = tokio::net::TcpStream::from_std(tcp).expect("tokio stream");
         let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
         tokio::spawn(conn);
         let mut client = client.ready().await.expect("ready");
         let req = Request::post("http://up/stall")
-            .header("content-length", 100)
+            .header("content-length", declared)
             .body(())
             .expect("request");
         let (response, mut body) = client.send_request(req, false).expect("send");
-        body.send_data(Bytes::from_static(b"0123456789"), false)
+        body.send_data(Bytes::from(vec![b's'; sent]), false)
             .expect("first bytes");
         // …and nothing more: the body stalls.
         let started = Instant::now();
@@ -564,7 +564,30 @@ fn an_h2_stream_whose_body_stalls_gets_408(lab: &Lab) {
         };
         drop(body);
         (status, started.elapsed())
-    });
+    })
+}
+
+fn an_h2_stream_whose_body_stalls_gets_408(lab: &Lab) {
+    let seen = h2_recording_upstream(lab, H2);
+    let timeouts = lab.metric("requests_timeout_total");
+
+    // Within the buffer: the upstream never hears of the request.
+    let (status, took) = h2_stalled_post(lab, 100, 10);
+    assert_eq!(status, 408);
+    assert!(
+        took < Duration::from_secs(5),
+        "at the body deadline: {took:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        seen.requests.load(Ordering::SeqCst),
+        0,
+        "a body stalled within the buffer never reaches the upstream"
+    );
+
+    // Past the buffer: the request streams, then its upstream stream is
+    // reset at the deadline.
+    let (status, took) = h2_stalled_post(lab, 5000, 2000);
     assert_eq!(status, 408);
     assert!(
         took < Duration::from_secs(5),
@@ -573,9 +596,10 @@ fn an_h2_stream_whose_body_stalls_gets_408(lab: &Lab) {
     wait_for("the upstream stream reset", Duration::from_secs(5), || {
         seen.reset.load(Ordering::SeqCst)
     });
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
     assert!(
         !seen.ended.load(Ordering::SeqCst),
         "the upstream never saw a complete request"
     );
-    assert!(lab.metric("requests_timeout_total") > timeouts);
+    assert!(lab.metric("requests_timeout_total") >= timeouts + 2);
 }
