@@ -202,7 +202,7 @@ pub async fn receive(
     client: &mut Inbound<TcpStream>,
     exchange: &mut Exchange,
 ) -> io::Result<Option<bool>> {
-    if exchange.framing == Framing::None || exchange.tunnel.is_some() {
+    if exchange.framing == Framing::None {
         return Ok(None);
     }
     if exchange.expect_continue {

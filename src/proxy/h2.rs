@@ -22,6 +22,14 @@
 //! CONTINUATION frames) is bounded by `max_header_bytes`, which also stops
 //! CONTINUATION floods. CONNECT (and so RFC 8441 WebSockets) over HTTP/2
 //! is refused with 501.
+//!
+//! Slow streams: a request body is received up to `request_buffer_bytes`
+//! before the upstream is asked for a stream, all of it within
+//! `body_timeout_ms` (→ 408, the upstream stream reset if it had begun);
+//! the response head is awaited for the response timeout once the body is
+//! sent (→ 504), each piece of its body likewise, and a client that grants
+//! no window for `send_timeout_ms` gets its stream reset. Writes to a
+//! client that stops reading altogether fail after `send_timeout_ms`.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
