@@ -37,7 +37,7 @@ counters! {
     requests_audit_denied_total: "Requests enforce mode would have refused, let through in audit mode.",
     requests_bad_total: "Requests refused as malformed (400/501).",
     requests_timeout_total: "Requests refused with 408: head not within header_timeout_ms, body not within body_timeout_ms or stalled past idle_timeout_ms.",
-    clients_send_timeout_total: "Client connections closed because the client read nothing for send_timeout_ms.",
+    clients_send_timeout_total: "Connections closed because the client (in a tunnel: either side) read nothing for send_timeout_ms.",
     requests_header_too_large_total: "Requests refused with 431: head over max_header_bytes or too many fields.",
     requests_body_too_large_total: "Requests refused with 413: body over max_body_bytes.",
     requests_rate_limited_total: "Requests refused with 429: over requests_per_second/burst of their source.",

@@ -395,6 +395,12 @@ pub async fn forward_once(
             Metrics::inc(&metrics.tunnels_total);
             tracing::info!(source = %flow.peer, destination = %flow.dst, status = code, "tunnel opened");
             let moved = super::tunnel::splice(client, &mut upstream, send_timeout).await;
+            if let Err(e) = &moved {
+                if super::send::is_send_timeout(e) {
+                    Metrics::inc(&metrics.clients_send_timeout_total);
+                    warn!(source = %flow.peer, destination = %flow.dst, error = %e, "tunnel closed: one side stopped reading");
+                }
+            }
             tracing::debug!(source = %flow.peer, destination = %flow.dst, result = ?moved, "tunnel closed");
             return Ok(Ok(Relayed {
                 keep: false,

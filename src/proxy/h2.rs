@@ -395,7 +395,7 @@ pub(crate) async fn serve_with<S: Streams>(
             // while every permit is in use.
             closed = poll_fn(|cx| conn.poll_closed(cx)) => {
                 if let Err(e) = closed {
-                    connection_error(peer, &e);
+                    connection_error(&shared.ctx.metrics, peer, &e);
                 }
                 break;
             }
@@ -418,7 +418,7 @@ pub(crate) async fn serve_with<S: Streams>(
         match next {
             None => break,
             Some(Err(e)) => {
-                connection_error(peer, &e);
+                connection_error(&shared.ctx.metrics, peer, &e);
                 break;
             }
             Some(Ok((req, respond))) => {
@@ -433,10 +433,14 @@ pub(crate) async fn serve_with<S: Streams>(
     }
 }
 
-/// Logs why a client connection ended: protocol errors (rapid reset,
-/// CONTINUATION flood, malformed frames) are warnings, the rest is noise.
-fn connection_error(peer: SocketAddr, e: &h2::Error) {
-    if e.reason().is_some_and(|r| r != Reason::NO_ERROR) {
+/// Logs why a client connection ended: a client that stopped reading
+/// (counted) and protocol errors (rapid reset, CONTINUATION flood,
+/// malformed frames) are warnings, the rest is noise.
+fn connection_error(metrics: &Metrics, peer: SocketAddr, e: &h2::Error) {
+    if e.get_io().is_some_and(super::send::is_send_timeout) {
+        Metrics::inc(&metrics.clients_send_timeout_total);
+        warn!(peer = %peer, error = %e, "HTTP/2 client connection closed: the client stopped reading");
+    } else if e.reason().is_some_and(|r| r != Reason::NO_ERROR) {
         warn!(peer = %peer, error = %e, "HTTP/2 connection ended by protocol error");
     } else {
         debug!(peer = %peer, error = %e, "HTTP/2 connection error");

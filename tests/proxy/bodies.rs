@@ -175,8 +175,13 @@ fn recording_upstream(lab: &Lab, port: u16) -> Arc<Recorded> {
                     }
                     while let Some((used, path, body)) = complete_request(&pending) {
                         pending.drain(..used);
-                        if path == "/big" {
-                            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+                        if path == "/big" || path == "/flood" {
+                            // `/flood`: a WebSocket tunnel that only sends.
+                            let head = if path == "/flood" {
+                                "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n".to_owned()
+                            } else {
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n")
+                            };
                             let block = vec![b'z'; 1 << 16];
                             let mut ok = conn.write_all(head.as_bytes()).is_ok();
                             let mut sent = 0;
@@ -425,13 +430,25 @@ fn an_entry_overrides_the_buffer_size(lab: &Lab, rec: &Recorded) {
 }
 
 fn a_client_that_stops_reading_is_disconnected(lab: &Lab, rec: &Recorded) {
+    // A large response, and a tunnel whose upstream only sends.
+    for (request, needle) in [
+        ("GET /big HTTP/1.1\r\nHost: up\r\n\r\n", "GET /big "),
+        (
+            "GET /flood HTTP/1.1\r\nHost: up\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /flood ",
+        ),
+    ] {
+        client_not_reading(lab, rec, request, needle);
+    }
+}
+
+fn client_not_reading(lab: &Lab, rec: &Recorded, request: &str, needle: &str) {
     let before_timeouts = lab.metric("clients_send_timeout_total");
     let mut s = lab.connect(REC);
-    s.write_all(b"GET /big HTTP/1.1\r\nHost: up\r\n\r\n")
-        .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     // Read nothing for well past send_timeout_ms (1 s).
     std::thread::sleep(Duration::from_secs(4));
-    let c = rec.conn_with("GET /big ");
+    let c = rec.conn_with(needle);
     wait_for(
         "the proxy dropped the upstream of a client not reading",
         Duration::from_secs(5),
@@ -452,10 +469,10 @@ fn a_client_that_stops_reading_is_disconnected(lab: &Lab, rec: &Recorded) {
             Err(_) => break false,
         }
     };
-    assert!(ended, "the proxy closed the connection");
+    assert!(ended, "{needle}: the proxy closed the connection");
     assert!(
         total < BIG,
-        "the client got only what was buffered ({total} bytes of {BIG})"
+        "{needle}: the client got only what was buffered ({total} bytes of {BIG})"
     );
     let _ = s.shutdown(Shutdown::Both);
     assert!(lab.metric("clients_send_timeout_total") > before_timeouts);
