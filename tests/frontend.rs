@@ -826,3 +826,97 @@ async fn per_client_limits_answer_429() {
         "{statuses:?}"
     );
 }
+
+/// Accepts, keeps every byte received in `seen`, and answers `200` to
+/// each request head.
+async fn start_recorder(
+    addr: SocketAddr,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>, JoinHandle<()>) {
+    let l = TcpListener::bind(addr).await.expect("bind recorder");
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let all = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let all = all.clone();
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            all.lock().unwrap().extend_from_slice(&chunk[..n]);
+                            if chunk[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                                let _ = s
+                                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                                    .await;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+/// A request body is received and checked before a member is picked: a
+/// malformed or trickled body never reaches one (issue 9, class 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_checked_before_a_member_is_picked() {
+    let (rec, seen, rec_task) = start_recorder(ip(10)).await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "rec": {{ "docker": "127.0.0.10" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [], "default_pool": "p",
+                   "limits": {{ "body_timeout_ms": 800, "request_buffer_bytes": 1024 }} }} ],
+  "pools": {{ "p": {{ "members": ["rec:{}"] }} }} }}"#,
+        rec.port()
+    );
+    let lab = lab(&rules).await;
+    let posts = |seen: &std::sync::Mutex<Vec<u8>>| {
+        String::from_utf8_lossy(&seen.lock().unwrap())
+            .matches("POST ")
+            .count()
+    };
+
+    let (status, _) = get(
+        lab.front,
+        "POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let mut s = TcpStream::connect(lab.front).await.unwrap();
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer at the body deadline")
+        .expect("read");
+    assert!(
+        out.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(posts(&seen), 0, "no member saw the refused requests");
+
+    // A good body does reach the member.
+    let (status, _) = get(
+        lab.front,
+        "POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(posts(&seen), 1);
+    rec_task.abort();
+}

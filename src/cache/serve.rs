@@ -29,6 +29,7 @@ use crate::control::metrics::Metrics;
 use crate::proxy::body::Inbound;
 use crate::proxy::forward::{relay, Exchange, NoTap, Relayed, Tap, TapAction, Upstream};
 use crate::proxy::head::{Framing, ResponseHead};
+use crate::proxy::send::SendTimeout;
 use crate::proxy::{respond, ProxyCtx};
 
 const MISS: &str = "x-cache: MISS\r\n";
@@ -74,8 +75,7 @@ pub async fn forward_cached(
             Some(entry) => match freshness::usable(&entry.facts, &req.facts, SystemTime::now()) {
                 Use::Fresh(age) => {
                     Metrics::inc(&metrics.cache_hits_total);
-                    return serve_hit(client, &req, &entry, age, exchange.keep_alive, head_request)
-                        .await;
+                    return serve_hit(client, &req, &entry, age, &exchange, head_request).await;
                 }
                 Use::Revalidate => Some(entry),
                 Use::Fetch => None,
@@ -260,7 +260,7 @@ async fn fetch(
             };
             let age = freshness::current_age(&entry.facts.age, SystemTime::now());
             let head_request = req.class == (MethodClass::Read { head: true });
-            serve_hit(client, req, &entry, age, exchange.keep_alive, head_request).await
+            serve_hit(client, req, &entry, age, &exchange, head_request).await
         }
     }
 }
@@ -272,16 +272,19 @@ async fn serve_hit(
     req: &CacheRequest,
     entry: &Stored,
     age: Duration,
-    keep_alive: bool,
+    exchange: &Exchange,
     head_request: bool,
 ) -> io::Result<bool> {
+    let keep_alive = exchange.keep_alive;
     let not_modified = client_not_modified(req, entry);
     let out = hit_head(entry, age, keep_alive, not_modified);
-    client.io.write_all(&out).await?;
+    // A client that stops reading a large entry is cut after send_timeout_ms.
+    let mut to_client = SendTimeout::new(&mut client.io, exchange.send_timeout);
+    to_client.write_all(&out).await?;
     if !(head_request || not_modified || bodyless(entry.status)) {
-        client.io.write_all(&entry.body).await?;
+        to_client.write_all(&entry.body).await?;
     }
-    client.io.flush().await?;
+    to_client.flush().await?;
     Ok(keep_alive)
 }
 

@@ -114,6 +114,9 @@ impl Lab {
             connect_timeout: std::time::Duration::from_secs(5),
             response_timeout: std::time::Duration::from_secs(30),
             tunnel: None,
+            request_buffer_bytes: 64 * 1024,
+            body_deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+            send_timeout: std::time::Duration::from_secs(30),
         };
         let task = tokio::spawn(async move {
             let mut inbound = Inbound::new(server);
@@ -500,4 +503,58 @@ fn stores_survive_reloads_that_keep_their_settings() {
         .unwrap();
     assert!(!Arc::ptr_eq(&first, &changed));
     assert_eq!(changed.settings.max_bytes, 2000);
+}
+
+/// A client that stops reading a large cache hit is cut after
+/// `send_timeout_ms` instead of pinning the entry and the task (issue 9,
+/// class 8).
+#[tokio::test]
+async fn a_hit_to_a_client_that_stops_reading_times_out() {
+    // max_bytes 256 MiB: entries up to 32 MiB; 24 MB outgrows any socket buffer.
+    let lab = lab(256 << 20);
+    let t = "/large?cc=max-age%3D60&size=24000000";
+    assert_eq!(lab.send("GET", t, &[]).await.x_cache(), "MISS");
+    assert_eq!(lab.metric(|m| &m.cache_stores_total), 1);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, peer) = listener.accept().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut client,
+        format!("GET {t} HTTP/1.1\r\nhost: app1\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = format!("GET {t} HTTP/1.1\r\nhost: app1\r\nx-portcullis-source: app2\r\n\r\n");
+    let flow = Upstream { peer, dst: lab.dst };
+    let send_timeout = std::time::Duration::from_millis(300);
+    let exchange = Exchange {
+        framing: Framing::None,
+        keep_alive: true,
+        head_request: false,
+        expect_continue: false,
+        body_limit: None,
+        connect_timeout: std::time::Duration::from_secs(5),
+        response_timeout: std::time::Duration::from_secs(30),
+        tunnel: None,
+        request_buffer_bytes: 64 * 1024,
+        body_deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+        send_timeout,
+    };
+    let mut inbound = Inbound::new(server);
+    let started = std::time::Instant::now();
+    // The client reads nothing.
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        forward(&lab.ctx, &flow, &mut inbound, head.as_bytes(), exchange),
+    )
+    .await
+    .expect("the hit gave up on the client, not the test");
+    let e = r.expect_err("the write to the client failed");
+    assert!(crate::proxy::send::is_send_timeout(&e), "{e}");
+    assert!(started.elapsed() >= send_timeout);
+    assert_eq!(lab.metric(|m| &m.cache_hits_total), 1);
+    drop(client);
 }

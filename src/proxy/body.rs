@@ -12,9 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::head::{head_end, Framing, HeadError};
 
 /// Longest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 4096;
+pub(super) const MAX_LINE: usize = 4096;
 /// Most trailer bytes accepted (they are read and dropped).
-const MAX_TRAILERS: usize = 16384;
+pub(super) const MAX_TRAILERS: usize = 16384;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A byte source with a read-ahead buffer (bytes after a head belong to
@@ -115,7 +115,7 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
     }
 
     /// [`Inbound::fill`] bounded by `read_timeout`.
-    async fn fill_bounded(&mut self) -> io::Result<usize> {
+    pub(super) async fn fill_bounded(&mut self) -> io::Result<usize> {
         match self.read_timeout {
             None => self.fill().await,
             Some(t) => tokio::time::timeout(t, self.fill())
@@ -234,7 +234,7 @@ where
     Ok(())
 }
 
-fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+pub(super) fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
     let digits = &line[..end];
     if digits.is_empty() || digits.len() > 15 {

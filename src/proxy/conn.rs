@@ -13,9 +13,11 @@
 //!    matchers; a refusal is a 403 naming the rule. CONNECT and WebSocket
 //!    upgrades are checked like any request (CONNECT only by a matcher that
 //!    names it) and tunnelled once the upstream agrees;
-//! 4. **forward** — the head written from the checked request
-//!    ([`super::outbound`]: normalised path, framing restated by the proxy,
-//!    hop-by-hop headers dropped, `X-Portcullis-Source` set) and the streamed body go to the
+//! 4. **forward** — the body is received and checked first, up to
+//!    `request_buffer_bytes`, within `body_timeout_ms` ([`super::buffer`]);
+//!    then the head written from the checked request ([`super::outbound`]:
+//!    normalised path, framing restated by the proxy, hop-by-hop headers
+//!    dropped, `X-Portcullis-Source` set) and the streamed body go to the
 //!    original destination over a pooled connection;
 //! 5. **respond** — the upstream response head is checked and relayed, the
 //!    body streamed back; the connection is kept if both sides allow it.
@@ -32,6 +34,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::body::{HeadWait, Inbound};
+use super::buffer;
 use super::forward::{forward, write_refusal, Exchange, Upstream};
 use super::h2::Sniffed;
 use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
@@ -141,7 +144,12 @@ pub async fn serve(ctx: Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, dst:
             Ok(true) => continue,
             Ok(false) => break,
             Err(e) => {
-                debug!(peer = %flow.peer, error = %e, "connection ended");
+                if super::send::is_send_timeout(&e) {
+                    Metrics::inc(&ctx.metrics.clients_send_timeout_total);
+                    warn!(peer = %flow.peer, destination = %flow.dst, error = %e, "client connection closed: the client stopped reading");
+                } else {
+                    debug!(peer = %flow.peer, error = %e, "connection ended");
+                }
                 break;
             }
         }
@@ -243,7 +251,14 @@ async fn one_exchange(
             write_refusal(&mut inbound.io, code, &reason, close).await?;
             Ok(!close)
         }
-        Plan::Forward(exchange) => {
+        Plan::Forward(mut exchange) => {
+            // Phase 4a: the body, received and checked before any upstream
+            // connection is made.
+            if let Some(keep) =
+                buffer::receive(metrics, flow.peer, &flow.dst, inbound, &mut exchange).await?
+            {
+                return Ok(keep);
+            }
             let to = Upstream {
                 peer: flow.peer,
                 dst: flow.dst,
@@ -396,5 +411,8 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         connect_timeout: super::forward::CONNECT_TIMEOUT,
         response_timeout: super::forward::RESPONSE_TIMEOUT,
         tunnel: req.tunnel,
+        request_buffer_bytes: c.limits.request_buffer_bytes,
+        body_deadline: Instant::now() + c.limits.body_timeout,
+        send_timeout: c.limits.send_timeout,
     })
 }

@@ -10,12 +10,14 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 use tracing::warn;
 
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
+use super::buffer::refuse_body;
 use super::head::{self, Framing, Tunnel, MAX_HEADERS};
 use super::respond;
+use super::send::SendTimeout;
 use super::tap::Tee;
 pub use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
@@ -52,6 +54,13 @@ pub struct Exchange {
     /// An authorised CONNECT or WebSocket upgrade: if the upstream agrees
     /// (2xx / 101), the connection becomes a byte tunnel.
     pub tunnel: Option<Tunnel>,
+    /// Request body bytes received and checked before an upstream is
+    /// chosen ([`super::buffer`]); a larger body streams.
+    pub request_buffer_bytes: usize,
+    /// When the whole request body must have arrived (→ 408).
+    pub body_deadline: Instant,
+    /// Longest a write to the client may wait for it to read (→ closed).
+    pub send_timeout: Duration,
 }
 
 /// Writes a response the proxy produced itself.
@@ -187,6 +196,9 @@ pub async fn forward_once(
         connect_timeout,
         response_timeout,
         tunnel,
+        request_buffer_bytes: _,
+        body_deadline,
+        send_timeout,
     } = exchange;
     let metrics = &ctx.metrics;
     // A pooled connection may have been closed by the upstream meanwhile
@@ -248,48 +260,27 @@ pub async fn forward_once(
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await?;
         }
-        match copy_body(client, &mut upstream.io, framing, body_limit).await {
+        // Usually from memory (buffered before the upstream was chosen);
+        // a body over the buffer streams, under the same total deadline.
+        let copied = timeout_at(
+            body_deadline,
+            copy_body(client, &mut upstream.io, framing, body_limit),
+        )
+        .await
+        .unwrap_or_else(|_| Err(BodyError::Read(io::ErrorKind::TimedOut.into())));
+        match copied {
             Ok(_) => {}
-            Err(BodyError::TooLarge) => {
-                Metrics::inc(&metrics.requests_body_too_large_total);
-                warn!(source = %flow.peer, destination = %flow.dst, status = 413, "request body over the limit");
-                write_refusal(&mut client.io, 413, "request body too large", true).await?;
-                return Ok(Ok(Relayed {
-                    keep: false,
-                    status: None,
-                    intercepted: false,
-                }));
-            }
-            Err(BodyError::Malformed(why)) => {
-                Metrics::inc(&metrics.requests_bad_total);
-                warn!(source = %flow.peer, destination = %flow.dst, reason = why, "malformed request body");
-                write_refusal(&mut client.io, 400, &format!("bad request: {why}"), true).await?;
-                return Ok(Ok(Relayed {
-                    keep: false,
-                    status: None,
-                    intercepted: false,
-                }));
-            }
-            Err(BodyError::Read(e)) => {
-                // The client stalled past the idle timeout (408), or ended
-                // or broke its body early (400): either way the upstream
-                // never gets a complete request.
-                let (code, why) = if e.kind() == io::ErrorKind::TimedOut {
-                    Metrics::inc(&metrics.requests_timeout_total);
-                    (408, "request body timeout")
-                } else {
-                    Metrics::inc(&metrics.requests_bad_total);
-                    (400, "bad request: incomplete body")
-                };
-                warn!(source = %flow.peer, destination = %flow.dst, error = %e, status = code, "request body not received");
-                write_refusal(&mut client.io, code, why, true).await?;
-                return Ok(Ok(Relayed {
-                    keep: false,
-                    status: None,
-                    intercepted: false,
-                }));
-            }
             Err(BodyError::Write(e)) => return failure(502, e.to_string(), true, true),
+            // The upstream got an incomplete request: its connection is
+            // dropped here, never pooled.
+            Err(e) => {
+                refuse_body(metrics, flow.peer, &flow.dst, client, e).await?;
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: None,
+                    intercepted: false,
+                }));
+            }
         }
     }
     let mut touched = framing != Framing::None;
@@ -404,11 +395,19 @@ pub async fn forward_once(
                 }
             }
         }
-        client.io.write_all(&out).await?;
+        SendTimeout::new(&mut client.io, send_timeout)
+            .write_all(&out)
+            .await?;
         if upgraded {
             Metrics::inc(&metrics.tunnels_total);
             tracing::info!(source = %flow.peer, destination = %flow.dst, status = code, "tunnel opened");
-            let moved = super::tunnel::splice(client, &mut upstream).await;
+            let moved = super::tunnel::splice(client, &mut upstream, send_timeout).await;
+            if let Err(e) = &moved {
+                if super::send::is_send_timeout(e) {
+                    Metrics::inc(&metrics.clients_send_timeout_total);
+                    warn!(source = %flow.peer, destination = %flow.dst, error = %e, "tunnel closed: one side stopped reading");
+                }
+            }
             tracing::debug!(source = %flow.peer, destination = %flow.dst, result = ?moved, "tunnel closed");
             return Ok(Ok(Relayed {
                 keep: false,
@@ -420,14 +419,15 @@ pub async fn forward_once(
             touched = true;
             continue;
         }
+        let mut to_client = SendTimeout::new(&mut client.io, send_timeout);
         let copied = if tee {
             let mut w = Tee {
-                inner: &mut client.io,
+                inner: &mut to_client,
                 tap: &mut *tap,
             };
             copy_body(&mut upstream, &mut w, res_framing, None).await
         } else {
-            copy_body(&mut upstream, &mut client.io, res_framing, None).await
+            copy_body(&mut upstream, &mut to_client, res_framing, None).await
         };
         match copied {
             Ok(_) => {}
@@ -446,7 +446,7 @@ pub async fn forward_once(
         if !upstream_closes && upstream.buf.is_empty() {
             ctx.upstreams.put(flow.dst, upstream.io);
         }
-        client.io.flush().await?;
+        to_client.flush().await?;
         tracing::debug!(source = %flow.peer, destination = %flow.dst, status = code, "forwarded");
         return Ok(Ok(Relayed {
             keep: client_keeps,

@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::body::{HeadWait, Inbound};
+use super::buffer;
 use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
 use super::h2::Sniffed;
 use super::h2::{self, Decision, Route, Streams};
@@ -224,7 +225,12 @@ async fn serve_conn(ctx: &Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, li
             Ok(true) => continue,
             Ok(false) => break,
             Err(e) => {
-                debug!(peer = %peer, error = %e, "frontend connection ended");
+                if super::send::is_send_timeout(&e) {
+                    Metrics::inc(&ctx.metrics.clients_send_timeout_total);
+                    warn!(listen = %listen, peer = %peer, error = %e, "frontend client connection closed: the client stopped reading");
+                } else {
+                    debug!(peer = %peer, error = %e, "frontend connection ended");
+                }
                 break;
             }
         }
@@ -247,11 +253,15 @@ struct Limits {
     header_timeout: Duration,
     idle_timeout: Duration,
     max_body_bytes: Option<u64>,
+    request_buffer_bytes: usize,
+    body_timeout: Duration,
+    send_timeout: Duration,
 }
 
 fn limits_for(policy: &Policy, fe: &RouteTable) -> Limits {
     let (g, f) = (&policy.limits, &fe.limits);
     let pick = |x: fn(&crate::rules::model::Limits) -> Option<u64>| x(f).or_else(|| x(g));
+    let eff = limits::effective_over(g, Some(f));
     Limits {
         max_header_bytes: pick(|l| l.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES) as usize,
         header_timeout: pick(|l| l.header_timeout_ms)
@@ -259,6 +269,9 @@ fn limits_for(policy: &Policy, fe: &RouteTable) -> Limits {
         idle_timeout: pick(|l| l.idle_timeout_ms)
             .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
         max_body_bytes: pick(|l| l.max_body_bytes),
+        request_buffer_bytes: eff.request_buffer_bytes,
+        body_timeout: eff.body_timeout,
+        send_timeout: eff.send_timeout,
     }
 }
 
@@ -356,7 +369,7 @@ async fn one_exchange(
     };
     inbound.buf.advance(head_len);
 
-    let (pool_id, key, exchange, replayable, method, path) = match plan {
+    let (pool_id, key, mut exchange, replayable, method, path) = match plan {
         Plan::Refuse {
             code,
             reason,
@@ -377,6 +390,11 @@ async fn one_exchange(
     let Some(pool) = snap.lb.pool(pool_id) else {
         return Ok(false);
     };
+    // The body is received and checked before a member is picked and
+    // connected: a malformed or trickled body never reaches one.
+    if let Some(keep) = buffer::receive(metrics, peer, &fe.name, inbound, &mut exchange).await? {
+        return Ok(keep);
+    }
     // A refusal keeps the connection only if no body is left unread.
     let close_on_refusal = exchange.framing != Framing::None || !exchange.keep_alive;
 
@@ -478,18 +496,25 @@ impl Streams for FrontendStreams {
         self.peer
     }
 
-    fn conn_limits(&self) -> (usize, Duration, Duration) {
+    fn conn_limits(&self) -> (usize, Duration, Duration, Duration) {
         let snap = self.ctx.state.load();
         let lim = match snap.lb.frontend_at(self.listen) {
             Some(fe) => limits_for(&snap.policy, fe),
-            None => Limits {
-                max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
-                header_timeout: DEFAULT_HEADER_TIMEOUT,
-                idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                max_body_bytes: None,
-            },
+            None => {
+                return (
+                    DEFAULT_MAX_HEADER_BYTES as usize,
+                    DEFAULT_HEADER_TIMEOUT,
+                    DEFAULT_IDLE_TIMEOUT,
+                    limits::DEFAULT_SEND_TIMEOUT,
+                )
+            }
         };
-        (lim.max_header_bytes, lim.header_timeout, lim.idle_timeout)
+        (
+            lim.max_header_bytes,
+            lim.header_timeout,
+            lim.idle_timeout,
+            lim.send_timeout,
+        )
     }
 
     fn decide(
@@ -579,6 +604,10 @@ impl Streams for FrontendStreams {
             dst,
             target: upstream_target,
             body_limit: exchange.body_limit,
+            request_buffer_bytes: exchange.request_buffer_bytes,
+            body_deadline: exchange.body_deadline,
+            response_timeout: exchange.response_timeout,
+            send_timeout: exchange.send_timeout,
             strip: &[
                 "x-portcullis-source",
                 "x-forwarded-for",
@@ -775,6 +804,9 @@ fn route(
             connect_timeout: pool.connect_timeout,
             response_timeout: pool.timeout,
             tunnel: req.tunnel,
+            request_buffer_bytes: lim.request_buffer_bytes,
+            body_deadline: tokio::time::Instant::now() + lim.body_timeout,
+            send_timeout: lim.send_timeout,
         },
         replayable: idempotent && !has_body,
         method: req.method.to_owned(),

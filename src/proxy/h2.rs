@@ -22,6 +22,14 @@
 //! CONTINUATION frames) is bounded by `max_header_bytes`, which also stops
 //! CONTINUATION floods. CONNECT (and so RFC 8441 WebSockets) over HTTP/2
 //! is refused with 501.
+//!
+//! Slow streams: a request body is received up to `request_buffer_bytes`
+//! before the upstream is asked for a stream, all of it within
+//! `body_timeout_ms` (→ 408, the upstream stream reset if it had begun);
+//! the response head is awaited for the response timeout once the body is
+//! sent (→ 504), each piece of its body likewise, and a client that grants
+//! no window for `send_timeout_ms` gets its stream reset. Writes to a
+//! client that stops reading altogether fail after `send_timeout_ms`.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -40,13 +48,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, warn};
 
 use super::body::Inbound;
 use super::conn::{authorise, resolve, Check, Flow, Plan};
 use super::head::{self, Framing, RequestHead};
 use super::limits::{self, SourceName};
+use super::send::SendTimeout;
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::balance::Outcome;
@@ -114,10 +123,11 @@ pub async fn read_preface(inbound: &mut Inbound<TcpStream>) -> io::Result<bool> 
     }
 }
 
-/// A stream that first replays bytes already read (the preface).
+/// A stream that first replays bytes already read (the preface); writes
+/// to a client that stops reading fail after `send_timeout_ms`.
 struct Rewind {
     pre: BytesMut,
-    io: TcpStream,
+    io: SendTimeout<TcpStream>,
 }
 
 impl AsyncRead for Rewind {
@@ -164,6 +174,16 @@ pub(crate) struct Route {
     /// Path and query sent upstream (normalised).
     pub target: String,
     pub body_limit: Option<u64>,
+    /// Request body bytes received before the upstream is involved.
+    pub request_buffer_bytes: usize,
+    /// When the whole request body must have arrived (→ 408, the upstream
+    /// stream reset).
+    pub body_deadline: Instant,
+    /// Longest wait for the response head once the body is sent, and for
+    /// each piece of the response body (→ 504 / reset).
+    pub response_timeout: Duration,
+    /// Longest wait for the client to take response data (→ reset).
+    pub send_timeout: Duration,
     /// Request fields not copied upstream (besides hop-by-hop ones).
     pub strip: &'static [&'static str],
     /// Fields added upstream after the copied ones.
@@ -178,8 +198,9 @@ pub(crate) struct Route {
 pub(crate) trait Streams: Send + Sync + 'static {
     /// The client (for logs).
     fn peer(&self) -> SocketAddr;
-    /// Limits of the connection: header list size, handshake and idle time.
-    fn conn_limits(&self) -> (usize, Duration, Duration);
+    /// Limits of the connection: header list size, handshake and idle
+    /// time, and the send timeout towards the client.
+    fn conn_limits(&self) -> (usize, Duration, Duration, Duration);
     /// Decides one stream; `headers` shows `:authority` as `host`.
     fn decide(
         &self,
@@ -201,11 +222,16 @@ impl Streams for Access {
         self.flow.peer
     }
 
-    fn conn_limits(&self) -> (usize, Duration, Duration) {
+    fn conn_limits(&self) -> (usize, Duration, Duration, Duration) {
         let snap = self.ctx.state.load();
         let r = resolve(&snap.policy, &snap.dir, &self.flow);
         let lim = limits::effective(&snap.policy, r.entry);
-        (lim.max_header_bytes, lim.header_timeout, lim.idle_timeout)
+        (
+            lim.max_header_bytes,
+            lim.header_timeout,
+            lim.idle_timeout,
+            lim.send_timeout,
+        )
     }
 
     fn decide(
@@ -273,6 +299,10 @@ impl Streams for Access {
             dst: flow.dst,
             target: path.to_owned(),
             body_limit: exchange.body_limit,
+            request_buffer_bytes: exchange.request_buffer_bytes,
+            body_deadline: exchange.body_deadline,
+            response_timeout: exchange.response_timeout,
+            send_timeout: exchange.send_timeout,
             strip: &["x-portcullis-source"],
             add,
             who: source,
@@ -331,11 +361,11 @@ pub(crate) async fn serve_with<S: Streams>(
     streams: S,
 ) {
     Metrics::inc(&ctx.metrics.h2_connections_total);
-    let (max_header_bytes, header_timeout, idle_timeout) = streams.conn_limits();
+    let (max_header_bytes, header_timeout, idle_timeout, send_timeout) = streams.conn_limits();
     let peer = streams.peer();
     let io = Rewind {
         pre: inbound.buf,
-        io: inbound.io,
+        io: SendTimeout::new(inbound.io, send_timeout),
     };
     let mut builder = h2::server::Builder::new();
     builder
@@ -367,7 +397,7 @@ pub(crate) async fn serve_with<S: Streams>(
             // while every permit is in use.
             closed = poll_fn(|cx| conn.poll_closed(cx)) => {
                 if let Err(e) = closed {
-                    connection_error(peer, &e);
+                    connection_error(&shared.ctx.metrics, peer, &e);
                 }
                 break;
             }
@@ -390,7 +420,7 @@ pub(crate) async fn serve_with<S: Streams>(
         match next {
             None => break,
             Some(Err(e)) => {
-                connection_error(peer, &e);
+                connection_error(&shared.ctx.metrics, peer, &e);
                 break;
             }
             Some(Ok((req, respond))) => {
@@ -405,10 +435,14 @@ pub(crate) async fn serve_with<S: Streams>(
     }
 }
 
-/// Logs why a client connection ended: protocol errors (rapid reset,
-/// CONTINUATION flood, malformed frames) are warnings, the rest is noise.
-fn connection_error(peer: SocketAddr, e: &h2::Error) {
-    if e.reason().is_some_and(|r| r != Reason::NO_ERROR) {
+/// Logs why a client connection ended: a client that stopped reading
+/// (counted) and protocol errors (rapid reset, CONTINUATION flood,
+/// malformed frames) are warnings, the rest is noise.
+fn connection_error(metrics: &Metrics, peer: SocketAddr, e: &h2::Error) {
+    if e.get_io().is_some_and(super::send::is_send_timeout) {
+        Metrics::inc(&metrics.clients_send_timeout_total);
+        warn!(peer = %peer, error = %e, "HTTP/2 client connection closed: the client stopped reading");
+    } else if e.reason().is_some_and(|r| r != Reason::NO_ERROR) {
         warn!(peer = %peer, error = %e, "HTTP/2 connection ended by protocol error");
     } else {
         debug!(peer = %peer, error = %e, "HTTP/2 connection error");
@@ -555,6 +589,10 @@ async fn stream<S: Streams>(
         dst,
         target: path,
         body_limit: limit,
+        request_buffer_bytes,
+        body_deadline,
+        response_timeout,
+        send_timeout,
         strip,
         add,
         who: source,
@@ -563,6 +601,35 @@ async fn stream<S: Streams>(
     let report = |outcome: Outcome| {
         if let Some(r) = report {
             r(outcome);
+        }
+    };
+
+    // Phase 4a: the body, up to request_buffer_bytes, before any upstream
+    // is involved: a stalled or oversized body never reaches one.
+    let mut body = body;
+    let (buffered, buffered_len) = if framing == Framing::None {
+        (Vec::new(), 0)
+    } else {
+        match timeout_at(
+            body_deadline,
+            buffer_stream(&mut body, request_buffer_bytes, limit),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(PumpError::TooLarge)) => {
+                Metrics::inc(&ctx.metrics.requests_body_too_large_total);
+                warn!(source = %source, destination = %dst, status = 413, "HTTP/2 request body over max_body_bytes");
+                return refuse(&mut respond, 413, "request body too large");
+            }
+            Ok(Err(e)) => {
+                return debug!(source = %source, error = ?e, "HTTP/2 client stream ended before its body");
+            }
+            Err(_) => {
+                Metrics::inc(&ctx.metrics.requests_timeout_total);
+                warn!(source = %source, destination = %dst, status = 408, "HTTP/2 request body not received within body_timeout_ms");
+                return refuse(&mut respond, 408, "request body timeout");
+            }
         }
     };
 
@@ -613,18 +680,49 @@ async fn stream<S: Streams>(
             return refuse(&mut respond, 502, &format!("upstream {dst} failed: {e}"));
         }
     };
+    // The response timeout starts once the request body is sent.
+    let (body_sent, body_sent_rx) = tokio::sync::oneshot::channel::<()>();
     let pump_up = async move {
         if framing == Framing::None {
+            let _ = body_sent.send(());
             return Ok(());
         }
-        pump(body, up_send, limit, Some(fields)).await
+        let mut up_send = up_send;
+        // The whole body within body_timeout_ms: a stalled client stream
+        // does not hold the upstream stream open.
+        let rest = async {
+            for chunk in buffered {
+                send_chunk(&mut up_send, chunk, None).await?;
+            }
+            let left = limit.map(|l| l.saturating_sub(buffered_len));
+            pump(body, &mut up_send, left, Some(fields), None, None).await
+        };
+        match timeout_at(body_deadline, rest).await {
+            Ok(Ok(())) => {
+                let _ = body_sent.send(());
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                up_send.send_reset(Reason::CANCEL);
+                Err(PumpError::BodyTimeout)
+            }
+        }
     };
     let relay = async {
+        let response_deadline = async {
+            match body_sent_rx.await {
+                Ok(()) => tokio::time::sleep(response_timeout).await,
+                // The body failed: its own error answers the stream.
+                Err(_) => std::future::pending().await,
+            }
+        };
         // A client that resets its stream cancels the upstream request too
         // (dropping it sends RST_STREAM upstream): no work for nobody.
         let res = tokio::select! {
             r = response => r.map_err(PumpError::Upstream)?,
             _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(PumpError::Reset),
+            _ = response_deadline => return Err(PumpError::UpstreamTimeout),
         };
         let (rparts, rbody) = res.into_parts();
         let mut out = Response::new(());
@@ -637,7 +735,16 @@ async fn stream<S: Streams>(
         let end = rbody.is_end_stream();
         let down = respond.send_response(out, end).map_err(PumpError::Client)?;
         if !end {
-            pump(rbody, down, None, None).await?;
+            let mut down = down;
+            pump(
+                rbody,
+                &mut down,
+                None,
+                None,
+                Some(response_timeout),
+                Some(send_timeout),
+            )
+            .await?;
         }
         Ok::<u16, PumpError>(rparts.status.as_u16())
     };
@@ -652,6 +759,25 @@ async fn stream<S: Streams>(
             warn!(source = %source, destination = %dst, status = 413, "HTTP/2 request body over max_body_bytes");
             refuse(&mut respond, 413, "request body too large");
         }
+        (Err(PumpError::BodyTimeout), _) => {
+            Metrics::inc(&ctx.metrics.requests_timeout_total);
+            warn!(source = %source, destination = %dst, status = 408, "HTTP/2 request body not received within body_timeout_ms; upstream stream reset");
+            refuse(&mut respond, 408, "request body timeout");
+        }
+        (_, Err(PumpError::UpstreamTimeout)) => {
+            Metrics::inc(&ctx.metrics.upstream_errors_total);
+            report(Outcome::GatewayFailure);
+            warn!(destination = %dst, status = 504, "HTTP/2 upstream did not answer in time");
+            refuse(
+                &mut respond,
+                504,
+                &format!("upstream {dst} did not answer in time"),
+            );
+        }
+        (_, Err(PumpError::SendTimeout)) => {
+            Metrics::inc(&ctx.metrics.clients_send_timeout_total);
+            warn!(source = %source, destination = %dst, "HTTP/2 stream reset: the client took no response data for send_timeout_ms");
+        }
         (_, Err(PumpError::Upstream(e))) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
             report(Outcome::GatewayFailure);
@@ -664,13 +790,19 @@ async fn stream<S: Streams>(
         (_, Err(PumpError::Reset)) => {
             debug!(source = %source, destination = %dst, "HTTP/2 stream reset by the client; upstream request cancelled")
         }
-        (_, Err(PumpError::TooLarge)) => {}
+        (_, Err(PumpError::TooLarge | PumpError::BodyTimeout)) => {}
     }
 }
 
 #[derive(Debug)]
 enum PumpError {
     TooLarge,
+    /// The request body did not arrive within `body_timeout_ms`.
+    BodyTimeout,
+    /// The upstream sent no response head, or no response data, in time.
+    UpstreamTimeout,
+    /// The client granted no window for the response for `send_timeout_ms`.
+    SendTimeout,
     /// The client reset the stream before the response came.
     Reset,
     Client(h2::Error),
@@ -682,31 +814,39 @@ enum PumpError {
 /// so a stream never holds more than a window's worth. Request trailers
 /// (`trailers` given) pass only the fields [`FieldGuard::trailer_allowed`]
 /// lets through: the rules never saw them.
+/// `read_timeout` bounds each wait for data (→ `UpstreamTimeout`),
+/// `send_timeout` each wait for capacity (→ `SendTimeout`); either resets `to`.
 async fn pump(
     mut from: RecvStream,
-    mut to: SendStream<Bytes>,
+    to: &mut SendStream<Bytes>,
     limit: Option<u64>,
     trailers: Option<&FieldGuard>,
+    read_timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
 ) -> Result<(), PumpError> {
     let mut total = 0u64;
-    while let Some(chunk) = from.data().await {
-        let mut chunk = chunk.map_err(PumpError::Client)?;
+    loop {
+        let next = match read_timeout {
+            None => from.data().await,
+            Some(t) => match timeout(t, from.data()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    to.send_reset(Reason::CANCEL);
+                    return Err(PumpError::UpstreamTimeout);
+                }
+            },
+        };
+        let Some(chunk) = next else {
+            break;
+        };
+        let chunk = chunk.map_err(PumpError::Client)?;
         let len = chunk.len();
         total += len as u64;
         if limit.is_some_and(|l| total > l) {
             to.send_reset(Reason::CANCEL);
             return Err(PumpError::TooLarge);
         }
-        while !chunk.is_empty() {
-            to.reserve_capacity(chunk.len());
-            let cap = match poll_fn(|cx| to.poll_capacity(cx)).await {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(PumpError::Upstream(e)),
-                None => return Err(PumpError::Upstream(h2::Error::from(Reason::CANCEL))),
-            };
-            let piece = chunk.split_to(cap.min(chunk.len()));
-            to.send_data(piece, false).map_err(PumpError::Upstream)?;
-        }
+        send_chunk(to, chunk, send_timeout).await?;
         let _ = from.flow_control().release_capacity(len);
     }
     match from.trailers().await.map_err(PumpError::Client)? {
@@ -747,6 +887,63 @@ fn filter_trailers(t: HeaderMap, guard: &FieldGuard) -> HeaderMap {
         }
     }
     out
+}
+
+/// Sends `chunk` on `to` as the receiver grants capacity, waiting at most
+/// `send_timeout` for each grant (→ `SendTimeout`, `to` reset).
+async fn send_chunk(
+    to: &mut SendStream<Bytes>,
+    mut chunk: Bytes,
+    send_timeout: Option<Duration>,
+) -> Result<(), PumpError> {
+    while !chunk.is_empty() {
+        to.reserve_capacity(chunk.len());
+        let capacity = poll_fn(|cx| to.poll_capacity(cx));
+        let granted = match send_timeout {
+            None => capacity.await,
+            Some(t) => match timeout(t, capacity).await {
+                Ok(c) => c,
+                Err(_) => {
+                    to.send_reset(Reason::CANCEL);
+                    return Err(PumpError::SendTimeout);
+                }
+            },
+        };
+        let cap = match granted {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(PumpError::Upstream(e)),
+            None => return Err(PumpError::Upstream(h2::Error::from(Reason::CANCEL))),
+        };
+        let piece = chunk.split_to(cap.min(chunk.len()));
+        to.send_data(piece, false).map_err(PumpError::Upstream)?;
+    }
+    Ok(())
+}
+
+/// Receives a request body until it ends or more than `max` bytes are in
+/// (then the rest streams), before any upstream is involved. Capacity is
+/// released as data arrives, so the client can send up to `max`; memory
+/// stays bounded by it. Returns the data and its length.
+async fn buffer_stream(
+    from: &mut RecvStream,
+    max: usize,
+    limit: Option<u64>,
+) -> Result<(Vec<Bytes>, u64), PumpError> {
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    while total <= max as u64 {
+        let Some(chunk) = from.data().await else {
+            break;
+        };
+        let chunk = chunk.map_err(PumpError::Client)?;
+        total += chunk.len() as u64;
+        if limit.is_some_and(|l| total > l) {
+            return Err(PumpError::TooLarge);
+        }
+        let _ = from.flow_control().release_capacity(chunk.len());
+        chunks.push(chunk);
+    }
+    Ok((chunks, total))
 }
 
 async fn connect_upstream(

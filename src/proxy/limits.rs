@@ -46,6 +46,10 @@ pub const MAX_BUCKETS: usize = 65_536;
 pub const SHARDS: usize = 16;
 /// Buckets per generation of one shard (two generations per shard).
 const GENERATION: usize = MAX_BUCKETS / SHARDS / 2;
+/// nginx's `client_body_buffer_size` order of magnitude: most API bodies fit.
+pub const DEFAULT_REQUEST_BUFFER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The limits in force for one connection's access entry.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,6 +61,12 @@ pub struct Effective {
     /// `max_connections_per_source`, else [`DEFAULT_MAX_CONNECTIONS_PER_SOURCE`].
     pub max_connections: u64,
     pub rate: Option<Rate>,
+    /// Request body bytes checked before an upstream is chosen.
+    pub request_buffer_bytes: usize,
+    /// Total time for a request body (→ 408).
+    pub body_timeout: Duration,
+    /// Longest wait for a client to take a write (→ connection closed).
+    pub send_timeout: Duration,
 }
 
 /// `requests_per_second` with its `burst` (default: one second's worth).
@@ -94,6 +104,14 @@ pub fn effective_over(global: &RuleLimits, own: Option<&RuleLimits>) -> Effectiv
         max_connections: pick(|l| l.max_connections_per_source)
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
         rate,
+        request_buffer_bytes: pick(|l| l.request_buffer_bytes)
+            .map_or(DEFAULT_REQUEST_BUFFER_BYTES, |b| {
+                usize::try_from(b).unwrap_or(usize::MAX)
+            }),
+        body_timeout: pick(|l| l.body_timeout_ms)
+            .map_or(DEFAULT_BODY_TIMEOUT, Duration::from_millis),
+        send_timeout: pick(|l| l.send_timeout_ms)
+            .map_or(DEFAULT_SEND_TIMEOUT, Duration::from_millis),
     }
 }
 

@@ -3,6 +3,7 @@
 //! every request before forwarding it (see [`conn`] for the phases).
 
 pub mod body;
+pub mod buffer;
 pub mod conn;
 pub mod forward;
 pub mod frontend;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod original_dst;
 pub mod outbound;
 pub mod respond;
+pub mod send;
 #[cfg(test)]
 mod split_tests;
 pub mod tap;

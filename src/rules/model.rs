@@ -197,6 +197,16 @@ pub struct Limits {
     pub requests_per_second: Option<u64>,
     #[serde(default)]
     pub burst: Option<u64>,
+    /// Request body bytes (as sent) read and checked before an upstream is
+    /// chosen and connected; a larger body streams.
+    #[serde(default)]
+    pub request_buffer_bytes: Option<u64>,
+    /// Total time for a request body, from the end of its head.
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    /// Longest a write to a client may wait for it to read.
+    #[serde(default)]
+    pub send_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

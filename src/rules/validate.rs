@@ -564,6 +564,9 @@ fn cache(r: &RuleFile) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Largest `request_buffer_bytes`: it is held in memory per request.
+const MAX_REQUEST_BUFFER: u64 = 16 << 20;
+
 fn limits(path: &str, l: &Limits) -> Result<(), Invalid> {
     let fields = [
         ("max_header_bytes", l.max_header_bytes),
@@ -573,6 +576,9 @@ fn limits(path: &str, l: &Limits) -> Result<(), Invalid> {
         ("max_connections_per_source", l.max_connections_per_source),
         ("requests_per_second", l.requests_per_second),
         ("burst", l.burst),
+        ("request_buffer_bytes", l.request_buffer_bytes),
+        ("body_timeout_ms", l.body_timeout_ms),
+        ("send_timeout_ms", l.send_timeout_ms),
     ];
     for (name, v) in fields {
         if v == Some(0) {
@@ -587,6 +593,14 @@ fn limits(path: &str, l: &Limits) -> Result<(), Invalid> {
             return bad(
                 format!("{path}.max_header_bytes"),
                 "max_header_bytes out of range: expected 1024-1048576",
+            );
+        }
+    }
+    if let Some(b) = l.request_buffer_bytes {
+        if b > MAX_REQUEST_BUFFER {
+            return bad(
+                format!("{path}.request_buffer_bytes"),
+                format!("request_buffer_bytes out of range: expected 1-{MAX_REQUEST_BUFFER}"),
             );
         }
     }

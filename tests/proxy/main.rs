@@ -3,6 +3,7 @@
 //! without it, never skips.
 
 mod audit;
+mod bodies;
 mod corpus;
 mod drift;
 mod http2;
@@ -10,9 +11,9 @@ mod integrity;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
-mod reload;
 mod member;
 mod pool_health;
+mod reload;
 mod retries;
 mod slowloris;
 mod tunnel;
@@ -102,4 +103,13 @@ fn clients_cannot_eject_pool_members() {
 #[test]
 fn only_idempotent_requests_are_resent() {
     retries::run();
+}
+
+/// Request bodies are received and checked before an upstream is chosen:
+/// a malformed or trickled body never reaches it (400/408, no connection),
+/// a large one streams whole; a client that stops reading is cut after
+/// send_timeout_ms; a stalled HTTP/2 body gets 408 (issue 9, class 8).
+#[test]
+fn slow_or_broken_bodies_never_reach_an_upstream_half_made() {
+    bodies::run();
 }
