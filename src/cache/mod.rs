@@ -162,7 +162,7 @@ impl CacheLayer {
         };
         let mut n = 0;
         for svc in services {
-            n += svc.purge(target, authority).await;
+            n += svc.purge(target, authority);
         }
         Ok(n)
     }
