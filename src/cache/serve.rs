@@ -291,8 +291,14 @@ async fn fetch(
                 return Ok(false);
             };
             let response_time = SystemTime::now();
+            // What is refreshed is the stored GET response, also when a
+            // HEAD revalidated it: it stays storable as a GET response.
+            let facts = freshness::RequestFacts {
+                get: true,
+                ..req.facts.clone()
+            };
             let entry = match stale.refreshed(
-                &req.facts,
+                &facts,
                 &headers,
                 age,
                 svc.settings.default_ttl,

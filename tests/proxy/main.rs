@@ -2,6 +2,7 @@
 //! private network-namespace lab ([`lab`]). Needs root; fails loudly
 //! without it, never skips.
 
+mod cache;
 mod corpus;
 mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
@@ -48,4 +49,48 @@ fn tunnels_only_after_the_rule_check() {
 #[test]
 fn http2_streams_are_checked_and_bounded() {
     http2::run();
+}
+
+/// Only a 2xx/3xx to an unsafe method invalidates (RFC 9111 §4.4).
+#[test]
+fn cache_invalidates_only_on_success() {
+    cache::run(cache::invalidation_needs_a_non_error_answer);
+}
+
+/// A POST with as many fields as a client may send still invalidates.
+#[test]
+fn cache_invalidation_survives_many_fields() {
+    cache::run(cache::many_fields_do_not_skip_invalidation);
+}
+
+/// A HEAD revalidation never replaces a stored body with nothing.
+#[test]
+fn cache_head_keeps_the_stored_body() {
+    cache::run(cache::head_never_replaces_a_stored_body);
+}
+
+/// A URL keeps at most 16 variants.
+#[test]
+fn cache_variants_are_bounded() {
+    cache::run(cache::variants_per_url_are_bounded);
+}
+
+/// A client that does not read its response holds no one waiting.
+#[test]
+fn cache_slow_reader_holds_no_one_hostage() {
+    cache::run(cache::a_slow_reader_holds_no_one_hostage);
+}
+
+/// A waiting client that left stops waiting.
+#[test]
+fn cache_waiter_that_left_stops_waiting() {
+    cache::run(cache::a_waiter_whose_client_left_stops_waiting);
+}
+
+/// 1 000 requests with new 30 KB paths and `Accept-Encoding` variants do
+/// not grow the daemon's RSS past the cache's `max_bytes` plus a fixed
+/// overhead.
+#[test]
+fn cache_memory_is_bounded_by_max_bytes() {
+    cache::memory_is_bounded_by_max_bytes();
 }
