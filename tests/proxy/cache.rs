@@ -135,9 +135,10 @@ pub fn many_fields_do_not_skip_invalidation(lab: &Lab, seen: &Seen) {
     assert_eq!(gets_of(seen, "/many"), 2);
 }
 
-/// A stale entry revalidated by a HEAD: a 200 that describes the stored
-/// response refreshes it, one that does not leaves it as it was; neither
-/// replaces the stored body with the HEAD's empty one.
+/// A stale entry revalidated by a HEAD: a 304, or a 200 that describes
+/// the stored response, refreshes it; a 200 that does not leaves it as it
+/// was. None of them evicts the entry or replaces the stored body with the
+/// HEAD's empty one.
 pub fn head_never_replaces_a_stored_body(lab: &Lab, seen: &Seen) {
     let first = one(lab, 83, &get("/h", ""));
     assert_eq!((first.status, first.text().as_str()), (200, "hello"));
@@ -149,38 +150,48 @@ pub fn head_never_replaces_a_stored_body(lab: &Lab, seen: &Seen) {
         let _ = s.read_to_end(&mut raw);
         String::from_utf8_lossy(&raw).into_owned()
     };
-    let same = head("");
+    let last_request = || {
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The stored GET body is intact when the next GET revalidates with the
+    // stored validator and is served "hello" on the 304.
+    let body_intact = |after: &str| {
+        let r = one(lab, 83, &get("/h", ""));
+        assert_eq!(
+            (r.status, r.text().as_str(), x_cache(&r)),
+            (200, "hello", "HIT"),
+            "the stored body survived {after}"
+        );
+        let last = last_request();
+        assert!(
+            last.starts_with("GET /h ") && last.contains("if-none-match: \"v1\""),
+            "after {after} the upstream got a conditional GET for the stored response: {last}"
+        );
+    };
+    let not_modified = head("");
+    assert!(not_modified.starts_with("HTTP/1.1 200"), "{not_modified}");
+    assert!(last_request().starts_with("HEAD /h "));
+    body_intact("a HEAD answered 304");
+    let same = head("x-ignore-conditional: 1\r\n");
     assert!(same.starts_with("HTTP/1.1 200"), "{same}");
+    body_intact("a HEAD answered 200 with the same ETag");
     let changed = head("x-etag: \"v2\"\r\n");
     assert!(
         changed.starts_with("HTTP/1.1 200") && changed.contains("\"v2\""),
         "{changed}"
     );
+    body_intact("a HEAD answered 200 with another ETag");
     let heads = seen
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .filter(|h| h.starts_with("HEAD /h "))
         .count();
-    assert_eq!(heads, 2, "both HEADs revalidated upstream");
-    // The stored GET body is intact: the next GET revalidates with the
-    // stored validator and is served "hello" on the 304.
-    let after = one(lab, 83, &get("/h", ""));
-    assert_eq!(
-        (after.status, after.text().as_str(), x_cache(&after)),
-        (200, "hello", "HIT"),
-        "the stored body survived the HEADs"
-    );
-    let last = seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .last()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        last.starts_with("GET /h ") && last.contains("if-none-match: \"v1\""),
-        "the upstream got a conditional GET for the stored response: {last}"
-    );
+    assert_eq!(heads, 3, "each HEAD revalidated upstream");
 }
 
 // === class 5: bounded variants ===
@@ -333,8 +344,8 @@ fn serve(mut conn: TcpStream, seen: &Seen) {
 
 /// - unsafe methods: the status in `x-status` (default 204), no body;
 /// - `GET /h`: "hello", stale at once, `ETag: "v1"`, 304 on a match;
-/// - `HEAD /h`: 200 with the ETag in `x-etag` (default `"v1"`), ignoring
-///   conditionals as some servers do;
+/// - `HEAD /h`: the ETag in `x-etag` (default `"v1"`), 304 on a match
+///   unless `x-ignore-conditional` is sent (some servers ignore them);
 /// - any other GET: fresh for 600 s, the body names the request number.
 fn answer(head: &str, n: usize) -> Vec<u8> {
     let mut words = head.split_whitespace();
@@ -358,6 +369,13 @@ fn answer(head: &str, n: usize) -> Vec<u8> {
         }
         ("HEAD", "/h") => {
             let etag = field(head, "x-etag").unwrap_or("\"v1\"");
+            let honours = field(head, "x-ignore-conditional").is_none();
+            if honours && field(head, "if-none-match").is_some_and(|v| v.contains(etag)) {
+                return format!(
+                    "HTTP/1.1 304 Not Modified\r\ncache-control: max-age=0\r\netag: {etag}\r\n\r\n"
+                )
+                .into_bytes();
+            }
             format!(
                 "HTTP/1.1 200 OK\r\ncache-control: max-age=0\r\netag: {etag}\r\ncontent-length: 5\r\n\r\n"
             )
