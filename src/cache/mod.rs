@@ -5,10 +5,11 @@
 //!
 //! - [`freshness`]: RFC 9111 as pure functions (storable? fresh? age?);
 //! - [`key`]: the request as the cache sees it, and its key;
-//! - [`store`]: one `moka` store per service, bounded by `max_bytes`,
-//!   with the `Vary` index and request coalescing;
-//! - [`serve`]: the phase itself (hit, fetch and tee, revalidation,
-//!   invalidation by unsafe methods).
+//! - [`store`]: one service's stores; `max_bytes` bounds everything they
+//!   hold (keys, variants, index, bodies being filled), a URL keeps at most
+//!   16 variants; request coalescing;
+//! - [`serve`]: the phase itself (hit, fetch and tee at the upstream's
+//!   pace, revalidation, invalidation by accepted unsafe requests).
 //!
 //! Which destination is cached is decided per request from the published
 //! [`Snapshot`]: `"container:port"` is matched against the original

@@ -4,7 +4,7 @@
 //! entries with a conditional request.
 //!
 //! ```text
-//! request ─┬─ unsafe method ──────────────► relay, then invalidate the URL
+//! request ─┬─ unsafe method ──────────────► relay, then invalidate the URL on 2xx/3xx
 //!          ├─ body / Range / OPTIONS ─────► relay (X-Cache: MISS)
 //!          └─ GET / HEAD ─ lookup ─┬─ fresh ───────────► hit (Age, X-Cache: HIT)
 //!                                  ├─ stale+validator ─► conditional fetch ─┬─ 304 ► refresh, hit
@@ -12,6 +12,11 @@
 //!                                  └─ none ─ join ─┬─ leader ─► fetch: relay + tee ─► store
 //!                                                  └─ waiter ─► wait, then look again
 //! ```
+//!
+//! A waiter waits at most the response timeout and only while its client
+//! is there; the leader's fetch fills the store at the upstream's pace
+//! (the proxy's `Tee` queues what its client has not read yet), so no
+//! client can hold the others hostage.
 
 use std::io;
 use std::sync::Arc;
