@@ -28,6 +28,18 @@ pub enum MethodClass {
     Other,
 }
 
+impl MethodClass {
+    /// The class of a request method (every entry path asks this).
+    pub fn of(method: &str) -> MethodClass {
+        match method {
+            "GET" => MethodClass::Read { head: false },
+            "HEAD" => MethodClass::Read { head: true },
+            "OPTIONS" | "TRACE" => MethodClass::Other,
+            _ => MethodClass::Unsafe,
+        }
+    }
+}
+
 /// The primary key of a stored response: one URL of one service, as
 /// answered to one caller.
 ///
@@ -99,12 +111,7 @@ impl CacheRequest {
         }
         let method = req.method?;
         let target = req.path?;
-        let class = match method {
-            "GET" => MethodClass::Read { head: false },
-            "HEAD" => MethodClass::Read { head: true },
-            "OPTIONS" | "TRACE" => MethodClass::Other,
-            _ => MethodClass::Unsafe,
-        };
+        let class = MethodClass::of(method);
         let headers: Vec<Field> = req
             .headers
             .iter()

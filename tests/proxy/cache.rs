@@ -194,6 +194,56 @@ pub fn head_never_replaces_a_stored_body(lab: &Lab, seen: &Seen) {
     assert_eq!(heads, 3, "each HEAD revalidated upstream");
 }
 
+/// HTTP/2 streams to a cached service are forwarded over HTTP/2, outside
+/// the cache phase; an accepted unsafe one still invalidates the URL, a
+/// refused one does not.
+pub fn http2_unsafe_requests_invalidate_too(lab: &Lab, seen: &Seen) {
+    assert_eq!(x_cache(&one(lab, 83, &get("/h2inv", ""))), "MISS");
+    assert_eq!(x_cache(&one(lab, 83, &get("/h2inv", ""))), "HIT");
+    let h2_post = |status: u16| {
+        let url = format!("http://{}:83/h2inv", lab.upstream_ip());
+        let out = lab.run_in_client(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+            "--data",
+            "",
+            "-H",
+            "Host: up",
+            "-H",
+            &format!("x-status: {status}"),
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(h2_post(403), "403");
+    assert_eq!(
+        x_cache(&one(lab, 83, &get("/h2inv", ""))),
+        "HIT",
+        "a refused POST"
+    );
+    assert_eq!(h2_post(204), "204");
+    let posted = seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|h| h.starts_with("POST /h2inv HTTP/2"))
+        .count();
+    assert_eq!(posted, 2, "both POSTs reached the upstream over HTTP/2");
+    assert_eq!(
+        x_cache(&one(lab, 83, &get("/h2inv", ""))),
+        "MISS",
+        "an accepted POST over HTTP/2 invalidated the URL"
+    );
+    assert_eq!(gets_of(seen, "/h2inv"), 2);
+}
+
 // === class 5: bounded variants ===
 
 /// 20 values of a field the response varies on: 16 are kept, the other 4
@@ -284,18 +334,71 @@ pub fn a_waiter_whose_client_left_stops_waiting(lab: &Lab, _: &Seen) {
 
 // === the scripted upstream (port 83) ===
 
+/// HTTP/1 on port 83, and HTTP/2 (prior knowledge) on the same port, as
+/// the proxy forwards HTTP/2 streams over HTTP/2.
 fn scripted_upstream(lab: &Lab) -> Seen {
     let listener = lab.listen_upstream(83);
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
         for conn in listener.incoming() {
             let Ok(conn) = conn else { break };
             let record = record.clone();
-            std::thread::spawn(move || serve(conn, &record));
+            let mut first = [0u8; 3];
+            if conn.peek(&mut first).is_ok_and(|n| n == 3) && &first == b"PRI" {
+                rt.spawn(serve_h2(conn, record));
+            } else {
+                std::thread::spawn(move || serve(conn, &record));
+            }
         }
     });
     seen
+}
+
+/// HTTP/2: records each request as a head text (`METHOD target HTTP/2`
+/// and its fields) and answers the status in `x-status` (default 204).
+async fn serve_h2(conn: TcpStream, seen: Seen) {
+    let Ok(tcp) = conn
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpStream::from_std(conn))
+    else {
+        return;
+    };
+    let Ok(mut h2) = h2::server::handshake(tcp).await else {
+        return;
+    };
+    while let Some(Ok((req, mut respond))) = h2.accept().await {
+        let (parts, mut body) = req.into_parts();
+        while let Some(Ok(chunk)) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let mut head = format!(
+            "{} {} HTTP/2\r\n",
+            parts.method,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        for (n, v) in &parts.headers {
+            head.push_str(&format!(
+                "{n}: {}\r\n",
+                String::from_utf8_lossy(v.as_bytes())
+            ));
+        }
+        let status: u16 = field(&head, "x-status")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(204);
+        seen.lock().unwrap_or_else(|p| p.into_inner()).push(head);
+        let Ok(res) = http::Response::builder().status(status).body(()) else {
+            return;
+        };
+        let _ = respond.send_response(res, true);
+    }
 }
 
 fn field<'a>(head: &'a str, name: &str) -> Option<&'a str> {

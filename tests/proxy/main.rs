@@ -69,6 +69,12 @@ fn cache_head_keeps_the_stored_body() {
     cache::run(cache::head_never_replaces_a_stored_body);
 }
 
+/// An accepted unsafe request over HTTP/2 invalidates too.
+#[test]
+fn cache_http2_unsafe_requests_invalidate() {
+    cache::run(cache::http2_unsafe_requests_invalidate_too);
+}
+
 /// A URL keeps at most 16 variants.
 #[test]
 fn cache_variants_are_bounded() {
