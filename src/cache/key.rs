@@ -103,8 +103,15 @@ impl CacheRequest {
     /// with many fields skip the cache's invalidation.
     pub fn parse(out_head: &[u8]) -> Option<CacheRequest> {
         let lines = out_head.iter().filter(|&&b| b == b'\n').count();
-        let mut storage = vec![httparse::EMPTY_HEADER; lines.max(MAX_HEADERS)];
-        let mut req = httparse::Request::new(&mut storage);
+        let mut on_stack = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut on_heap = Vec::new();
+        let storage: &mut [httparse::Header<'_>] = if lines <= MAX_HEADERS {
+            &mut on_stack
+        } else {
+            on_heap.resize(lines, httparse::EMPTY_HEADER);
+            &mut on_heap
+        };
+        let mut req = httparse::Request::new(storage);
         match req.parse(out_head) {
             Ok(httparse::Status::Complete(_)) => {}
             _ => return None,
