@@ -28,6 +28,18 @@ pub enum MethodClass {
     Other,
 }
 
+impl MethodClass {
+    /// The class of a request method (every entry path asks this).
+    pub fn of(method: &str) -> MethodClass {
+        match method {
+            "GET" => MethodClass::Read { head: false },
+            "HEAD" => MethodClass::Read { head: true },
+            "OPTIONS" | "TRACE" => MethodClass::Other,
+            _ => MethodClass::Unsafe,
+        }
+    }
+}
+
 /// The primary key of a stored response: one URL of one service, as
 /// answered to one caller.
 ///
@@ -81,22 +93,32 @@ pub struct CacheRequest {
 
 impl CacheRequest {
     /// Reads an upstream request head (as written by an entry path).
-    /// `None` if it cannot be parsed, in which case the cache stays out.
+    /// `None` if it cannot be parsed; the caller then refuses the request
+    /// (fails closed), because the cache cannot tell whether it would have
+    /// to invalidate or bypass.
+    ///
+    /// Room is made for every line of the head: the head the proxy writes
+    /// has the client's fields (up to [`MAX_HEADERS`]) plus the ones the
+    /// proxy adds, so a fixed array of `MAX_HEADERS` once let a request
+    /// with many fields skip the cache's invalidation.
     pub fn parse(out_head: &[u8]) -> Option<CacheRequest> {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut storage);
+        let lines = out_head.iter().filter(|&&b| b == b'\n').count();
+        let mut on_stack = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut on_heap = Vec::new();
+        let storage: &mut [httparse::Header<'_>] = if lines <= MAX_HEADERS {
+            &mut on_stack
+        } else {
+            on_heap.resize(lines, httparse::EMPTY_HEADER);
+            &mut on_heap
+        };
+        let mut req = httparse::Request::new(storage);
         match req.parse(out_head) {
             Ok(httparse::Status::Complete(_)) => {}
             _ => return None,
         }
         let method = req.method?;
         let target = req.path?;
-        let class = match method {
-            "GET" => MethodClass::Read { head: false },
-            "HEAD" => MethodClass::Read { head: true },
-            "OPTIONS" | "TRACE" => MethodClass::Other,
-            _ => MethodClass::Unsafe,
-        };
+        let class = MethodClass::of(method);
         let headers: Vec<Field> = req
             .headers
             .iter()
@@ -251,6 +273,18 @@ mod tests {
             CacheRequest::parse(b"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n").unwrap();
         assert!(pragma.facts.pragma_no_cache);
         assert!(CacheRequest::parse(b"GET / HTTP/1.1\r\nHost: a\r\n").is_none());
+    }
+
+    #[test]
+    fn a_head_with_more_fields_than_a_client_may_send_is_still_read() {
+        let mut raw = String::from("POST /x HTTP/1.1\r\nHost: a\r\n");
+        for i in 0..MAX_HEADERS + 10 {
+            raw.push_str(&format!("x-f{i}: {i}\r\n"));
+        }
+        raw.push_str("x-portcullis-source: app2\r\ncontent-length: 0\r\n\r\n");
+        let r = CacheRequest::parse(raw.as_bytes()).expect("every field has room");
+        assert_eq!(r.class, MethodClass::Unsafe);
+        assert_eq!(r.primary.to_string(), "GET a/x (for app2)");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //!
 //! - [`freshness`]: RFC 9111 as pure functions (storable? fresh? age?);
 //! - [`key`]: the request as the cache sees it, and its key;
-//! - [`store`]: one `moka` store per service, bounded by `max_bytes`,
-//!   with the `Vary` index and request coalescing;
-//! - [`serve`]: the phase itself (hit, fetch and tee, revalidation,
-//!   invalidation by unsafe methods).
+//! - [`store`]: one service's stores; `max_bytes` bounds everything they
+//!   hold (keys, variants, index, bodies being filled), a URL keeps at most
+//!   16 variants; request coalescing;
+//! - [`serve`]: the phase itself (hit, fetch and tee at the upstream's
+//!   pace, revalidation, invalidation by accepted unsafe requests).
 //!
 //! Which destination is cached is decided per request from the published
 //! [`Snapshot`]: `"container:port"` is matched against the original
@@ -141,6 +142,40 @@ impl CacheLayer {
         find(&self.current(snap))
     }
 
+    /// After an unsafe request was forwarded to `dst` outside the cache
+    /// phase (HTTP/2 streams are forwarded over HTTP/2) and accepted
+    /// (2xx/3xx, or an unknown status): drops the stored responses of its
+    /// URL as the cache phase does, so no way in gets past invalidation.
+    /// `authority` and `target` as the upstream got them, `source` the
+    /// proxy-set `X-Portcullis-Source` (empty without one).
+    pub fn invalidate_forwarded(
+        &self,
+        snap: &Snapshot,
+        dst: SocketAddr,
+        method: &str,
+        authority: &str,
+        target: &str,
+        source: &str,
+    ) -> u64 {
+        if key::MethodClass::of(method) != key::MethodClass::Unsafe {
+            return 0;
+        }
+        let Some(svc) = self.service_for(snap, dst) else {
+            return 0;
+        };
+        let primary = key::Primary {
+            authority: String::from_utf8_lossy(crate::proxy::head::trim(authority.as_bytes()))
+                .to_ascii_lowercase(),
+            target: target.to_owned(),
+            source: source.to_owned(),
+        };
+        let n = svc.invalidate(&primary);
+        if n > 0 {
+            Metrics::inc(&self.metrics.cache_invalidations_total);
+        }
+        n
+    }
+
     /// Purges stored responses: of one service or (`None`) all; of one
     /// target (`/path?query`) and/or authority, or everything. Returns the
     /// number of entries removed.
@@ -162,7 +197,7 @@ impl CacheLayer {
         };
         let mut n = 0;
         for svc in services {
-            n += svc.purge(target, authority).await;
+            n += svc.purge(target, authority);
         }
         Ok(n)
     }

@@ -421,11 +421,13 @@ pub async fn forward_once(
         }
         let mut to_client = SendTimeout::new(&mut client.io, send_timeout);
         let copied = if tee {
-            let mut w = Tee {
-                inner: &mut to_client,
-                tap: &mut *tap,
-            };
-            copy_body(&mut upstream, &mut w, res_framing, None).await
+            // The tap learns the body is complete as soon as the upstream
+            // sent it all, before the client has taken it (see `Tee`).
+            let mut w = Tee::new(&mut to_client, &mut *tap);
+            match copy_body(&mut upstream, &mut w, res_framing, None).await {
+                Ok(n) => w.finish().await.map(|()| n).map_err(BodyError::Write),
+                Err(e) => Err(e),
+            }
         } else {
             copy_body(&mut upstream, &mut to_client, res_framing, None).await
         };

@@ -647,6 +647,14 @@ async fn stream<S: Streams>(
         "http://{}{path}",
         authority.map_or_else(|| dst.to_string(), str::to_owned)
     );
+    // What the cache keys the request by, should it have to invalidate.
+    let cache_source = add
+        .iter()
+        .find(|(n, _)| n == "x-portcullis-source")
+        .and_then(|(_, v)| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let cache_authority = authority.map_or_else(|| dst.to_string(), str::to_owned);
     let mut up_req = Request::builder().method(parts.method.clone()).uri(uri);
     let snap = ctx.state.load_full();
     let fields = &snap.policy.fields;
@@ -749,6 +757,24 @@ async fn stream<S: Streams>(
         Ok::<u16, PumpError>(rparts.status.as_u16())
     };
     let (up, down) = tokio::join!(pump_up, relay);
+    // An accepted unsafe request invalidates a cached service's stored
+    // responses of its URL (RFC 9111 §4.4), as on HTTP/1; an unknown
+    // outcome (the client went away) counts as accepted.
+    let accepted = match &down {
+        Ok(code) => (200..400).contains(code),
+        Err(PumpError::Client(_) | PumpError::Reset) => true,
+        Err(_) => false,
+    };
+    if accepted {
+        ctx.cache.invalidate_forwarded(
+            &ctx.state.load(),
+            dst,
+            parts.method.as_str(),
+            &cache_authority,
+            &path,
+            &cache_source,
+        );
+    }
     match (up, down) {
         (_, Ok(code)) => {
             report(Outcome::of_status(code));

@@ -3,8 +3,18 @@
 //! for itself, and may see every body byte as it is written to the client.
 //! The cache ([`crate::cache`]) tees responses into its store this way,
 //! without buffering a response before the client gets it.
+//!
+//! While the tap keeps a copy of the body, the [`Tee`] does not wait for
+//! the client: it queues what the client has not taken yet and keeps
+//! reading the upstream, so the store fills at the upstream's pace and a
+//! slow-reading client cannot hold others waiting on the same fetch
+//! hostage. The queue never holds more than the tap keeps (which the cache
+//! bounds); once the tap stops keeping, the queue drains and the client's
+//! pace applies again.
 
+use std::collections::VecDeque;
 use std::io;
+use std::task::Poll;
 
 use super::head;
 
@@ -25,9 +35,13 @@ pub enum TapAction {
 pub trait Tap: Send {
     fn head(&mut self, res: &head::ResponseHead<'_, '_>) -> TapAction;
     /// Bytes of the body as framed towards the client (chunked bodies in
-    /// the proxy's canonical chunked encoding).
-    fn body(&mut self, bytes: &[u8]);
-    /// The whole body reached the client.
+    /// the proxy's canonical chunked encoding), as they are read from the
+    /// upstream. `true`: the tap keeps a copy of them, so the writer may
+    /// queue them for the client rather than wait for it. `false`: the tap
+    /// keeps nothing more (it is not called again for this body).
+    fn body(&mut self, bytes: &[u8]) -> bool;
+    /// The whole body was read from the upstream (and, when the tap kept
+    /// none of it, written to the client).
     fn end(&mut self);
 }
 
@@ -41,14 +55,75 @@ impl Tap for NoTap {
             body: false,
         }
     }
-    fn body(&mut self, _: &[u8]) {}
+    fn body(&mut self, _: &[u8]) -> bool {
+        false
+    }
     fn end(&mut self) {}
 }
 
-/// A writer that hands every byte it writes to a [`Tap`].
+/// A writer that hands every body byte to a [`Tap`] and, while the tap
+/// keeps them, queues them for the client instead of waiting for it.
+///
+/// `poll_flush` flushes what was written to the client, not the queue:
+/// [`Tee::finish`] ends the tap's body first (so the store is filled as
+/// soon as the upstream's body is complete) and then drains the queue.
 pub(super) struct Tee<'a, W> {
-    pub(super) inner: &'a mut W,
-    pub(super) tap: &'a mut dyn Tap,
+    inner: &'a mut W,
+    tap: &'a mut dyn Tap,
+    /// Bytes kept by the tap that the client has not taken yet, one piece
+    /// per write (exact sizes: the queue holds what it says), the first
+    /// from `sent`.
+    queue: VecDeque<Vec<u8>>,
+    sent: usize,
+    /// The tap still keeps what it is given.
+    keeping: bool,
+    /// The client failed while the tap was keeping: reported once the tap
+    /// stops keeping or the body ends, so the store still fills.
+    broken: Option<io::Error>,
+}
+
+impl<'a, W: tokio::io::AsyncWrite + Unpin> Tee<'a, W> {
+    pub(super) fn new(inner: &'a mut W, tap: &'a mut dyn Tap) -> Self {
+        Tee {
+            inner,
+            tap,
+            queue: VecDeque::new(),
+            sent: 0,
+            keeping: true,
+            broken: None,
+        }
+    }
+
+    /// Writes queued bytes until the queue is empty or the client blocks.
+    fn poll_drain(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(piece) = self.queue.front() {
+            let rest = piece.get(self.sent..).unwrap_or_default();
+            if rest.is_empty() {
+                self.queue.pop_front();
+                self.sent = 0;
+                continue;
+            }
+            match std::pin::Pin::new(&mut *self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The upstream's body is complete: tells the tap, then writes what
+    /// is still queued to the client and flushes it.
+    pub(super) async fn finish(&mut self) -> io::Result<()> {
+        self.tap.end();
+        self.keeping = false;
+        if let Some(e) = self.broken.take() {
+            return Err(e);
+        }
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await?;
+        tokio::io::AsyncWriteExt::flush(&mut *self.inner).await
+    }
 }
 
 impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tee<'_, W> {
@@ -56,24 +131,42 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tee<'_, W> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let r = std::pin::Pin::new(&mut *this.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = &r {
-            this.tap.body(buf.get(..*n).unwrap_or_default());
+        if this.keeping {
+            if this.tap.body(buf) {
+                if this.broken.is_none() {
+                    this.queue.push_back(buf.to_vec());
+                    if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                        this.broken = Some(e);
+                        this.queue = VecDeque::new();
+                        this.sent = 0;
+                    }
+                }
+                return Poll::Ready(Ok(buf.len()));
+            }
+            this.keeping = false;
         }
-        r
+        if let Some(e) = this.broken.take() {
+            return Poll::Ready(Err(e));
+        }
+        match this.poll_drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        std::pin::Pin::new(&mut *this.inner).poll_write(cx, buf)
     }
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
+    ) -> Poll<io::Result<()>> {
         std::pin::Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
     }
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
+    ) -> Poll<io::Result<()>> {
         std::pin::Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
     }
 }

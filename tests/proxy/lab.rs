@@ -327,6 +327,25 @@ impl Lab {
             .unwrap_or_else(|| panic!("metric {name} not in /metrics:\n{text}"))
     }
 
+    /// The daemon's process id (`ip netns exec` executes it in place).
+    pub fn daemon_pid(&self) -> u32 {
+        self.children
+            .get(1)
+            .map(Child::id)
+            .expect("the daemon is the lab's second process")
+    }
+
+    /// The daemon's resident memory in KiB (`VmRSS` of /proc/PID/status).
+    pub fn daemon_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.daemon_pid()))
+            .unwrap_or_else(|e| panic!("cannot read the daemon's /proc status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in the daemon's status:\n{status}"))
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         self.read_log("daemon.log")

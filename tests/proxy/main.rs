@@ -4,6 +4,7 @@
 
 mod audit;
 mod bodies;
+mod cache;
 mod corpus;
 mod drift;
 mod http2;
@@ -112,4 +113,54 @@ fn only_idempotent_requests_are_resent() {
 #[test]
 fn slow_or_broken_bodies_never_reach_an_upstream_half_made() {
     bodies::run();
+}
+
+/// Only a 2xx/3xx to an unsafe method invalidates (RFC 9111 §4.4).
+#[test]
+fn cache_invalidates_only_on_success() {
+    cache::run(cache::invalidation_needs_a_non_error_answer);
+}
+
+/// A POST with as many fields as a client may send still invalidates.
+#[test]
+fn cache_invalidation_survives_many_fields() {
+    cache::run(cache::many_fields_do_not_skip_invalidation);
+}
+
+/// A HEAD revalidation never replaces a stored body with nothing.
+#[test]
+fn cache_head_keeps_the_stored_body() {
+    cache::run(cache::head_never_replaces_a_stored_body);
+}
+
+/// An accepted unsafe request over HTTP/2 invalidates too.
+#[test]
+fn cache_http2_unsafe_requests_invalidate() {
+    cache::run(cache::http2_unsafe_requests_invalidate_too);
+}
+
+/// A URL keeps at most 16 variants.
+#[test]
+fn cache_variants_are_bounded() {
+    cache::run(cache::variants_per_url_are_bounded);
+}
+
+/// A client that does not read its response holds no one waiting.
+#[test]
+fn cache_slow_reader_holds_no_one_hostage() {
+    cache::run(cache::a_slow_reader_holds_no_one_hostage);
+}
+
+/// A waiting client that left stops waiting.
+#[test]
+fn cache_waiter_that_left_stops_waiting() {
+    cache::run(cache::a_waiter_whose_client_left_stops_waiting);
+}
+
+/// 1 000 requests with new 30 KB paths and `Accept-Encoding` variants do
+/// not grow the daemon's RSS past the cache's `max_bytes` plus a fixed
+/// overhead.
+#[test]
+fn cache_memory_is_bounded_by_max_bytes() {
+    cache::memory_is_bounded_by_max_bytes();
 }
