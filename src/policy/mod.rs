@@ -9,6 +9,7 @@
 
 pub mod matcher;
 pub mod normalize;
+pub mod probe;
 pub mod routes;
 
 use crate::rules::model::{Limits, Mode, Protocol};
