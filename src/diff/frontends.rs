@@ -174,9 +174,7 @@ pub fn diff(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
 /// Routes added, removed or moved (their effect is reported per input).
 fn route_list(name: &str, a: &RouteTable, b: &RouteTable, out: &mut Vec<Change>) {
     let key = |r: &crate::policy::routes::RouteInfo| {
-        let p = r.path_prefix.as_deref().unwrap_or("/");
-        let p = p.strip_suffix('/').unwrap_or(p).to_owned();
-        (r.host.clone(), p, r.pool_name.clone())
+        (r.host.clone(), r.path_prefix.clone(), r.pool_name.clone())
     };
     let show = |r: &crate::policy::routes::RouteInfo| {
         format!(
@@ -197,23 +195,31 @@ fn route_list(name: &str, a: &RouteTable, b: &RouteTable, out: &mut Vec<Change>)
             scope: Scope::Frontend(name.to_owned()),
         })
     };
+    // Pair equal routes in order (a route may appear twice as written,
+    // e.g. once without a prefix and once with "/").
+    let mut used = vec![false; b.routes.len()];
     for (i, r) in a.routes.iter().enumerate() {
-        match b.routes.iter().position(|s| key(s) == key(r)) {
+        let found = (0..b.routes.len()).find(|&j| !used[j] && key(&b.routes[j]) == key(r));
+        match found {
             None => push(
                 format!("route removed: {}", show(r)),
                 Some(r.rule.clone()),
                 None,
             ),
-            Some(j) if j != i => push(
-                format!("route moved from routes[{i}] to routes[{j}]: {}", show(r)),
-                Some(r.rule.clone()),
-                Some(b.routes[j].rule.clone()),
-            ),
-            Some(_) => {}
+            Some(j) => {
+                used[j] = true;
+                if j != i {
+                    push(
+                        format!("route moved from routes[{i}] to routes[{j}]: {}", show(r)),
+                        Some(r.rule.clone()),
+                        Some(b.routes[j].rule.clone()),
+                    );
+                }
+            }
         }
     }
-    for r in &b.routes {
-        if !a.routes.iter().any(|s| key(s) == key(r)) {
+    for (j, r) in b.routes.iter().enumerate() {
+        if !used[j] {
             push(
                 format!("route added: {}", show(r)),
                 None,

@@ -20,7 +20,7 @@ use crate::policy::{Entry, Policy};
 use crate::rules::model::{HeaderCond, HttpMatcher};
 use crate::rules::RuleRef;
 
-use super::Class;
+use super::{Class, FileSide};
 
 /// One L7 statement about a flow.
 #[derive(Debug)]
@@ -29,9 +29,9 @@ pub struct HttpChange {
     pub what: String,
     pub old: Option<RuleRef>,
     pub new: Option<RuleRef>,
-    /// Index of the matcher the statement is about, in the new entry for
-    /// widenings and unknowns, in the old entry for narrowings.
-    pub matcher: Option<usize>,
+    /// The matcher the statement is about: a new one for what may be
+    /// newly allowed, an old one for what may be newly refused.
+    pub matcher: Option<(FileSide, usize)>,
 }
 
 /// A matcher as written and as compiled.
@@ -116,7 +116,7 @@ pub fn diff(
             what,
             old: Some(ea.rule.clone()),
             new: Some(n.compiled.rule.clone()),
-            matcher: Some(j),
+            matcher: Some((FileSide::New, j)),
         });
     }
     for (j, o) in ma.iter().enumerate() {
@@ -139,11 +139,7 @@ pub fn diff(
             what,
             old: Some(o.compiled.rule.clone()),
             new: Some(eb.rule.clone()),
-            matcher: if class == Class::Narrow {
-                Some(j)
-            } else {
-                None
-            },
+            matcher: Some((FileSide::Old, j)),
         });
     }
     out

@@ -136,11 +136,11 @@ pub enum Scope {
     /// Every flow to or from this container.
     Container(String),
     /// These flows (same source, destination and protocol; several ports).
-    /// `matcher`: only the requests that the new file's `http[matcher]` of
-    /// the flow's entry allows (narrowings: the old file's).
+    /// `matcher`: only the requests that `http[index]` of the flow's entry
+    /// in the old or new file allows; `None`: the whole flow.
     Flows {
         flows: Vec<FlowKey>,
-        matcher: Option<usize>,
+        matcher: Option<(FileSide, usize)>,
     },
     /// Frontend inputs: (host, normalised path); `host` `None` = no Host.
     /// Each stands for its region (see [`frontends`]).
@@ -152,6 +152,22 @@ pub enum Scope {
     Frontend(String),
     /// A pool, a cached service, the limits, the proxy settings.
     Other,
+}
+
+/// Which of the two files an index refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSide {
+    Old,
+    New,
+}
+
+impl FileSide {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileSide::Old => "old",
+            FileSide::New => "new",
+        }
+    }
 }
 
 /// One statement of the diff.

@@ -68,7 +68,7 @@ fn change_json(c: &Change) -> Value {
             "flows": flows.iter().map(|f| json!({
                 "from": f.from, "to": f.to, "port": f.port, "proto": f.proto.name(),
             })).collect::<Vec<_>>(),
-            "http_index": matcher,
+            "http": matcher.map(|(side, i)| json!({"file": side.name(), "index": i})),
         }),
         Scope::Inputs { frontend, inputs } => json!({
             "kind": "inputs",
