@@ -90,11 +90,7 @@ fn keys(p: &Policy) -> BTreeSet<FlowKey> {
 }
 
 fn mode_ref(p: &Policy) -> Option<RuleRef> {
-    p.source
-        .rules
-        .mode
-        .is_some()
-        .then(|| p.source.rule_ref("mode"))
+    super::at(p, "mode")
 }
 
 pub fn diff(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
@@ -253,7 +249,8 @@ fn flow(old: &Policy, new: &Policy, k: &FlowKey, a: &Side, b: &Side, out: &mut V
                     "newly allowed, for requests matching {}",
                     http::describe_entry(new, e, *i)
                 ),
-                _ => format!("newly allowed: {}", y.describe()),
+                Side::L4(_) => "newly allowed at L4 (every connection)".to_owned(),
+                _ => format!("newly {}", y.describe()),
             };
             push(Class::Widen, Area::Flow, what, None, y.rule(), None);
         }

@@ -375,11 +375,20 @@ fn inputs_subject(frontend: &str, inputs: &[(Option<String>, String)]) -> String
     let mut hosts: Vec<&str> = Vec::new();
     let mut paths: Vec<&str> = Vec::new();
     for (h, p) in inputs {
-        let h = h.as_deref().unwrap_or("(none)");
+        let h = match h.as_deref() {
+            None => "(none)",
+            Some(OTHER_HOST) => "(any other)",
+            Some(h) => h,
+        };
+        let p = if p == OTHER_PATH {
+            "(any other)"
+        } else {
+            p.as_str()
+        };
         if !hosts.contains(&h) {
             hosts.push(h);
         }
-        if !paths.contains(&p.as_str()) {
+        if !paths.contains(&p) {
             paths.push(p);
         }
     }

@@ -314,6 +314,14 @@ fn merge_ports(changes: Vec<Change>) -> Vec<Change> {
     out
 }
 
+/// The position of `path` in `p`'s file, if the file has that value.
+pub(crate) fn at(p: &Policy, path: &str) -> Option<RuleRef> {
+    p.source
+        .locations
+        .contains(path)
+        .then(|| p.source.rule_ref(path))
+}
+
 /// `app2 -> app1:80,443/tcp`.
 pub fn flows_subject(flows: &[FlowKey]) -> String {
     let Some(f) = flows.first() else {

@@ -21,8 +21,8 @@ pub fn diff(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
             area: Area::Limits,
             subject: "top level".to_owned(),
             what,
-            old: Some(old.source.rule_ref("limits")),
-            new: Some(new.source.rule_ref("limits")),
+            old: super::at(old, "limits"),
+            new: super::at(new, "limits"),
             scope: Scope::Other,
         });
     }
@@ -43,8 +43,10 @@ pub fn diff(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
                 area: Area::Limits,
                 subject: fa.name.clone(),
                 what,
-                old: Some(old.source.rule_ref(&format!("frontends[{i}].limits"))),
-                new: Some(new.source.rule_ref(&format!("frontends[{j}].limits"))),
+                old: super::at(old, &format!("frontends[{i}].limits"))
+                    .or_else(|| super::at(old, &format!("frontends[{i}]"))),
+                new: super::at(new, &format!("frontends[{j}].limits"))
+                    .or_else(|| super::at(new, &format!("frontends[{j}]"))),
                 scope: Scope::Frontend(fa.name.clone()),
             });
         }
@@ -193,8 +195,8 @@ fn proxy(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
             area: Area::Proxy,
             subject: "proxy".to_owned(),
             what,
-            old: Some(old.source.rule_ref(&format!("proxy.{field}"))),
-            new: Some(new.source.rule_ref(&format!("proxy.{field}"))),
+            old: super::at(old, &format!("proxy.{field}")),
+            new: super::at(new, &format!("proxy.{field}")),
             scope: Scope::Other,
         })
     };
