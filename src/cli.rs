@@ -148,8 +148,7 @@ pub fn main() -> i32 {
         Err(e) => {
             let _ = e.print();
             // `diff` uses 2 for "newly allowed": its usage errors get 3.
-            let is_diff =
-                std::env::args().skip(1).find(|a| !a.starts_with('-')) == Some("diff".to_owned());
+            let is_diff = std::env::args().skip(1).any(|a| a == "diff");
             return match (e.use_stderr(), is_diff) {
                 (false, _) => 0,
                 (true, true) => crate::diff::EXIT_ERROR,
