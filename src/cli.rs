@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::control::{daemon, directory::Directory, docker};
 use crate::nft;
-use crate::policy::matcher::RequestView;
 use crate::policy::normalize::{normalize_path, split_target};
+use crate::policy::probe::RequestProbe;
 use crate::policy::{Decision, Policy, L4};
 use crate::rules;
 
@@ -51,6 +51,8 @@ enum Command {
     Check { rules: PathBuf },
     /// Say what would happen to a connection or request, without touching the system.
     Explain(ExplainArgs),
+    /// What a rule change does to traffic: newly allowed and newly refused flows and requests.
+    Diff(DiffArgs),
     /// Print the nftables ruleset `run` would install (nft syntax).
     Nft {
         rules: PathBuf,
@@ -120,19 +122,52 @@ struct ExplainArgs {
     json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// The rule file before the change: a path or REV:PATH (read with `git show`).
+    old: String,
+    /// The rule file after the change: a path or REV:PATH.
+    new: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Which changes give a non-zero exit status (any: 2 widening, 1 only narrowing).
+    #[arg(long, value_enum, default_value = "any")]
+    fail_on: FailOnArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FailOnArg {
+    /// 2 if anything is newly allowed (or undecidable), else 1 if anything is newly refused, else 0.
+    Any,
+    /// 2 if anything is newly allowed (or undecidable), else 0.
+    Widen,
+    /// 1 if anything is newly refused, else 0.
+    Narrow,
+    /// Always 0 (report only); errors still exit 3.
+    Never,
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            // `diff` uses 2 for "newly allowed": its usage errors get 3.
+            let is_diff = std::env::args().skip(1).any(|a| a == "diff");
+            return match (e.use_stderr(), is_diff) {
+                (false, _) => 0,
+                (true, true) => crate::diff::EXIT_ERROR,
+                (true, false) => 2,
+            };
         }
     };
     init_logging(&cli);
     match cli.command {
         Command::Check { rules } => check(&rules),
         Command::Explain(args) => explain(&args),
+        Command::Diff(args) => diff(&args),
         Command::Nft {
             rules,
             docker_socket,
@@ -192,6 +227,28 @@ fn check(path: &Path) -> i32 {
     }
 }
 
+fn diff(a: &DiffArgs) -> i32 {
+    use crate::diff::{self, FailOn};
+    let load = |spec: &str| diff::source::load(spec);
+    let (old, new) = match (load(&a.old), load(&a.new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => return fail(e, diff::EXIT_ERROR),
+    };
+    let report = diff::diff(&old, &new);
+    let code = report.exit_code(match a.fail_on {
+        FailOnArg::Any => FailOn::Any,
+        FailOnArg::Widen => FailOn::Widen,
+        FailOnArg::Narrow => FailOn::Narrow,
+        FailOnArg::Never => FailOn::Never,
+    });
+    if a.json {
+        println!("{}", diff::render::json(&report, code));
+    } else {
+        print!("{}", diff::render::text(&report));
+    }
+    code
+}
+
 fn print_decision(d: &Decision, json: bool) {
     if json {
         let v = serde_json::json!({
@@ -226,71 +283,45 @@ fn explain(a: &ExplainArgs) -> i32 {
     let (Some(from), Some(to)) = (&a.from, &a.to) else {
         return fail("--from and --to are required", 2);
     };
-    let Some(from_id) = policy.container_id(from) else {
-        return fail(
-            format!("unknown container {from:?} (not in {})", a.rules.display()),
-            2,
-        );
-    };
     let Some((to_name, port)) = to
         .rsplit_once(':')
         .and_then(|(n, p)| Some((n, p.parse::<u16>().ok().filter(|&p| p != 0)?)))
     else {
         return fail(format!("invalid --to {to:?}: expected NAME:PORT"), 2);
     };
-    let Some(to_id) = policy.container_id(to_name) else {
-        return fail(
-            format!(
-                "unknown container {to_name:?} (not in {})",
-                a.rules.display()
-            ),
-            2,
-        );
-    };
     let proto = match a.proto {
         Proto::Tcp => L4::Tcp,
         Proto::Udp => L4::Udp,
     };
-    let flow = policy.decide_flow(from_id, to_id, proto, port);
-    let entry = policy.flow(from_id, to_id, proto, port);
-    let is_http = entry.is_some_and(|e| e.http.is_some());
+    let mut parsed = Vec::with_capacity(a.headers.len());
+    for h in &a.headers {
+        let Some((n, v)) = h.split_once(':') else {
+            return fail(format!("invalid --header {h:?}: expected 'Name: value'"), 2);
+        };
+        parsed.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    let headers: Vec<httparse::Header> = parsed
+        .iter()
+        .map(|(n, v)| httparse::Header {
+            name: n,
+            value: v.as_bytes(),
+        })
+        .collect();
     let wants_request = a.method.is_some() || a.path.is_some() || !a.headers.is_empty();
-    let decision = match entry {
-        Some(e) if is_http && wants_request => {
-            let mut parsed = Vec::with_capacity(a.headers.len());
-            for h in &a.headers {
-                let Some((n, v)) = h.split_once(':') else {
-                    return fail(format!("invalid --header {h:?}: expected 'Name: value'"), 2);
-                };
-                parsed.push((n.trim().to_owned(), v.trim().to_owned()));
-            }
-            let headers: Vec<httparse::Header> = parsed
-                .iter()
-                .map(|(n, v)| httparse::Header {
-                    name: n,
-                    value: v.as_bytes(),
-                })
-                .collect();
-            let method = a.method.as_deref().unwrap_or("GET");
-            let target = a.path.as_deref().unwrap_or("/");
-            // The proxy's order: fields, then the path, then the rules.
-            if let Err(err) = policy.fields.check(&headers) {
-                Policy::refuse_fields(&err)
-            } else {
-                match Policy::request_path(method, target) {
-                    Err(err) => Policy::refuse_path(err),
-                    Ok((path, _)) => policy.decide_request(
-                        e,
-                        &RequestView {
-                            method,
-                            path: &path,
-                            headers: &headers,
-                        },
-                    ),
-                }
-            }
-        }
-        _ => flow,
+    let request = RequestProbe {
+        method: a.method.as_deref().unwrap_or("GET"),
+        target: a.path.as_deref().unwrap_or("/"),
+        headers: &headers,
+    };
+    let decision = match policy.probe(
+        from,
+        to_name,
+        proto,
+        port,
+        wants_request.then_some(&request),
+    ) {
+        Ok(d) => d,
+        Err(e) => return fail(format!("{e} (not in {})", a.rules.display()), 2),
     };
     print_decision(&decision, a.json);
     match decision.verdict {

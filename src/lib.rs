@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod control;
 pub mod demo;
+pub mod diff;
 pub mod fuzzing;
 pub mod nft;
 pub mod policy;

@@ -10,6 +10,7 @@
 pub mod fields;
 pub mod matcher;
 pub mod normalize;
+pub mod probe;
 pub mod routes;
 
 use crate::rules::model::{Limits, Mode, Protocol};

@@ -41,6 +41,11 @@ impl Locations {
         }
     }
 
+    /// Is there a value at exactly `path` (no fallback to a parent)?
+    pub fn contains(&self, path: &str) -> bool {
+        self.map.contains_key(path)
+    }
+
     /// Scan `text`. Invalid JSON yields whatever was found before the error;
     /// syntax errors are reported by serde_json, not here.
     pub fn scan(text: &str) -> Locations {
