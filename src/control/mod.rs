@@ -7,3 +7,4 @@ pub mod directory;
 pub mod docker;
 pub mod drift;
 pub mod metrics;
+pub mod rulefile;

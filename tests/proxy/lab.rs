@@ -83,6 +83,11 @@ impl Lab {
     /// Builds the lab and starts `portcullis run` with `rules`, a rule file
     /// in which `@CLIENT@`, `@CLIENT2@` and `@UP@` stand for the addresses.
     pub fn start(rules: &str) -> Lab {
+        Lab::start_with(rules, &[])
+    }
+
+    /// [`Lab::start`] with more arguments for `portcullis run`.
+    pub fn start_with(rules: &str, run_args: &[&str]) -> Lab {
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "the proxy lab tests need root (network namespaces and nftables); run them as root"
@@ -118,11 +123,9 @@ impl Lab {
             ],
         );
         let rules_path = path.to_string_lossy().into_owned();
-        lab.spawn_in(
-            &lab.host.clone(),
-            "daemon.log",
-            &["--log-format", "json", "run", &rules_path],
-        );
+        let mut args = vec!["--log-format", "json", "run", &rules_path];
+        args.extend_from_slice(run_args);
+        lab.spawn_in(&lab.host.clone(), "daemon.log", &args);
         lab.wait_ready();
         lab
     }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod corpus;
+mod docker_down;
 mod drift;
 mod http2;
 #[allow(dead_code)] // each test uses the helpers it needs
@@ -65,4 +66,11 @@ fn audit_mode_never_blocks() {
 #[test]
 fn nftables_drift_is_repaired() {
     drift::run();
+}
+
+/// An unreachable Docker engine does not stop the daemon: fixed containers
+/// are enforced, Docker ones reported unplaced in status, metrics and log.
+#[test]
+fn starts_without_the_docker_engine() {
+    docker_down::run();
 }
