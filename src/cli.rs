@@ -449,13 +449,32 @@ fn not_routed(json: bool, frontend: &str, status: u16, reason: &str) -> i32 {
 }
 
 fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {
-    Directory::build(policy, |name| match docker::resolve(socket, name) {
-        Ok(a) => a,
+    let names = crate::control::daemon::docker_names(policy);
+    if names.is_empty() {
+        return Directory::build(policy, |_| Vec::new());
+    }
+    let resolved = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .map(|rt| rt.block_on(docker::Engine::new(socket).resolve_all(&names)));
+    let r = match resolved {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("portcullis: warning: container {name} left without addresses: {e}");
-            Vec::new()
+            eprintln!("portcullis: warning: Docker containers left without addresses: {e}");
+            return Directory::build(policy, |_| Vec::new());
         }
-    })
+    };
+    if let Some(e) = &r.unreachable {
+        eprintln!("portcullis: warning: Docker containers left without addresses: {e}");
+    }
+    let dir = Directory::build(policy, |name| {
+        r.addresses.get(name).cloned().unwrap_or_default()
+    });
+    for name in dir.unplaced(policy) {
+        eprintln!("portcullis: warning: container {name} has no address (not running or unknown to Docker)");
+    }
+    dir
 }
 
 fn print_nft(path: &Path, socket: &str) -> i32 {

@@ -261,6 +261,14 @@ fn status_json(snap: &Snapshot, metrics: &Metrics, kernel: &Kernel) -> String {
         "mode": if p.audit { "audit" } else { "enforce" },
         "containers": containers,
         "counters": counters,
+        "docker": if p.containers.iter().any(|c| c.docker.is_some()) {
+            serde_json::json!({
+                "engine_up": metrics.docker_engine_up.load(std::sync::atomic::Ordering::Relaxed) == 1,
+                "unresolved": snap.dir.unplaced(p),
+            })
+        } else {
+            serde_json::Value::Null
+        },
         "kernel": match kernel.drift() {
             None => serde_json::json!({ "in_sync": true }),
             Some(d) => serde_json::json!({ "in_sync": false, "differs": d }),

@@ -10,8 +10,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -19,10 +20,11 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::directory::{Directory, Snapshot};
-use super::docker;
+use super::docker::{self, Engine};
 use super::drift::Kernel;
 use super::metrics::Metrics;
 use super::notify;
+use super::rulefile::RuleFileWatch;
 use crate::balance::{health, Balancer};
 use crate::nft;
 use crate::policy::Policy;
@@ -30,8 +32,6 @@ use crate::proxy::frontend::{self, Listeners};
 use crate::proxy::{self, ProxyCtx};
 use crate::rules::{self, RuleError};
 
-const FILE_POLL: Duration = Duration::from_secs(1);
-const DOCKER_POLL: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -67,34 +67,59 @@ pub struct Started {
     pub admin: SocketAddr,
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 fn load_policy(path: &Path) -> Result<Policy, RuleError> {
     Policy::compile(rules::load(path)?)
 }
 
-/// Resolves the Docker containers of `policy` (blocking I/O, so off the
-/// async threads). An unreachable engine is an error only if the policy
-/// names Docker containers.
-async fn resolve(policy: Arc<Policy>, socket: String) -> Result<Directory, DaemonError> {
-    tokio::task::spawn_blocking(move || {
-        let mut err = None;
-        let dir = Directory::build(&policy, |name| match docker::resolve(&socket, name) {
-            Ok(a) => a,
-            Err(e) => {
-                err.get_or_insert(e);
-                Vec::<IpAddr>::new()
-            }
-        });
-        match err {
-            Some(e) => Err(DaemonError::Docker(e)),
-            None => Ok(dir),
-        }
-    })
-    .await
-    .map_err(|e| DaemonError::Reload(e.to_string()))?
+/// Resolves the Docker containers of `policy`. Never fails: if the engine
+/// cannot be reached, containers keep the addresses `known` gives them (on
+/// a reload, those in force; at start, none) and that is said in the log
+/// and `docker_engine_up`; names that resolve to nothing are reported too.
+async fn resolve(
+    engine: &Engine,
+    policy: &Policy,
+    metrics: &Metrics,
+    known: impl Fn(&str) -> Vec<IpAddr>,
+) -> Directory {
+    let names = docker_names(policy);
+    let r = engine.resolve_all(&names).await;
+    if let Some(e) = &r.unreachable {
+        metrics.docker_engine_up.store(0, Ordering::Relaxed);
+        warn!(error = %e, "docker engine unreachable: Docker containers keep the addresses known so far (none at start) until it answers");
+    } else if policy.containers.iter().any(|c| c.docker.is_some()) {
+        metrics.docker_engine_up.store(1, Ordering::Relaxed);
+    }
+    let dir = Directory::build(policy, |name| match &r.unreachable {
+        Some(_) => known(name),
+        None => r.addresses.get(name).cloned().unwrap_or_default(),
+    });
+    let unplaced = dir.unplaced(policy);
+    metrics
+        .docker_unresolved_containers
+        .store(unplaced.len() as u64, Ordering::Relaxed);
+    if !unplaced.is_empty() {
+        warn!(containers = ?unplaced, "docker containers without a known address (not running, unknown to the engine, or the engine is unreachable): their access entries allow nothing until they are placed");
+    }
+    dir
+}
+
+/// The Docker names `policy` asks for.
+pub fn docker_names(policy: &Policy) -> Vec<String> {
+    policy
+        .containers
+        .iter()
+        .filter_map(|c| c.docker.clone())
+        .collect()
+}
+
+/// The addresses a snapshot holds for Docker container `name`.
+fn known_in(snap: &Snapshot, name: &str) -> Vec<IpAddr> {
+    snap.policy
+        .containers
+        .iter()
+        .position(|c| c.docker.as_deref() == Some(name))
+        .map(|i| snap.dir.addresses(i as u16).to_vec())
+        .unwrap_or_default()
 }
 
 async fn install(kernel: &Arc<Kernel>, rs: nft::ruleset::Ruleset) -> Result<(), DaemonError> {
@@ -114,8 +139,9 @@ pub async fn run(
     on_started: impl FnOnce(Started),
 ) -> Result<(), DaemonError> {
     let policy = Arc::new(load_policy(&path)?);
-    let has_docker = policy.containers.iter().any(|c| c.docker.is_some());
-    let dir = resolve(policy.clone(), docker_socket.clone()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let engine = Engine::new(&docker_socket);
+    let dir = resolve(&engine, &policy, &metrics, |_| Vec::new()).await;
     let proxy_addr = SocketAddr::from(([0, 0, 0, 0], policy.proxy_port));
     let listener = TcpListener::bind(proxy_addr)
         .await
@@ -135,7 +161,6 @@ pub async fn run(
     let lb = Arc::new(Balancer::compile(&policy));
     let mut frontends = Listeners::default();
     let bound = frontends.prepare(&lb.listen_addrs()).await?;
-    let metrics = Arc::new(Metrics::default());
     let kernel = Kernel::new(metrics.clone());
     install(&kernel, nft::compile::compile(&policy, &dir)).await?;
     info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
@@ -185,30 +210,39 @@ pub async fn run(
     let mut last_error: Option<String> = None;
     notify::ready(&status_line(&path, &state, last_error.as_deref()));
 
-    let mut last_mtime = mtime(&path);
-    let mut file_tick = tokio::time::interval(FILE_POLL);
-    let mut docker_tick = tokio::time::interval(DOCKER_POLL);
+    let mut file = RuleFileWatch::new(&path);
+    let (resync_tx, mut resync) = tokio::sync::mpsc::channel::<()>(1);
+    let mut follower: Option<tokio::task::JoinHandle<()>> = None;
     loop {
+        // Follow Docker once the rules name a Docker container (also when
+        // a reload adds the first one).
+        if follower.is_none()
+            && state
+                .load()
+                .policy
+                .containers
+                .iter()
+                .any(|c| c.docker.is_some())
+        {
+            follower = Some(tokio::spawn(
+                engine.clone().follow(resync_tx.clone(), metrics.clone()),
+            ));
+        }
         let mut reply = None;
         let reason = tokio::select! {
             _ = ctl.stop.changed() => break,
             Some(()) = ctl.reload.recv() => "signal",
             Some(r) = reload_req.recv() => { reply = Some(r); "admin" }
-            _ = file_tick.tick() => {
-                let m = mtime(&path);
-                if m == last_mtime { continue; }
-                last_mtime = m;
-                "file change"
-            }
-            _ = docker_tick.tick(), if has_docker => "docker",
+            () = file.changed() => "file change",
+            Some(()) = resync.recv() => "docker",
         };
-        // Docker polls change nothing most of the time: no RELOADING for them.
+        // Docker resyncs change nothing most of the time: no RELOADING for them.
         if reason != "docker" {
             notify::reloading(reason);
         }
         let result = reload(
             &path,
-            &docker_socket,
+            &engine,
             &state,
             reason,
             &mut frontends,
@@ -249,6 +283,9 @@ pub async fn run(
     info!("stopping: draining connections; nftables rules stay in place");
     kernel.stop();
     notify::stopping();
+    if let Some(f) = follower {
+        f.abort();
+    }
     frontends.stop_all().await;
     drop(checks);
     let _ = proxy_stop_tx.send(true);
@@ -329,7 +366,7 @@ fn spawn_admin(
 /// One reload. `Ok(false)`: nothing changed.
 async fn reload(
     path: &Path,
-    socket: &str,
+    engine: &Engine,
     state: &ArcSwap<Snapshot>,
     trigger: &str,
     frontends: &mut Listeners,
@@ -348,14 +385,10 @@ async fn reload(
             current.policy.proxy_port, policy.proxy_port
         )));
     }
-    let dir = match resolve(policy.clone(), socket.to_owned()).await {
-        Ok(d) => d,
-        Err(e) if trigger == "docker" => {
-            warn!(error = %e, "docker resolution failed; keeping the known addresses");
-            return Ok(false);
-        }
-        Err(e) => return Err(e),
-    };
+    let dir = resolve(engine, &policy, &ctx.metrics, |name| {
+        known_in(&current, name)
+    })
+    .await;
     if trigger == "docker" && dir == current.dir {
         return Ok(false);
     }

@@ -48,6 +48,18 @@ impl Directory {
         self.by_addr.get(&ip.to_canonical()).copied()
     }
 
+    /// The Docker containers of `policy` without a known address (not
+    /// running, unknown to the engine, or the engine unreachable).
+    pub fn unplaced<'p>(&self, policy: &'p Policy) -> Vec<&'p str> {
+        policy
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| c.docker.is_some() && self.addresses(*i as ContainerId).is_empty())
+            .map(|(_, c)| c.name.as_str())
+            .collect()
+    }
+
     pub fn addresses(&self, id: ContainerId) -> &[IpAddr] {
         self.addrs
             .get(id as usize)

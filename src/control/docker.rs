@@ -1,95 +1,278 @@
-//! Resolving `{"docker": NAME}` containers through the Docker Engine API on
-//! the local socket.
+//! Resolving `{"docker": NAME}` containers through the Docker Engine API
+//! (the `bollard` client, on the local socket), and following them.
 //!
-//! One blocking `GET /containers/NAME/json` per container over the Unix
-//! socket; the daemon repeats it periodically so restarts and address
-//! changes are followed. A container that is stopped or unknown resolves to
-//! no address, which means its rules have no elements: nothing is opened
-//! for an address Portcullis cannot attribute.
+//! [`Engine::resolve_all`] inspects every named container; a container that
+//! is stopped or unknown resolves to no address, which means its rules have
+//! no elements: nothing is opened for an address Portcullis cannot
+//! attribute. Such names are reported, never silent (`status`, the log,
+//! `docker_unresolved_containers`).
+//!
+//! [`Engine::follow`] keeps the addresses current: it subscribes to the
+//! engine's event stream (container start/stop/die/…, network
+//! connect/disconnect) and asks the daemon for a resync after each burst of
+//! events, and after every (re)connection, since events may have been
+//! missed while the stream was down. If the engine cannot be reached the
+//! daemon runs on with the addresses it knows, says so
+//! (`docker_engine_up` 0, the log, `status`), and keeps trying.
 
-use std::io::{Read, Write};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bollard::container::InspectContainerOptions;
+use bollard::system::EventsOptions;
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::metrics::Metrics;
 
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
+/// Bound on one API call (inspect); the event stream itself is long-lived.
+const API_TIMEOUT_S: u64 = 5;
+/// First wait before reconnecting to an unreachable engine; doubled up to
+/// [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Events that come together (a restart is die, stop, start, connect) are
+/// answered with one resync after this quiet time.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("cannot reach the Docker engine at {socket}: {source} (is dockerd running?)")]
-    Connect {
-        socket: String,
-        source: std::io::Error,
-    },
+    #[error("cannot reach the Docker engine at {socket}: {reason} (is dockerd running?)")]
+    Connect { socket: String, reason: String },
     #[error("Docker API request for {name} failed: {reason}")]
     Api { name: String, reason: String },
 }
 
-/// Current addresses of a Docker container; empty if it is not running or
-/// does not exist.
-pub fn resolve(socket: &str, name: &str) -> Result<Vec<IpAddr>, DockerError> {
-    let mut s = UnixStream::connect(socket).map_err(|source| DockerError::Connect {
-        socket: socket.to_owned(),
-        source,
-    })?;
-    let api = |reason: String| DockerError::Api {
-        name: name.to_owned(),
-        reason,
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-    // Names are validated by the rule file loader; still refuse anything
-    // that could break the request line.
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return Err(api("invalid container name".into()));
-    }
-    write!(
-        s,
-        "GET /containers/{name}/json HTTP/1.0\r\nHost: docker\r\n\r\n"
-    )
-    .map_err(|e| api(e.to_string()))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| api(e.to_string()))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| api("malformed response".into()))?;
-    let status_line = String::from_utf8_lossy(&raw[..split]);
-    let status = status_line.split_whitespace().nth(1).unwrap_or("");
-    if status == "404" {
-        return Ok(Vec::new());
-    }
-    if status != "200" {
-        return Err(api(format!("HTTP status {status}")));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&raw[split + 4..]).map_err(|e| api(e.to_string()))?;
-    Ok(addresses(&v))
+/// A client of one Docker engine. Holds only the socket's path: the engine
+/// may be absent at start and appear later, so each use connects afresh.
+#[derive(Clone)]
+pub struct Engine {
+    socket: String,
 }
 
-/// Addresses of a running container from its inspect JSON.
-fn addresses(v: &serde_json::Value) -> Vec<IpAddr> {
-    if v.pointer("/State/Running").and_then(|r| r.as_bool()) != Some(true) {
+/// The addresses of the named containers, as far as the engine told.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    pub addresses: HashMap<String, Vec<IpAddr>>,
+    /// Set when the engine could not be asked (then `addresses` is empty).
+    pub unreachable: Option<DockerError>,
+}
+
+impl Engine {
+    /// A client for the engine at `socket` (no connection is made yet).
+    pub fn new(socket: &str) -> Engine {
+        Engine {
+            socket: socket.to_owned(),
+        }
+    }
+
+    fn client(&self) -> Result<Docker, DockerError> {
+        Docker::connect_with_socket(&self.socket, API_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| DockerError::Connect {
+                socket: self.socket.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Inspects every name. An engine that cannot be reached is reported
+    /// once in [`Resolution::unreachable`]; a container it does not know,
+    /// or that is not running, has no addresses.
+    pub async fn resolve_all(&self, names: &[String]) -> Resolution {
+        let mut out = Resolution::default();
+        if names.is_empty() {
+            return out;
+        }
+        let docker = match self.client() {
+            Ok(d) => d,
+            Err(e) => {
+                out.unreachable = Some(e);
+                return out;
+            }
+        };
+        for name in names {
+            match self.resolve(&docker, name).await {
+                Ok(a) => {
+                    out.addresses.insert(name.to_owned(), a);
+                }
+                Err(e @ DockerError::Connect { .. }) => {
+                    out.addresses.clear();
+                    out.unreachable = Some(e);
+                    return out;
+                }
+                Err(e) => {
+                    warn!(container = name, error = %e, "docker container left without addresses");
+                    out.addresses.insert(name.to_owned(), Vec::new());
+                }
+            }
+        }
+        out
+    }
+
+    /// The current addresses of one container (empty: not running, or
+    /// unknown to the engine).
+    async fn resolve(&self, docker: &Docker, name: &str) -> Result<Vec<IpAddr>, DockerError> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err(DockerError::Api {
+                name: name.to_owned(),
+                reason: "invalid container name".into(),
+            });
+        }
+        match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => Ok(addresses(&c)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(Vec::new()),
+            Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+                Err(DockerError::Api {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => Err(DockerError::Connect {
+                socket: self.socket.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Follows the engine's events until `resync` is closed: one message on
+    /// `resync` after each burst of relevant events and after each
+    /// (re)connection. `docker_engine_up` says whether the stream is up.
+    pub async fn follow(self, resync: mpsc::Sender<()>, metrics: Arc<Metrics>) {
+        let mut backoff = RETRY_MIN;
+        let mut was_up = true;
+        loop {
+            let docker = self.client();
+            let ping = match &docker {
+                Ok(d) => d.ping().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            // The stream is only known to be up once the engine answered:
+            // ask it something cheap first.
+            let docker = match docker.and_then(|d| {
+                ping.map(|_| d).map_err(|e| DockerError::Connect {
+                    socket: self.socket.clone(),
+                    reason: e,
+                })
+            }) {
+                Ok(d) => d,
+                Err(e) => {
+                    if was_up {
+                        warn!(socket = %self.socket, error = %e, "docker engine unreachable: keeping the known container addresses and retrying");
+                    }
+                    was_up = false;
+                    metrics
+                        .docker_engine_up
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
+                }
+            };
+            let filters = HashMap::from([("type", vec!["container", "network"])]);
+            let mut events = docker.events(Some(EventsOptions::<&str> {
+                filters,
+                ..Default::default()
+            }));
+            if !was_up {
+                info!(socket = %self.socket, "docker engine reachable again: resyncing container addresses");
+            }
+            backoff = RETRY_MIN;
+            metrics
+                .docker_engine_up
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+            // Events may have been missed while not subscribed.
+            if resync.send(()).await.is_err() {
+                return;
+            }
+            loop {
+                match events.next().await {
+                    Some(Ok(ev)) => {
+                        if !relevant(ev.action.as_deref().unwrap_or("")) {
+                            continue;
+                        }
+                        // Let the rest of the burst arrive, then one resync.
+                        let quiet = tokio::time::sleep(DEBOUNCE);
+                        tokio::pin!(quiet);
+                        loop {
+                            tokio::select! {
+                                _ = &mut quiet => break,
+                                more = events.next() => match more {
+                                    Some(Ok(_)) => continue,
+                                    _ => break,
+                                },
+                            }
+                        }
+                        if resync.send(()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        warn!(socket = %self.socket, error = %e, "docker event stream failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        warn!(socket = %self.socket, "docker event stream ended; reconnecting");
+                        break;
+                    }
+                }
+            }
+            metrics
+                .docker_engine_up
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            was_up = false;
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
+
+/// Events after which a container's addresses may differ.
+fn relevant(action: &str) -> bool {
+    matches!(
+        action,
+        "start"
+            | "restart"
+            | "stop"
+            | "die"
+            | "kill"
+            | "pause"
+            | "unpause"
+            | "destroy"
+            | "rename"
+            | "connect"
+            | "disconnect"
+            | "create"
+    )
+}
+
+fn addresses(c: &bollard::models::ContainerInspectResponse) -> Vec<IpAddr> {
+    let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
+    if !running {
         return Vec::new();
     }
     let mut out = Vec::new();
-    if let Some(nets) = v
-        .pointer("/NetworkSettings/Networks")
-        .and_then(|n| n.as_object())
-    {
-        for net in nets.values() {
-            for key in ["IPAddress", "GlobalIPv6Address"] {
-                if let Some(ip) = net
-                    .get(key)
-                    .and_then(|a| a.as_str())
-                    .and_then(|a| a.parse().ok())
-                {
-                    if !out.contains(&ip) {
-                        out.push(ip);
-                    }
+    let nets = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    for net in nets.into_iter().flat_map(|n| n.values()) {
+        for a in [&net.ip_address, &net.global_ipv6_address] {
+            if let Some(ip) = a.as_deref().and_then(|a| a.parse().ok()) {
+                if !out.contains(&ip) {
+                    out.push(ip);
                 }
             }
         }
@@ -99,17 +282,53 @@ fn addresses(v: &serde_json::Value) -> Vec<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use bollard::models::ContainerInspectResponse;
+
+    fn inspect(json: &str) -> ContainerInspectResponse {
+        serde_json::from_str(json).expect("inspect JSON")
+    }
+
     #[test]
     fn running_container_addresses() {
-        let v: serde_json::Value = serde_json::from_str(
-            r#"{"State":{"Running":true},"NetworkSettings":{"Networks":{"n1":{"IPAddress":"198.19.5.3","GlobalIPv6Address":""}}}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            super::addresses(&v),
-            vec!["198.19.5.3".parse::<std::net::IpAddr>().unwrap()]
+        let c = inspect(
+            r#"{"State":{"Running":true},"NetworkSettings":{"Networks":{"n1":{"IPAddress":"198.19.5.3","GlobalIPv6Address":"fd00::3"},"n2":{"IPAddress":"198.19.5.3"}}}}"#,
         );
-        let stopped: serde_json::Value = serde_json::from_str(r#"{"State":{"Running":false},"NetworkSettings":{"Networks":{"n1":{"IPAddress":"198.19.5.3"}}}}"#).unwrap();
+        assert_eq!(
+            super::addresses(&c),
+            vec![
+                "198.19.5.3".parse::<std::net::IpAddr>().unwrap(),
+                "fd00::3".parse().unwrap()
+            ]
+        );
+        let stopped = inspect(
+            r#"{"State":{"Running":false},"NetworkSettings":{"Networks":{"n1":{"IPAddress":"198.19.5.3"}}}}"#,
+        );
         assert!(super::addresses(&stopped).is_empty());
+    }
+
+    #[test]
+    fn events_that_move_addresses() {
+        for a in ["start", "die", "connect", "disconnect", "rename"] {
+            assert!(super::relevant(a), "{a}");
+        }
+        for a in ["exec_start", "health_status: healthy", "attach", "top"] {
+            assert!(!super::relevant(a), "{a}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_absent_engine_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("docker.sock");
+        let engine = super::Engine::new(socket.to_str().expect("utf-8"));
+        let r = engine
+            .resolve_all(&["app1".to_owned(), "app2".to_owned()])
+            .await;
+        assert!(r.addresses.is_empty());
+        assert!(
+            matches!(r.unreachable, Some(super::DockerError::Connect { .. })),
+            "{:?}",
+            r.unreachable
+        );
     }
 }

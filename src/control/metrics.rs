@@ -61,6 +61,8 @@ counters! {
     cache_coalesced_total: "Cache misses that waited for a concurrent fetch of the same key.",
     cache_invalidations_total: "Unsafe requests that invalidated stored responses.",
     cache_bytes: "Bytes held by the cache (status, headers and bodies).",
+    docker_engine_up: "1 while the Docker engine answers (events followed), 0 while it cannot be reached and the known addresses stay in force.",
+    docker_unresolved_containers: "Docker containers of the rule file without a known address (not running, unknown, or the engine unreachable).",
     nft_in_sync: "1 while the kernel holds the nftables rules portcullis installed, 0 while it does not (drift, or the table cannot be read).",
     nft_drift_repairs_total: "Times table inet portcullis was changed or removed by something else and applied again.",
 }

@@ -8,3 +8,4 @@ pub mod docker;
 pub mod drift;
 pub mod metrics;
 pub mod notify;
+pub mod rulefile;

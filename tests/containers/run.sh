@@ -230,25 +230,60 @@ live_reload_checks() {
 	expect_http app2 80 GET /baz allow
 }
 
-# {"docker": NAME} containers are followed: app2 moves to a new address and
-# the rules follow it (kernel sets and proxy), with no restart.
+# {"docker": NAME} containers are followed through the engine's event
+# stream: app2 moves to a new address and the rules follow it (kernel sets
+# and proxy) within a second, with no restart; a stopped container is
+# reported as unresolved (status, metric), and placed again when it starts.
 docker_follow_checks() {
-	local old=${PC_IP[app2]} new=$PC_PREFIX.9 deadline=$((SECONDS + 20)) seen=old
+	local old=${PC_IP[app2]} new=$PC_PREFIX.9 seen=old start elapsed_ms
 	docker network disconnect "$PC_NAME" "$PC_NAME-app2" >/dev/null
+	start=$(date +%s%N)
 	docker network connect --ip "$new" "$PC_NAME" "$PC_NAME-app2" >/dev/null
-	while ((SECONDS < deadline)); do
+	while (($(date +%s%N) - start < 5000000000)); do
 		if nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$new "; then
 			seen=new
 			break
 		fi
-		sleep 0.5
+		sleep 0.02
 	done
+	elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 	nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$old " && seen="$seen+old"
 	pc_expect "docker: app2 moved $old -> $new, the kernel sets follow" new "$seen"
+	pc_log "docker: the move was enforced ${elapsed_ms} ms after docker network connect began"
+	pc_expect "docker: the move is enforced within 1 s of the change" yes "$( ((elapsed_ms <= 1000)) && echo yes || echo "no (${elapsed_ms} ms)")"
 	PC_IP[app2]=$new
 	expect_http app2 80 GET /foo allow
 	expect_http app2 80 POST /foo deny
 	expect_http app2 8080 GET /foo drop
+
+	local status
+	status=$("$PC_PORTCULLIS" status --admin "$ADMIN")
+	pc_expect "status: the Docker engine is up, nothing unresolved" "true []" \
+		"$(jq -c '[.docker.engine_up, .docker.unresolved] | "\(.[0]) \(.[1])"' -r <<<"$status")"
+	docker stop -t 1 "$PC_NAME-app2" >/dev/null
+	local unresolved=''
+	for _ in $(seq 1 50); do
+		unresolved=$("$PC_PORTCULLIS" status --admin "$ADMIN" | jq -c -r '.docker.unresolved')
+		[[ $unresolved == '["app2"]' ]] && break
+		sleep 0.1
+	done
+	pc_expect "status: a stopped Docker container is reported unresolved" '["app2"]' "$unresolved"
+	pc_expect "metrics: docker_unresolved_containers counts it" 1 \
+		"$(pc_probe "http://$ADMIN/metrics" | jq -r .body | awk '$1 == "portcullis_docker_unresolved_containers" {print $2}')"
+	nft list set "${PC_NFT_TABLE[@]}" managed4 2>/dev/null | grep -qF "$new " && seen=kept || seen=gone
+	pc_expect "docker: the stopped container's address left the kernel sets" gone "$seen"
+	grep -q 'docker containers without a known address' "$PC_TMP/portcullis.log" && seen=logged || seen=silent
+	pc_expect "log: the unresolved container is a logged warning" logged "$seen"
+	docker start "$PC_NAME-app2" >/dev/null
+	for _ in $(seq 1 50); do
+		unresolved=$("$PC_PORTCULLIS" status --admin "$ADMIN" | jq -c -r '.docker.unresolved')
+		[[ $unresolved == '[]' ]] && break
+		sleep 0.1
+	done
+	pc_expect "docker: started again, app2 is placed again" '[]' "$unresolved"
+	PC_IP[app2]=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$PC_NAME\").IPAddress}}" "$PC_NAME-app2")
+	pc_wait_http "http://${PC_IP[app2]}/healthz" 15 || pc_warn "app2 does not answer after its restart"
+	expect_http app2 80 GET /foo allow
 }
 
 start_portcullis() {
@@ -260,7 +295,8 @@ start_portcullis() {
 	pc_render_rules "$TEMPLATE" "$RULES" \
 		APP1_ADDRESS="${PC_IP[app1]}" APP2_DOCKER="$PC_NAME-app2" APP3_ADDRESS="${PC_IP[app3]}" \
 		FRONTEND_LISTEN="127.0.0.1:$frontend" PROXY_PORT="$proxy" ADMIN_ADDRESS="127.0.0.1:$admin_port"
-	pc_portcullis_start "$RULES" "127.0.0.1:$admin_port"
+	ADMIN=127.0.0.1:$admin_port
+	pc_portcullis_start "$RULES" "$ADMIN"
 }
 
 main() {

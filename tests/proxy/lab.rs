@@ -84,6 +84,11 @@ impl Lab {
     /// in which `@CLIENT@`, `@CLIENT2@` and `@UP@` stand for the addresses,
     /// and `@HOST@` for the host namespace's (where frontends listen).
     pub fn start(rules: &str) -> Lab {
+        Lab::start_with(rules, &[])
+    }
+
+    /// [`Lab::start`] with more arguments for `portcullis run`.
+    pub fn start_with(rules: &str, run_args: &[&str]) -> Lab {
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "the proxy lab tests need root (network namespaces and nftables); run them as root"
@@ -120,11 +125,9 @@ impl Lab {
             ],
         );
         let rules_path = path.to_string_lossy().into_owned();
-        lab.spawn_in(
-            &lab.host.clone(),
-            "daemon.log",
-            &["--log-format", "json", "run", &rules_path],
-        );
+        let mut args = vec!["--log-format", "json", "run", &rules_path];
+        args.extend_from_slice(run_args);
+        lab.spawn_in(&lab.host.clone(), "daemon.log", &args);
         lab.wait_ready();
         lab
     }

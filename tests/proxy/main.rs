@@ -6,6 +6,7 @@ mod audit;
 mod bodies;
 mod cache;
 mod corpus;
+mod docker_down;
 mod drift;
 mod http2;
 mod integrity;
@@ -163,4 +164,11 @@ fn cache_waiter_that_left_stops_waiting() {
 #[test]
 fn cache_memory_is_bounded_by_max_bytes() {
     cache::memory_is_bounded_by_max_bytes();
+}
+
+/// An unreachable Docker engine does not stop the daemon: fixed containers
+/// are enforced, Docker ones reported unplaced in status, metrics and log.
+#[test]
+fn starts_without_the_docker_engine() {
+    docker_down::run();
 }
