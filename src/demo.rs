@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::daemon;
 use crate::nft;
-use crate::policy::matcher::RequestView;
+use crate::policy::probe::RequestProbe;
 use crate::policy::normalize::{normalize_path, split_target};
 use crate::policy::{Layer, Policy, Verdict, L4};
 
@@ -143,35 +143,23 @@ impl Probe {
     /// What the policy says, mapped onto an outcome (the same question as
     /// `portcullis explain`).
     pub fn explained(&self, policy: &Policy) -> Outcome {
-        let (Some(f), Some(t)) = (policy.container_id(self.from), policy.container_id("app1"))
-        else {
-            return Outcome::Dropped;
+        let headers: Vec<httparse::Header> = self
+            .headers
+            .iter()
+            .filter_map(|h| h.split_once(':'))
+            .map(|(n, v)| httparse::Header {
+                name: n.trim(),
+                value: v.trim().as_bytes(),
+            })
+            .collect();
+        let request = RequestProbe {
+            method: self.method,
+            target: self.path,
+            headers: &headers,
         };
-        let flow = policy.decide_flow(f, t, self.proto, self.port);
-        let d = match policy.flow(f, t, self.proto, self.port) {
-            Some(e) if e.http.is_some() => {
-                let headers: Vec<httparse::Header> = self
-                    .headers
-                    .iter()
-                    .filter_map(|h| h.split_once(':'))
-                    .map(|(n, v)| httparse::Header {
-                        name: n.trim(),
-                        value: v.trim().as_bytes(),
-                    })
-                    .collect();
-                match Policy::request_path(self.method, self.path) {
-                    Err(e) => Policy::refuse_path(e),
-                    Ok((p, _)) => policy.decide_request(
-                        e,
-                        &RequestView {
-                            method: self.method,
-                            path: &p,
-                            headers: &headers,
-                        },
-                    ),
-                }
-            }
-            _ => flow,
+        // The very function `portcullis explain` answers with.
+        let Ok(d) = policy.probe(self.from, "app1", self.proto, self.port, Some(&request)) else {
+            return Outcome::Dropped;
         };
         match (d.verdict, d.layer) {
             (Verdict::Allow, _) => Outcome::Reached,
