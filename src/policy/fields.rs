@@ -111,7 +111,8 @@ pub fn connection_options<'a>(
         .filter(|t| !t.is_empty())
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+/// Optional whitespace (SP, HTAB) around a field value removed.
+pub fn trim(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
         .position(|b| !matches!(b, b' ' | b'\t'))

@@ -424,24 +424,22 @@ impl Policy {
     /// field named in `Connection`, an underscore lookalike): refused
     /// before any rule is consulted, like a bad path.
     pub fn refuse_fields(err: &fields::FieldError) -> Decision {
-        Decision {
-            verdict: Verdict::Deny,
-            layer: Layer::Proxy,
-            rule: None,
-            reason: format!("bad request: {err}"),
-            audit_deny: false,
-            status: Some(400),
-        }
+        Self::bad_request(err)
     }
 
     /// A request whose path could not be normalised: refused before any
     /// rule is consulted (never audited: it is not a rule decision).
     pub fn refuse_path(err: normalize::PathError) -> Decision {
+        Self::bad_request(err)
+    }
+
+    /// `400` before any rule: the request cannot be checked safely.
+    fn bad_request(why: impl fmt::Display) -> Decision {
         Decision {
             verdict: Verdict::Deny,
             layer: Layer::Proxy,
             rule: None,
-            reason: format!("bad request: {err}"),
+            reason: format!("bad request: {why}"),
             audit_deny: false,
             status: Some(400),
         }

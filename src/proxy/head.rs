@@ -87,17 +87,8 @@ pub fn trim_str(v: &str) -> &str {
     v.trim_matches([' ', '\t'])
 }
 
-pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
-    &v[start..end]
-}
+/// Optional whitespace (SP, HTAB) around a field value removed.
+pub use crate::policy::fields::trim;
 
 /// Body framing from Content-Length / Transfer-Encoding, strictly.
 fn framing(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<Framing>, HeadError> {

@@ -133,7 +133,7 @@ pc_cleanup() {
 	set +e
 	trap - EXIT INT TERM
 	if ((rc != 0)); then pc_dump_logs; fi
-	pc_portcullis_stop
+	pc_portcullis_stop || rc=1
 	pc_lab_down
 	[[ -n $PC_TMP ]] && rm -rf "$PC_TMP"
 	pc_assert_clean || rc=1
@@ -350,29 +350,43 @@ pc_portcullis_start() {
 
 # Stops the daemon (its process group: SIGTERM, then SIGKILL) and removes its rules.
 pc_portcullis_stop() {
-	local pid=$PC_PORTCULLIS_PID
+	local pid=$PC_PORTCULLIS_PID rc=0
 	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		local pgid target i
+		local pgid target i status=0
 		pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
 		# setsid made it a group leader; never signal a group that is not its own.
 		if [[ $pgid == "$pid" ]]; then target=-$pid; else target=$pid; fi
 		kill -TERM -- "$target" 2>/dev/null
-		for ((i = 0; i < 100; i++)); do
+		for ((i = 0; i < 150; i++)); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
-		kill -KILL -- "$target" 2>/dev/null
-		wait "$pid" 2>/dev/null
+		if kill -0 "$pid" 2>/dev/null; then
+			printf 'ERROR: portcullis did not exit within 15 s of SIGTERM; killed\n' >&2
+			kill -KILL -- "$target" 2>/dev/null
+			rc=1
+		fi
+		wait "$pid" 2>/dev/null || status=$?
+		# SIGTERM drains and exits 0 (spec/cli.md); anything else is a failure.
+		if ((rc == 0 && status != 0)); then
+			printf 'ERROR: portcullis exited with status %d after SIGTERM\n' "$status" >&2
+			rc=1
+		fi
 	fi
 	PC_PORTCULLIS_PID=''
-	[[ -n $PC_PORTCULLIS_STARTED ]] || return 0
-	"$PC_PORTCULLIS" down >&2 || pc_warn "portcullis down failed"
+	[[ -n $PC_PORTCULLIS_STARTED ]] || return "$rc"
+	# `portcullis down` is a user-facing command: its failure fails the run.
+	if ! "$PC_PORTCULLIS" down >&2; then
+		printf 'ERROR: portcullis down failed\n' >&2
+		rc=1
+	fi
 	if nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1; then
 		# This run checked that the table did not exist before it started portcullis.
-		pc_warn "table ${PC_NFT_TABLE[*]} still there after 'portcullis down'; deleting it"
+		printf 'ERROR: table %s still there after portcullis down; deleting it\n' "${PC_NFT_TABLE[*]}" >&2
 		nft delete table "${PC_NFT_TABLE[@]}"
+		rc=1
 	fi
-	return 0
+	return "$rc"
 }
 
 # === reporting ===

@@ -286,6 +286,41 @@ docker_follow_checks() {
 	expect_http app2 80 GET /foo allow
 }
 
+# kill -9 of the daemon: its rules stay in the kernel (fail closed). The
+# redirected flow finds no proxy and reaches nothing, the dropped flows stay
+# dropped. A new daemon then takes the table over in one transaction: the
+# table is never absent meanwhile, and enforcement is as before.
+crash_checks() {
+	local before seen gaps=$PC_TMP/table-gaps
+	before=$(pc_counter app1)
+	kill -KILL -- "-$PC_PORTCULLIS_PID" 2>/dev/null
+	wait "$PC_PORTCULLIS_PID" 2>/dev/null
+	PC_PORTCULLIS_PID=''
+	nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1 && seen=kept || seen=gone
+	pc_expect "kill -9: table ${PC_NFT_TABLE[*]} stays in the kernel" kept "$seen"
+	seen=$(seen_http "$(pc_probe_in app2 --timeout-ms "$PROBE_TIMEOUT_MS" "http://${PC_IP[app1]}/foo")")
+	pc_log "kill -9: app2->app1:80 GET /foo gave: $seen"
+	[[ $seen == reached* ]] && seen="reached app1" || seen="not reached"
+	pc_expect "kill -9: the redirected flow app2->app1:80 is refused, not let through" "not reached" "$seen"
+	expect_http app3 80 GET /foo drop
+	expect_http app2 8080 GET /foo drop
+	pc_expect "kill -9: nothing reached app1 while the daemon was gone" "$before" "$(pc_counter app1)"
+
+	# Watch for the table being absent while the new daemon installs its own.
+	: >"$gaps"
+	(while :; do nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1 || echo gap >>"$gaps"; sleep 0.01; done) &
+	local watcher=$!
+	setsid "$PC_PORTCULLIS" run "$RULES" >>"$PC_TMP/portcullis.log" 2>&1 </dev/null &
+	PC_PORTCULLIS_PID=$!
+	pc_wait_http "http://$ADMIN/healthz" 30 || pc_die "the restarted portcullis did not answer /healthz"
+	kill "$watcher" 2>/dev/null
+	wait "$watcher" 2>/dev/null
+	pc_expect "restart: the table was never absent while the new daemon took over" 0 "$(wc -l <"$gaps")"
+	expect_http app2 80 GET /foo allow
+	expect_http app2 80 POST /foo deny
+	expect_http app3 80 GET /foo drop
+}
+
 start_portcullis() {
 	local frontend proxy admin_port
 	pc_free_port frontend
@@ -312,6 +347,7 @@ main() {
 		bad_rules_checks
 		docker_follow_checks
 		live_reload_checks
+		crash_checks
 	fi
 	pc_summary
 }
