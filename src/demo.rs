@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::control::daemon;
 use crate::nft;
-use crate::policy::probe::RequestProbe;
 use crate::policy::normalize::{normalize_path, split_target};
+use crate::policy::probe::RequestProbe;
 use crate::policy::{Layer, Policy, Verdict, L4};
 
 /// What a probe is expected to show.
