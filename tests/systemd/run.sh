@@ -223,11 +223,12 @@ done
 [[ -n $CPID ]] || die "no systemd inside the container after 10 s: $(tail -n 20 "$TMP/nspawn.log")"
 # C CMD...: runs CMD inside the container (its namespaces, its systemd).
 C() { nsenter -t "$CPID" -a "$@"; }
-# Until systemd's bus is up, systemctl cannot connect at all: retry.
+# Until systemd's bus is up, systemctl cannot connect at all, and until it
+# has made /run/systemd/system it answers "offline": retry both.
 state=''
 for _ in $(seq 1 90); do
 	state=$(timeout 90 nsenter -t "$CPID" -a systemctl is-system-running --wait 2>&1) || true
-	[[ $state == *bus* ]] || break
+	[[ $state == *bus* || $state == offline ]] || break
 	sleep 1
 done
 [[ $state == running || $state == degraded ]] || die "the container did not boot: '$state'"
