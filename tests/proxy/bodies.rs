@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 
-use crate::lab::{exchange, read_answer, Lab};
+use crate::lab::{exchange, h2_server, read_answer, Lab};
 
 /// Recording HTTP/1 upstream.
 const REC: u16 = 82;
@@ -496,57 +496,41 @@ struct H2Seen {
 }
 
 fn h2_recording_upstream(lab: &Lab, port: u16) -> Arc<H2Seen> {
-    let listener = lab.listen_upstream(port);
-    listener.set_nonblocking(true).expect("nonblocking");
     let seen = Arc::new(H2Seen::default());
     let s = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let seen = s.clone();
-                tokio::spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, mut respond))) = conn.accept().await {
-                        let seen = seen.clone();
-                        tokio::spawn(async move {
-                            seen.requests.fetch_add(1, Ordering::SeqCst);
-                            let mut body = req.into_body();
-                            loop {
-                                match body.data().await {
-                                    Some(Ok(d)) => {
-                                        seen.bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
-                                        let _ = body.flow_control().release_capacity(d.len());
-                                    }
-                                    Some(Err(_)) => {
-                                        seen.reset.store(true, Ordering::SeqCst);
-                                        return;
-                                    }
-                                    None => break,
-                                }
-                            }
-                            seen.ended.store(true, Ordering::SeqCst);
-                            let res = http::Response::builder().status(200).body(()).unwrap();
-                            if let Ok(mut s) = respond.send_response(res, false) {
-                                let _ = s.send_data(Bytes::from_static(b"ok"), true);
-                            }
-                        });
-                    }
-                });
-            }
-        });
+    h2_server(lab, port, false, move |req, respond| {
+        record_h2(req, respond, s.clone())
     });
     seen
+}
+
+/// Counts the stream and its body bytes, notes a reset or a clean end,
+/// and answers `200 ok` once the body has ended.
+async fn record_h2(
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    seen: Arc<H2Seen>,
+) {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
+    let mut body = req.into_body();
+    loop {
+        match body.data().await {
+            Some(Ok(d)) => {
+                seen.bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
+                let _ = body.flow_control().release_capacity(d.len());
+            }
+            Some(Err(_)) => {
+                seen.reset.store(true, Ordering::SeqCst);
+                return;
+            }
+            None => break,
+        }
+    }
+    seen.ended.store(true, Ordering::SeqCst);
+    let res = http::Response::builder().status(200).body(()).unwrap();
+    if let Ok(mut s) = respond.send_response(res, false) {
+        let _ = s.send_data(Bytes::from_static(b"ok"), true);
+    }
 }
 
 /// Sends `sent` of `declared` body bytes on a fresh HTTP/2 connection and

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use crate::lab::Lab;
+use crate::lab::{h2_server, Lab};
 
 const PORT: u16 = 83;
 const MAX_STREAMS: usize = 100;
@@ -44,37 +44,10 @@ struct Seen {
 /// `/foo/slow` answers after two seconds. With `one_each`, every
 /// connection serves one stream and then says GOAWAY.
 fn h2_upstream(lab: &Lab, port: u16, one_each: bool) -> Arc<Seen> {
-    let listener = lab.listen_upstream(port);
-    listener.set_nonblocking(true).expect("nonblocking");
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let seen = s.clone();
-                tokio::spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, respond))) = conn.accept().await {
-                        let seen = seen.clone();
-                        tokio::spawn(answer(req, respond, seen));
-                        if one_each {
-                            conn.graceful_shutdown();
-                        }
-                    }
-                });
-            }
-        });
+    h2_server(lab, port, one_each, move |req, respond| {
+        answer(req, respond, s.clone())
     });
     seen
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 
-use crate::lab::{exchange, read_answer, Lab};
+use crate::lab::{exchange, h2_server, read_answer, Lab};
 
 /// HTTP/1 recording upstream.
 const H1: u16 = 85;
@@ -202,32 +202,10 @@ fn serve_h1(mut conn: TcpStream, log: &Log) {
 
 /// An HTTP/2 upstream recording `:authority`, fields and trailers.
 fn h2_upstream(lab: &Lab) -> Log {
-    let listener = lab.listen_upstream(H2);
-    listener.set_nonblocking(true).expect("nonblocking");
     let log: Log = Arc::default();
     let l = log.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let log = l.clone();
-                tokio::spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, respond))) = conn.accept().await {
-                        tokio::spawn(record_h2(req, respond, log.clone()));
-                    }
-                });
-            }
-        });
+    h2_server(lab, H2, false, move |req, respond| {
+        record_h2(req, respond, l.clone())
     });
     log
 }

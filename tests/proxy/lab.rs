@@ -591,6 +591,49 @@ fn parse_response(buf: &[u8]) -> Option<(Response, usize)> {
     ))
 }
 
+/// An HTTP/2 (prior knowledge) server of the test's own on `port` in the
+/// upstream namespace: each stream is handed to `on_stream` on a task of its
+/// own. With `one_each`, every connection serves one stream, then GOAWAY.
+pub fn h2_server<F, Fut>(lab: &Lab, port: u16, one_each: bool, on_stream: F)
+where
+    F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>) -> Fut
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = lab.listen_upstream(port);
+    listener.set_nonblocking(true).expect("nonblocking");
+    let on_stream = std::sync::Arc::new(on_stream);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let on_stream = on_stream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, respond))) = conn.accept().await {
+                        tokio::spawn(on_stream(req, respond));
+                        if one_each {
+                            conn.graceful_shutdown();
+                        }
+                    }
+                });
+            }
+        });
+    });
+}
+
 /// Sends `bytes` on a fresh client connection to `port` and reads the
 /// answer (expecting `want` responses).
 pub fn exchange(lab: &Lab, port: u16, bytes: &[u8], want: usize) -> Answer {
