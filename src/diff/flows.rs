@@ -161,26 +161,15 @@ fn containers(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
                 scope: Scope::Container(name.clone()),
             }),
             Some(places_new) => {
-                for gone in places_old.difference(places_new) {
-                    let (class, what) = match owner(&pn, gone) {
-                        Some(o) => (Class::Widen, format!("{gone} is no longer {name}: it belongs to {o} now and gets {o}'s access")),
-                        None => (Class::Widen, format!("{gone} is no longer {name}: traffic to and from it is no longer filtered")),
-                    };
-                    out.push(Change {
-                        class,
-                        area: Area::Container,
-                        subject: name.clone(),
-                        what,
-                        old: Some(cref(old, name)),
-                        new: Some(cref(new, name)),
-                        scope: Scope::Container(name.clone()),
-                    });
-                }
-                for added in places_new.difference(places_old) {
-                    let (class, what) = match owner(&po, added) {
-                        Some(o) => (Class::Widen, format!("{added} was {o} and is {name} now: it gets {name}'s access")),
-                        None => (Class::Narrow, format!("{added} is {name} now: its traffic is filtered by {name}'s rules")),
-                    };
+                let gone = places_old.difference(places_new).map(|gone| match owner(&pn, gone) {
+                    Some(o) => (Class::Widen, format!("{gone} is no longer {name}: it belongs to {o} now and gets {o}'s access")),
+                    None => (Class::Widen, format!("{gone} is no longer {name}: traffic to and from it is no longer filtered")),
+                });
+                let added = places_new.difference(places_old).map(|added| match owner(&po, added) {
+                    Some(o) => (Class::Widen, format!("{added} was {o} and is {name} now: it gets {name}'s access")),
+                    None => (Class::Narrow, format!("{added} is {name} now: its traffic is filtered by {name}'s rules")),
+                });
+                for (class, what) in gone.chain(added) {
                     out.push(Change {
                         class,
                         area: Area::Container,
