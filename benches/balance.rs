@@ -3,9 +3,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::balance::{Balancer, PickInput};
-use portcullis::control::directory::Directory;
 use portcullis::policy::routes::route_host;
 use portcullis::policy::Policy;
+use portcullis::state::directory::Directory;
 
 /// One frontend with `hosts` exact hosts × 3 prefixes plus wildcard and
 /// host-less routes; pools of 4 members per algorithm.

@@ -4,9 +4,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::policy::matcher::RequestView;
-use portcullis::policy::normalize::normalize_path;
 use portcullis::policy::{Policy, L4};
-use portcullis::proxy::head::{head_end, parse_request, MAX_HEADERS};
+use portcullis::wire::head::{head_end, parse_request, MAX_HEADERS};
+use portcullis::wire::normalize::normalize_path;
 
 fn example() -> Policy {
     let set = portcullis::rules::parse("example.json", include_str!("../rules/example.json"))

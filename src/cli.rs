@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::control::{daemon, directory::Directory, docker};
+use crate::control::{daemon, docker};
 use crate::nft;
-use crate::policy::normalize::{normalize_path, split_target};
 use crate::policy::probe::RequestProbe;
 use crate::policy::{Decision, Policy, L4};
 use crate::rules;
+use crate::state::directory::Directory;
+use crate::wire::normalize::{normalize_path, split_target};
 
 #[derive(Debug, Parser)]
 #[command(

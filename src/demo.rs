@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::control::daemon;
 use crate::nft;
-use crate::policy::normalize::{normalize_path, split_target};
 use crate::policy::probe::RequestProbe;
 use crate::policy::{Layer, Policy, Verdict, L4};
+use crate::wire::normalize::{normalize_path, split_target};
 
 /// What a probe is expected to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 //! input. A panic here is a finding; nothing in this module is reachable
 //! from the network.
 
-use crate::policy::normalize::{has_path_prefix, normalize_path, split_target};
 use crate::proxy::body::{copy_body, BodyError, Inbound};
-use crate::proxy::head::{self, Framing, HeadError, MAX_HEADERS};
+use crate::wire::head::{self, Framing, HeadError, MAX_HEADERS};
+use crate::wire::normalize::{has_path_prefix, normalize_path, split_target};
 
 /// The HTTP/1 request reader: head boundary, strict parse, target and path
 /// handling, then the body per the parsed framing (chunked decoding
@@ -75,7 +75,7 @@ const FORWARD_RULES: &str = r#"{"version": 1,
 
 struct Forwarding {
     policy: crate::policy::Policy,
-    metrics: crate::control::metrics::Metrics,
+    metrics: crate::state::metrics::Metrics,
     sources: crate::proxy::limits::SourceTable,
 }
 
@@ -111,8 +111,8 @@ fn forwarding(mode: usize) -> &'static Forwarding {
 pub fn forwarded_head(data: &[u8]) {
     use crate::policy::fields::{same_field, Underscores};
     use crate::proxy::conn::{authorise, Check, Flow, Plan, Resolved};
-    use crate::proxy::head::Tunnel;
     use crate::proxy::limits::{self, Key, Scope, Source};
+    use crate::wire::head::Tunnel;
 
     let Some((&mode, data)) = data.split_first() else {
         return;

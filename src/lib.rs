@@ -18,3 +18,5 @@ pub mod nft;
 pub mod policy;
 pub mod proxy;
 pub mod rules;
+pub mod state;
+pub mod wire;

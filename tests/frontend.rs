@@ -13,11 +13,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use portcullis::balance::{health, Balancer, MemberStatus};
-use portcullis::control::directory::{Directory, Snapshot};
-use portcullis::control::metrics::Metrics;
 use portcullis::policy::Policy;
 use portcullis::proxy::frontend::Listeners;
 use portcullis::proxy::ProxyCtx;
+use portcullis::state::directory::Directory;
+use portcullis::state::metrics::Metrics;
+use portcullis::state::snapshot::Snapshot;
 
 // === upstream test servers ===
 
@@ -272,7 +273,7 @@ async fn lab(rules: &str) -> Lab {
         .await
         .expect("bind frontend");
     listeners.commit(bound, &ctx);
-    let checks = health::spawn(lb, state.clone());
+    let checks = health::spawn(lb, portcullis::state::snapshot::placement(&state));
     Lab {
         front: SocketAddr::from(([127, 0, 0, 1], port)),
         state,

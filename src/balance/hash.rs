@@ -29,7 +29,7 @@ pub fn key_hash(key: &HashKey, input: &PickInput<'_>) -> u64 {
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case(name));
         if let (Some(h), None) = (found.next(), found.next()) {
-            return xxh3_64(crate::proxy::head::trim(h.value));
+            return xxh3_64(crate::wire::head::trim(h.value));
         }
     }
     match input.client {

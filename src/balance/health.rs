@@ -16,7 +16,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -24,7 +23,6 @@ use tokio::time::{timeout, MissedTickBehavior};
 use tracing::{info, warn};
 
 use super::{Balancer, HealthSpec};
-use crate::control::directory::Snapshot;
 
 /// The running checks of one balancer; dropping it stops them.
 #[derive(Debug)]
@@ -41,16 +39,33 @@ impl Drop for HealthTasks {
     }
 }
 
+/// Where a member is, as [`spawn`]'s caller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The published rules are not this balancer's (a reload is under
+    /// way): skip this round.
+    Stale,
+    /// The member's address, `None` while its container has none.
+    At(Option<SocketAddr>),
+}
+
+/// Looks up a member in the rules published now.
+pub type Placed = Arc<dyn Fn(&Arc<Balancer>, &super::Member) -> Placement + Send + Sync>;
+
 /// Starts the checks of every pool with a `health` block (on the current
 /// tokio runtime).
-pub fn spawn(lb: Arc<Balancer>, state: Arc<ArcSwap<Snapshot>>) -> HealthTasks {
+/// `placed` says where a member of `lb` is now: `None` while its container
+/// has no address, or once the published rules are no longer `lb`'s (only
+/// addresses published with this balancer's rules mean what its container
+/// ids say).
+pub fn spawn(lb: Arc<Balancer>, placed: Placed) -> HealthTasks {
     let mut handles = Vec::new();
     for (p, pool) in lb.pools.iter().enumerate() {
         let Some(spec) = &pool.health else { continue };
         for m in 0..pool.members.len() {
             handles.push(tokio::spawn(check_loop(
                 lb.clone(),
-                state.clone(),
+                placed.clone(),
                 p,
                 m,
                 spec.clone(),
@@ -60,13 +75,7 @@ pub fn spawn(lb: Arc<Balancer>, state: Arc<ArcSwap<Snapshot>>) -> HealthTasks {
     HealthTasks { lb, handles }
 }
 
-async fn check_loop(
-    lb: Arc<Balancer>,
-    state: Arc<ArcSwap<Snapshot>>,
-    p: usize,
-    m: usize,
-    spec: HealthSpec,
-) {
+async fn check_loop(lb: Arc<Balancer>, placed: Placed, p: usize, m: usize, spec: HealthSpec) {
     let (Some(pool), Some(member)) = (
         lb.pools.get(p),
         lb.pools.get(p).and_then(|x| x.members.get(m)),
@@ -78,14 +87,9 @@ async fn check_loop(
     let (mut oks, mut fails) = (0u32, 0u32);
     loop {
         tick.tick().await;
-        let addr = {
-            let snap = state.load();
-            // Only addresses published with this balancer's rules mean
-            // what its container ids say.
-            if !Arc::ptr_eq(&snap.lb, &lb) {
-                continue;
-            }
-            member.address(&snap.dir)
+        let addr = match placed(&lb, member) {
+            Placement::Stale => continue,
+            Placement::At(a) => a,
         };
         let result = match addr {
             None => Err("container has no address".to_owned()),

@@ -2,7 +2,7 @@
 //! ejection.
 //!
 //! A [`Balancer`] is compiled from a [`Policy`] once per rule file and
-//! published inside the data-plane [`Snapshot`](crate::control::directory::Snapshot),
+//! published inside the data-plane [`Snapshot`](crate::state::snapshot::Snapshot),
 //! so routes, pools and container addresses always come from the same
 //! rules. Everything that changes while traffic flows (round-robin
 //! cursor, in-flight counts, health, ejection) is an atomic in the
@@ -40,11 +40,19 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::control::directory::Directory;
 use crate::policy::routes::RouteTable;
 use crate::policy::{ContainerId, Policy};
 use crate::rules::model::{Balance, Health};
 use crate::rules::RuleRef;
+
+/// Where the containers of the rules are now: what a member's container
+/// name resolves to. Implemented by the data plane's directory
+/// ([`crate::state::directory::Directory`]); the balancer only reads it,
+/// so it depends on no part of the daemon that publishes addresses.
+pub trait Addresses {
+    /// The current addresses of container `id` (empty: not placed).
+    fn addresses(&self, id: ContainerId) -> &[IpAddr];
+}
 
 /// Defaults of the `pools` fields (documented in `docs/wiki/routing.md`).
 pub const DEFAULT_RETRIES: u32 = 1;
@@ -342,7 +350,12 @@ impl Pool {
     /// Chooses a usable member not in `exclude` (members already tried
     /// for this request); `key` from [`Pool::request_key`]. `None`: no
     /// healthy member (→ 503).
-    pub fn pick<'a>(&'a self, dir: &Directory, key: u64, exclude: &[usize]) -> Option<Pick<'a>> {
+    pub fn pick<'a>(
+        &'a self,
+        dir: &dyn Addresses,
+        key: u64,
+        exclude: &[usize],
+    ) -> Option<Pick<'a>> {
         let now = now_ms();
         let usable = |i: usize| -> Option<SocketAddr> {
             if exclude.contains(&i) {
@@ -408,7 +421,7 @@ impl Pool {
     /// ejection happens only if at least [`PASSIVE_EJECT_FLOOR_PERCENT`] of
     /// the members with an address stay usable afterwards (otherwise the
     /// member stays in rotation and the count starts again).
-    pub fn report(&self, dir: &Directory, i: usize, outcome: Outcome) {
+    pub fn report(&self, dir: &dyn Addresses, i: usize, outcome: Outcome) {
         let Some(m) = self.members.get(i) else { return };
         match outcome {
             Outcome::Neutral => return,
@@ -445,7 +458,7 @@ impl Pool {
     }
 
     /// Members other than `i` usable now, and members with an address.
-    fn usable_without(&self, dir: &Directory, i: usize, now: u64) -> (usize, usize) {
+    fn usable_without(&self, dir: &dyn Addresses, i: usize, now: u64) -> (usize, usize) {
         let mut usable = 0;
         let mut total = 0;
         for (j, m) in self.members.iter().enumerate() {
@@ -479,7 +492,7 @@ impl Member {
     }
 
     /// The member's first address if it may take traffic now.
-    fn usable(&self, dir: &Directory, now: u64) -> Option<SocketAddr> {
+    fn usable(&self, dir: &dyn Addresses, now: u64) -> Option<SocketAddr> {
         if !self.healthy.load(Ordering::Relaxed) || self.ejected_until.load(Ordering::Relaxed) > now
         {
             return None;
@@ -487,7 +500,7 @@ impl Member {
         self.address(dir)
     }
 
-    pub fn address(&self, dir: &Directory) -> Option<SocketAddr> {
+    pub fn address(&self, dir: &dyn Addresses) -> Option<SocketAddr> {
         dir.addresses(self.container)
             .first()
             .map(|ip| SocketAddr::new(*ip, self.port))
@@ -511,7 +524,7 @@ impl Member {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    pub fn status(&self, dir: &Directory) -> MemberStatus {
+    pub fn status(&self, dir: &dyn Addresses) -> MemberStatus {
         if self.address(dir).is_none() {
             MemberStatus::NoAddress
         } else if !self.is_healthy() {

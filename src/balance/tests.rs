@@ -2,7 +2,7 @@
 //! hashing's redistribution, least connections, health and ejection.
 
 use super::*;
-use crate::control::directory::Directory;
+use crate::state::directory::Directory;
 use std::collections::HashMap;
 
 /// A policy with containers c0..c{n-1} and one pool `p` over them.

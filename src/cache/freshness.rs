@@ -404,12 +404,12 @@ pub fn age_header(age: Duration) -> u64 {
 /// (RFC 9110 §13.1.2).
 pub fn if_none_match(list: &[u8], etag: &[u8]) -> bool {
     let opaque = |t: &[u8]| {
-        let t = crate::proxy::head::trim(t);
+        let t = crate::wire::head::trim(t);
         t.strip_prefix(b"W/").unwrap_or(t).to_vec()
     };
     let want = opaque(etag);
     list.split(|&b| b == b',').any(|t| {
-        let t = crate::proxy::head::trim(t);
+        let t = crate::wire::head::trim(t);
         t == b"*" || opaque(t) == want
     })
 }

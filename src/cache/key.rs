@@ -14,7 +14,7 @@
 use std::fmt;
 
 use super::freshness::{CacheControl, RequestFacts};
-use crate::proxy::head::{self, MAX_HEADERS};
+use crate::wire::head::{self, MAX_HEADERS};
 
 /// How the cache treats a request's method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,10 @@
 //! - [`store`]: one service's stores; `max_bytes` bounds everything they
 //!   hold (keys, variants, index, bodies being filled), a URL keeps at most
 //!   16 variants; request coalescing;
-//! - [`serve`]: the phase itself (hit, fetch and tee at the upstream's
-//!   pace, revalidation, invalidation by accepted unsafe requests).
+//!
+//! The phase that uses them (hit, fetch and tee at the upstream's pace,
+//! revalidation, invalidation by accepted unsafe requests) is part of the
+//! request pipeline: [`crate::proxy::cached`].
 //!
 //! Which destination is cached is decided per request from the published
 //! [`Snapshot`]: `"container:port"` is matched against the original
@@ -19,7 +21,6 @@
 
 pub mod freshness;
 pub mod key;
-pub mod serve;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,9 +30,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::control::directory::Snapshot;
-use crate::control::metrics::Metrics;
-pub use serve::forward_cached;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::Snapshot;
+
 use store::{ServiceCache, Settings};
 
 /// The stores of one published snapshot, by destination.
@@ -164,7 +165,7 @@ impl CacheLayer {
             return 0;
         };
         let primary = key::Primary {
-            authority: String::from_utf8_lossy(crate::proxy::head::trim(authority.as_bytes()))
+            authority: String::from_utf8_lossy(crate::wire::head::trim(authority.as_bytes()))
                 .to_ascii_lowercase(),
             target: target.to_owned(),
             source: source.to_owned(),

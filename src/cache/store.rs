@@ -32,8 +32,8 @@ use super::freshness::{
     self, AgeFacts, CacheControl, NotStorable, RequestFacts, ResponseFacts, StoredFacts, Vary,
 };
 use super::key::{CacheRequest, Field, Key, Primary};
-use crate::control::metrics::Metrics;
-use crate::proxy::head;
+use crate::state::metrics::Metrics;
+use crate::wire::head;
 
 /// Bytes counted per stored response on top of what it holds: the store's
 /// bookkeeping for one entry (hash-table slot, access-order node, entry

@@ -11,13 +11,14 @@ use arc_swap::ArcSwap;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::control::directory::{Directory, Snapshot};
-use crate::control::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::body::Inbound;
 use crate::proxy::forward::{forward, Exchange, Upstream};
-use crate::proxy::head::Framing;
 use crate::proxy::ProxyCtx;
+use crate::state::directory::Directory;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::Snapshot;
+use crate::wire::head::Framing;
 
 struct Lab {
     ctx: Arc<ProxyCtx>,

@@ -15,10 +15,10 @@ use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::directory::Snapshot;
 use super::drift::Kernel;
-use super::metrics::Metrics;
 use crate::cache::CacheLayer;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::Snapshot;
 
 /// Where the daemon loop answers a `POST /reload`: the new rules version,
 /// or why the reload was refused (the previous rules stay in force).

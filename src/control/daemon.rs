@@ -19,10 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::directory::{Directory, Snapshot};
 use super::docker::{self, Engine};
 use super::drift::Kernel;
-use super::metrics::Metrics;
 use super::notify;
 use super::rulefile::RuleFileWatch;
 use crate::balance::{health, Balancer};
@@ -31,6 +29,9 @@ use crate::policy::Policy;
 use crate::proxy::frontend::{self, Listeners};
 use crate::proxy::{self, ProxyCtx};
 use crate::rules::{self, RuleError};
+use crate::state::directory::Directory;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::{placement, Snapshot};
 
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -186,7 +187,7 @@ pub async fn run(
         reload_req_tx,
     );
     frontends.commit(bound, &ctx);
-    let mut checks = health::spawn(lb, state.clone());
+    let mut checks = health::spawn(lb, placement(&state));
     let (proxy_stop_tx, proxy_stop) = watch::channel(false);
     let proxy_task6 = listener6.map(|l| {
         tokio::spawn(proxy::serve_transparent(
@@ -270,7 +271,7 @@ pub async fn run(
                 let lb = state.load().lb.clone();
                 if !Arc::ptr_eq(&lb, &checks.lb) {
                     // New rules: the old checks stop as they are dropped.
-                    checks = health::spawn(lb, state.clone());
+                    checks = health::spawn(lb, placement(&state));
                 }
             }
             Ok(false) => {}

@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::metrics::Metrics;
+use crate::state::metrics::Metrics;
 
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 

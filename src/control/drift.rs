@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use super::metrics::Metrics;
 use crate::nft::readback::{self, ChangeWatch, Fingerprint};
 use crate::nft::{self, NftError, Ruleset};
+use crate::state::metrics::Metrics;
 
 /// The longest the watcher sleeps without a notification.
 pub const TICK: Duration = Duration::from_millis(500);

@@ -3,9 +3,7 @@
 
 pub mod admin;
 pub mod daemon;
-pub mod directory;
 pub mod docker;
 pub mod drift;
-pub mod metrics;
 pub mod notify;
 pub mod rulefile;

@@ -195,7 +195,7 @@ fn paths(m: &HttpMatcher) -> Paths<'_> {
 fn prefix_within(p: &str, q: &str) -> bool {
     let p = p.strip_suffix('/').unwrap_or(p);
     let p = if p.is_empty() { "/" } else { p };
-    crate::policy::normalize::has_path_prefix(p, q)
+    crate::wire::normalize::has_path_prefix(p, q)
 }
 
 /// Does `b` allow every request `a` allows?

@@ -6,12 +6,12 @@
 //! tightening. Cache and proxy settings change no verdict and are neutral.
 
 use super::{Area, Change, Class, Scope};
-use crate::policy::Policy;
-use crate::proxy::limits::{
+use crate::policy::limits::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_MAX_HEADER_BYTES, DEFAULT_REQUEST_BUFFER_BYTES,
     DEFAULT_SEND_TIMEOUT,
 };
+use crate::policy::Policy;
 use crate::rules::model::Limits;
 
 pub fn diff(old: &Policy, new: &Policy, out: &mut Vec<Change>) {

@@ -3,8 +3,8 @@
 //! entry it came from, so `nft list` explains itself.
 
 use super::ruleset::{AddrPair, FlowKey, Managed, Ruleset};
-use crate::control::directory::Directory;
 use crate::policy::Policy;
+use crate::state::directory::Directory;
 use std::net::IpAddr;
 
 fn same_family(a: &IpAddr, b: &IpAddr) -> bool {

@@ -9,28 +9,7 @@ use std::net::IpAddr;
 /// Name of the one table Portcullis owns (family `inet`).
 pub const TABLE: &str = "portcullis";
 
-/// Layer-4 protocol of a flow key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    /// IANA protocol number (what `meta l4proto` loads).
-    pub fn number(self) -> u8 {
-        match self {
-            L4::Tcp => 6,
-            L4::Udp => 17,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            L4::Tcp => "tcp",
-            L4::Udp => "udp",
-        }
-    }
-}
+pub use crate::policy::L4;
 
 /// One (source, destination, protocol, destination port) key. `src` and
 /// `dst` are always the same IP family.

@@ -19,6 +19,7 @@ use std::fmt;
 
 pub use crate::rules::model::HeadersWithUnderscores as Underscores;
 use crate::rules::model::RuleFile;
+pub use crate::wire::head::{is_hop_by_hop, trim};
 
 /// Names the proxy itself relies on, whatever the rules say.
 const ALWAYS: [&str; 4] = [
@@ -27,21 +28,6 @@ const ALWAYS: [&str; 4] = [
     "transfer-encoding",
     "x-portcullis-source",
 ];
-
-/// Header names a proxy must not forward (RFC 9110 §7.6.1), plus our own.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
 
 /// Why a request's fields were refused (→ `400`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,19 +95,6 @@ pub fn connection_options<'a>(
         .flat_map(|h| h.value.split(|&b| b == b','))
         .map(trim)
         .filter(|t| !t.is_empty())
-}
-
-/// Optional whitespace (SP, HTAB) around a field value removed.
-pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 impl Default for FieldGuard {

@@ -8,7 +8,7 @@ use crate::rules::RuleRef;
 use regex::bytes::Regex as BytesRegex;
 use regex::Regex;
 
-use super::normalize::has_path_prefix;
+use crate::wire::normalize::has_path_prefix;
 
 /// The parts of a request the access rules look at. `path` is already
 /// normalised (see [`super::normalize`]); query excluded.

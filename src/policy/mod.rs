@@ -8,8 +8,9 @@
 //! compiler, so the three cannot disagree.
 
 pub mod fields;
+pub mod limits;
 pub mod matcher;
-pub mod normalize;
+pub use crate::wire::normalize;
 pub mod probe;
 pub mod routes;
 
@@ -22,13 +23,34 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-pub use crate::nft::ruleset::L4;
-
 /// Index of a container in [`Policy::containers`].
 pub type ContainerId = u16;
 
 pub const DEFAULT_PROXY_PORT: u16 = 15001;
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// Layer-4 protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    /// IANA protocol number (what `meta l4proto` loads).
+    pub fn number(self) -> u8 {
+        match self {
+            L4::Tcp => 6,
+            L4::Udp => 17,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Container {

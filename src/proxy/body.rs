@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::head::{head_end, Framing, HeadError};
+use crate::wire::head::{head_end, Framing, HeadError};
 
 /// Longest chunk-size or trailer line accepted.
 pub(super) const MAX_LINE: usize = 4096;

@@ -29,9 +29,9 @@ use tracing::warn;
 
 use super::body::{chunk_size, BodyError, Inbound, MAX_LINE, MAX_TRAILERS};
 use super::forward::{write_refusal, Exchange};
-use super::head::Framing;
 use super::send::SendTimeout;
-use crate::control::metrics::Metrics;
+use crate::state::metrics::Metrics;
+use crate::wire::head::Framing;
 
 /// How much of a request body is in memory after [`buffer_body`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //!    (429 over it); a client opening with the HTTP/2 preface is handed to
 //!    [`super::h2`], which runs the same authorise step per stream;
 //! 1. **read head** — bounded by `max_header_bytes`, header and idle timeouts;
-//! 2. **parse** — strict RFC 9112 ([`super::head`]); refusals are 400/431/501;
+//! 2. **parse** — strict RFC 9112 ([`crate::wire::head`]); refusals are 400/431/501;
 //! 3. **authorise** — the source's request bucket (429), `max_body_bytes`
 //!    against a declared length (413), the field checks of
 //!    [`crate::policy::fields`] (400), normalise the path, find the access
@@ -37,15 +37,15 @@ use super::body::{HeadWait, Inbound};
 use super::buffer;
 use super::forward::{forward, write_refusal, Exchange, Upstream};
 use super::h2::Sniffed;
-use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
 use super::outbound;
 use super::respond;
 use super::ProxyCtx;
-use crate::control::directory::Directory;
-use crate::control::metrics::Metrics;
 use crate::policy::matcher::RequestView;
 use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
+use crate::state::directory::Directory;
+use crate::state::metrics::Metrics;
+use crate::wire::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 
 /// Who is talking to whom on this connection.
 #[derive(Debug, Clone, Copy)]

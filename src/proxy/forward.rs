@@ -15,14 +15,14 @@ use tracing::warn;
 
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
 use super::buffer::refuse_body;
-use super::head::{self, Framing, Tunnel, MAX_HEADERS};
 use super::respond;
 use super::send::SendTimeout;
 use super::tap::Tee;
 pub use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
-use crate::control::metrics::Metrics;
+use crate::state::metrics::Metrics;
+use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
 
 /// Defaults for access flows (frontends take theirs from the pool).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,7 +89,7 @@ pub async fn forward(
 ) -> io::Result<bool> {
     if exchange.tunnel.is_none() {
         if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
-            return crate::cache::forward_cached(ctx, service, flow, client, out_head, exchange)
+            return super::cached::forward_cached(ctx, service, flow, client, out_head, exchange)
                 .await;
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! Phases per request, sharing phases 1-2 and 4-5 with the access flows:
 //! 1. **read head** — bounded by the frontend's (else the global) limits;
-//! 2. **parse** — strict RFC 9112 ([`super::head`]): 400/431/501;
+//! 2. **parse** — strict RFC 9112 ([`crate::wire::head`]): 400/431/501;
 //! 3. **route** — host from `Host` (or the absolute-form authority, which
 //!    must agree with it), normalised path, then the compiled
 //!    [`RouteTable`](crate::policy::routes::RouteTable): `404` without a
@@ -47,15 +47,15 @@ use super::buffer;
 use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
 use super::h2::Sniffed;
 use super::h2::{self, Decision, Route, Streams};
-use super::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
 use super::limits;
 use super::outbound;
 use super::{respond, ActiveGuard, ProxyCtx};
 use crate::balance::{Outcome, PickInput};
-use crate::control::metrics::Metrics;
-use crate::policy::normalize::{normalize_path, split_target};
 use crate::policy::routes::{route_host, RouteMatch, RouteTable};
 use crate::policy::Policy;
+use crate::state::metrics::Metrics;
+use crate::wire::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
+use crate::wire::normalize::{normalize_path, split_target};
 
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -662,7 +662,7 @@ fn target_authority(target: &str) -> Option<&str> {
 /// Phase 3: route and prepare the upstream head in `out_head`.
 #[allow(clippy::too_many_arguments)]
 fn route(
-    snap: &crate::control::directory::Snapshot,
+    snap: &crate::state::snapshot::Snapshot,
     fe: &RouteTable,
     peer: SocketAddr,
     listen: SocketAddr,

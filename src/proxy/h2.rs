@@ -53,14 +53,14 @@ use tracing::{debug, warn};
 
 use super::body::Inbound;
 use super::conn::{authorise, resolve, Check, Flow, Plan};
-use super::head::{self, Framing, RequestHead};
 use super::limits::{self, SourceName};
 use super::send::SendTimeout;
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
 use crate::balance::Outcome;
-use crate::control::metrics::Metrics;
 use crate::policy::fields::{same_field, FieldGuard};
+use crate::state::metrics::Metrics;
+use crate::wire::head::{self, Framing, RequestHead};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

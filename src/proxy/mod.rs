@@ -4,11 +4,11 @@
 
 pub mod body;
 pub mod buffer;
+pub mod cached;
 pub mod conn;
 pub mod forward;
 pub mod frontend;
 pub mod h2;
-pub mod head;
 pub mod limits;
 pub mod original_dst;
 pub mod outbound;
@@ -29,8 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::control::directory::Snapshot;
-use crate::control::metrics::Metrics;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::Snapshot;
 
 /// Shared by every connection of the data plane.
 #[derive(Debug)]

@@ -13,8 +13,8 @@
 //! names `proxy.headers_with_underscores: "drop"` removes. So every field a
 //! rule checked reaches the upstream as it was checked.
 
-use super::head::{self, Framing, RequestHead};
 use crate::policy::fields::{same_field, FieldGuard};
+use crate::wire::head::{self, Framing, RequestHead};
 
 /// The source header the proxy sets on access flows.
 pub const SOURCE_HEADER: &str = "x-portcullis-source";

@@ -2,7 +2,7 @@
 //! upstream failures) is built here, so statuses and bodies are uniform:
 //! one line of plain text saying who refused and why.
 
-use super::head::HeadError;
+use crate::wire::head::HeadError;
 
 /// Reason phrase for the statuses the proxy produces.
 pub fn reason_phrase(code: u16) -> &'static str {

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
-use super::head::{self, Framing, MAX_HEADERS};
+use crate::wire::head::{self, Framing, MAX_HEADERS};
 
 /// Yields the input in the given pieces, one per read.
 struct Scripted {

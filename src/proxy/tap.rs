@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::task::Poll;
 
-use super::head;
+use crate::wire::head;
 
 /// What [`super::forward::relay`] does with the final response head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use super::model::{Balance, HeaderCond, HeadersWithUnderscores, Limits, RuleFile};
 use super::RuleSet;
-use crate::policy::normalize::normalize_path;
+use crate::wire::normalize::normalize_path;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 

@@ -28,15 +28,15 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::freshness::{self, NotStorable, Use};
-use super::key::{CacheRequest, Field, MethodClass};
-use super::store::{self, FetchGuard, Join, NotKept, Outcome, ServiceCache, Stored};
-use crate::control::metrics::Metrics;
-use crate::proxy::body::Inbound;
-use crate::proxy::forward::{relay, Exchange, NoTap, Relayed, Tap, TapAction, Upstream};
-use crate::proxy::head::{Framing, ResponseHead};
-use crate::proxy::send::SendTimeout;
-use crate::proxy::{respond, ProxyCtx};
+use super::body::Inbound;
+use super::forward::{relay, Exchange, NoTap, Relayed, Tap, TapAction, Upstream};
+use super::send::SendTimeout;
+use super::{respond, ProxyCtx};
+use crate::cache::freshness::{self, NotStorable, Use};
+use crate::cache::key::{CacheRequest, Field, MethodClass};
+use crate::cache::store::{self, FetchGuard, Join, NotKept, Outcome, ServiceCache, Stored};
+use crate::state::metrics::Metrics;
+use crate::wire::head::{Framing, ResponseHead};
 
 const MISS: &str = "x-cache: MISS\r\n";
 const TOO_LARGE: &str = "larger than the per-entry bound (max_bytes / 8)";
@@ -557,7 +557,7 @@ fn same_representation(stored: &Stored, res: &ResponseHead<'_, '_>) -> bool {
         res.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| crate::proxy::head::trim(h.value))
+            .map(|h| crate::wire::head::trim(h.value))
     };
     let etag = field("etag");
     let last_modified = field("last-modified");
@@ -565,7 +565,7 @@ fn same_representation(stored: &Stored, res: &ResponseHead<'_, '_>) -> bool {
         return false;
     }
     let matches = |got: Option<&[u8]>, have: Option<&Vec<u8>>| {
-        got.is_none_or(|g| have.is_some_and(|h| crate::proxy::head::trim(h) == g))
+        got.is_none_or(|g| have.is_some_and(|h| crate::wire::head::trim(h) == g))
     };
     matches(etag, stored.etag.as_ref())
         && matches(last_modified, stored.last_modified.as_ref())
@@ -700,7 +700,7 @@ impl Tap for FetchTap<'_> {
 mod tests {
     use super::*;
     use crate::cache::store::Settings;
-    use crate::proxy::head::parse_response;
+    use crate::wire::head::parse_response;
 
     fn service(max_bytes: u64) -> Arc<ServiceCache> {
         Arc::new(ServiceCache::new(

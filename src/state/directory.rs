@@ -8,7 +8,6 @@
 use crate::policy::{ContainerId, Policy};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Directory {
@@ -68,15 +67,8 @@ impl Directory {
     }
 }
 
-/// What the data plane reads per request: the policy and the addresses it
-/// was installed with, published together so they never disagree.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub policy: Arc<Policy>,
-    pub dir: Directory,
-    /// Increases with every successful (re)load.
-    pub version: u64,
-    /// Frontend routes and pools compiled from `policy` (kept across
-    /// reloads that change only addresses, so health state survives).
-    pub lb: Arc<crate::balance::Balancer>,
+impl crate::balance::Addresses for Directory {
+    fn addresses(&self, id: ContainerId) -> &[IpAddr] {
+        Directory::addresses(self, id)
+    }
 }

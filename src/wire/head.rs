@@ -71,7 +71,20 @@ pub fn head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
     Ok(None)
 }
 
-pub use crate::policy::fields::is_hop_by_hop;
+/// Header names a proxy must not forward (RFC 9110 §7.6.1), plus our own.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
 
 /// Is `name` listed as a token in any `Connection` header?
 pub fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
@@ -88,7 +101,17 @@ pub fn trim_str(v: &str) -> &str {
 }
 
 /// Optional whitespace (SP, HTAB) around a field value removed.
-pub use crate::policy::fields::trim;
+pub fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
 
 /// Body framing from Content-Length / Transfer-Encoding, strictly.
 fn framing(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<Framing>, HeadError> {
