@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::policy::Policy;
 use crate::proxy::body::Inbound;
+use crate::proxy::downstream::Downstream;
 use crate::proxy::forward::{forward, Exchange, Upstream};
 use crate::proxy::ProxyCtx;
 use crate::state::directory::Directory;
@@ -118,10 +119,15 @@ impl Lab {
             request_buffer_bytes: 64 * 1024,
             body_deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
             send_timeout: std::time::Duration::from_secs(30),
+            source_framing: Framing::None,
         };
         let task = tokio::spawn(async move {
             let mut inbound = Inbound::new(server);
-            forward(&ctx, &flow, &mut inbound, head.as_bytes(), exchange).await
+            let mut client = Downstream::H1 {
+                send_timeout: exchange.send_timeout,
+                inbound: &mut inbound,
+            };
+            forward(&ctx, &flow, &mut client, head.as_bytes(), exchange).await
         });
         let mut raw = Vec::new();
         client.read_to_end(&mut raw).await.unwrap();
@@ -543,13 +549,18 @@ async fn a_hit_to_a_client_that_stops_reading_times_out() {
         request_buffer_bytes: 64 * 1024,
         body_deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
         send_timeout,
+        source_framing: Framing::None,
     };
     let mut inbound = Inbound::new(server);
     let started = std::time::Instant::now();
+    let mut client = Downstream::H1 {
+        send_timeout,
+        inbound: &mut inbound,
+    };
     // The client reads nothing.
     let r = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        forward(&lab.ctx, &flow, &mut inbound, head.as_bytes(), exchange),
+        forward(&lab.ctx, &flow, &mut client, head.as_bytes(), exchange),
     )
     .await
     .expect("the hit gave up on the client, not the test");

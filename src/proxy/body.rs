@@ -7,6 +7,8 @@
 
 use bytes::{Buf, BytesMut};
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::wire::head::{head_end, Framing, HeadError};
@@ -172,9 +174,32 @@ pub enum ReadHeadError {
     Io(io::Error),
 }
 
-/// Copies one body from `src` to `dst` according to `framing`, never
-/// holding more than one read's worth. Returns the payload byte count.
+/// Copies one body from `src` to `dst` according to `framing`, as HTTP/1
+/// framed bytes: a chunked body re-encoded (extensions and trailers
+/// dropped), any other body as it is. Returns the payload byte count.
 pub async fn copy_body<R, W>(
+    src: &mut Inbound<R>,
+    dst: &mut W,
+    framing: Framing,
+    limit: Option<u64>,
+) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if framing != Framing::Chunked {
+        return copy_payload(src, dst, framing, limit).await;
+    }
+    let mut out = ChunkedWriter::new(dst);
+    let n = copy_payload(src, &mut out, framing, limit).await?;
+    out.finish().await.map_err(BodyError::Write)?;
+    Ok(n)
+}
+
+/// Copies one body from `src` to `dst`, decoded: `dst` gets the payload
+/// only (what an HTTP/2 peer gets as DATA, what the cache stores), never
+/// holding more than one read's worth. Returns the payload byte count.
+pub async fn copy_payload<R, W>(
     src: &mut Inbound<R>,
     dst: &mut W,
     framing: Framing,
@@ -199,6 +224,9 @@ where
             loop {
                 if !src.buf.is_empty() {
                     total += src.buf.len() as u64;
+                    if limit.is_some_and(|l| total > l) {
+                        return Err(BodyError::TooLarge);
+                    }
                     dst.write_all(&src.buf).await.map_err(BodyError::Write)?;
                     src.buf.clear();
                 }
@@ -213,6 +241,120 @@ where
     };
     dst.flush().await.map_err(BodyError::Write)?;
     Ok(n)
+}
+
+/// HTTP/1 chunked encoding of what is written: every write becomes one
+/// chunk (its size line, the data, CRLF); [`ChunkedWriter::finish`] writes
+/// the last chunk. Payload writers (the body copy, the cache's tee) stay
+/// the same whichever framing the next hop needs.
+#[derive(Debug)]
+pub struct ChunkedWriter<W> {
+    inner: W,
+    /// The size line of the chunk being written, and how much of it is out.
+    line: [u8; 18],
+    line_len: usize,
+    line_pos: usize,
+    /// Data of the current chunk still to write.
+    data_left: usize,
+    /// Bytes of the chunk's closing CRLF still to write (0, 1 or 2).
+    crlf_left: usize,
+}
+
+impl<W: AsyncWrite + Unpin> ChunkedWriter<W> {
+    pub fn new(inner: W) -> Self {
+        ChunkedWriter {
+            inner,
+            line: [0; 18],
+            line_len: 0,
+            line_pos: 0,
+            data_left: 0,
+            crlf_left: 0,
+        }
+    }
+
+    /// Completes a pending chunk end (CRLF).
+    fn poll_crlf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.crlf_left > 0 {
+            let crlf = &b"\r\n"[2 - self.crlf_left..];
+            match Pin::new(&mut self.inner).poll_write(cx, crlf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.crlf_left -= n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes the last chunk and flushes.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_crlf(cx)).await?;
+        self.inner.write_all(b"0\r\n\r\n").await?;
+        self.inner.flush().await
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for ChunkedWriter<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.data_left == 0 {
+            ready!(this.poll_crlf(cx))?;
+            if this.line_pos == this.line_len {
+                // A new chunk for this buffer.
+                let mut digits = [0u8; 16];
+                let mut n = buf.len();
+                let mut i = digits.len();
+                loop {
+                    i -= 1;
+                    digits[i] = b"0123456789abcdef"[n % 16];
+                    n /= 16;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let len = digits.len() - i;
+                this.line[..len].copy_from_slice(&digits[i..]);
+                this.line[len..len + 2].copy_from_slice(b"\r\n");
+                this.line_len = len + 2;
+                this.line_pos = 0;
+                this.data_left = buf.len();
+            }
+        }
+        while this.line_pos < this.line_len {
+            let line = &this.line[this.line_pos..this.line_len];
+            match ready!(Pin::new(&mut this.inner).poll_write(cx, line)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => this.line_pos += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let take = buf.len().min(this.data_left);
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &buf[..take]))?;
+        this.data_left -= n;
+        if this.data_left == 0 && n > 0 {
+            this.crlf_left = 2;
+            // Best effort now; the next write, flush or finish completes it.
+            let _ = this.poll_crlf(cx);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_crlf(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 async fn copy_exact<R, W>(src: &mut Inbound<R>, dst: &mut W, mut left: u64) -> Result<(), BodyError>
@@ -270,9 +412,6 @@ where
         if limit.is_some_and(|l| total > l) {
             return Err(BodyError::TooLarge);
         }
-        dst.write_all(format!("{size:x}\r\n").as_bytes())
-            .await
-            .map_err(BodyError::Write)?;
         if size == 0 {
             let mut trailer_bytes = 0;
             loop {
@@ -285,7 +424,6 @@ where
                     return Err(BodyError::Malformed("trailer section too large"));
                 }
             }
-            dst.write_all(b"\r\n").await.map_err(BodyError::Write)?;
             return Ok(total);
         }
         copy_exact(src, dst, size).await?;
@@ -293,7 +431,6 @@ where
         if !crlf.is_empty() {
             return Err(BodyError::Malformed("chunk data longer than its size"));
         }
-        dst.write_all(b"\r\n").await.map_err(BodyError::Write)?;
     }
 }
 

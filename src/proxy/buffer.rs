@@ -22,14 +22,13 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncRead;
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::body::{chunk_size, BodyError, Inbound, MAX_LINE, MAX_TRAILERS};
-use super::forward::{write_refusal, Exchange};
-use super::send::SendTimeout;
+use super::downstream::Downstream;
+use super::forward::Exchange;
 use crate::state::metrics::Metrics;
 use crate::wire::head::Framing;
 
@@ -54,8 +53,21 @@ pub async fn buffer_body<R: AsyncRead + Unpin>(
 ) -> Result<Received, BodyError> {
     match framing {
         Framing::None => Ok(Received::Complete),
-        // Requests never have this framing; nothing to buffer up front.
-        Framing::UntilClose => Ok(Received::Streaming),
+        // An HTTP/2 body without a declared length: up to its end.
+        Framing::UntilClose => loop {
+            if limit.is_some_and(|l| client.buf.len() as u64 > l) {
+                return Err(BodyError::TooLarge);
+            }
+            if client.buf.len() > max {
+                return Ok(Received::Streaming);
+            }
+            match tokio::time::timeout_at(deadline, client.fill_bounded()).await {
+                Err(_) => return Err(BodyError::Read(io::ErrorKind::TimedOut.into())),
+                Ok(Ok(0)) => return Ok(Received::Complete),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(BodyError::Read(e)),
+            }
+        },
         Framing::Length(n) => {
             if limit.is_some_and(|l| n > l) {
                 return Err(BodyError::TooLarge);
@@ -199,27 +211,27 @@ pub async fn receive(
     metrics: &Metrics,
     peer: SocketAddr,
     destination: &(dyn std::fmt::Display + Sync),
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     exchange: &mut Exchange,
 ) -> io::Result<Option<bool>> {
     if exchange.framing == Framing::None {
         return Ok(None);
     }
     if exchange.expect_continue {
-        SendTimeout::new(&mut client.io, exchange.send_timeout)
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await?;
+        client.send_continue().await?;
         exchange.expect_continue = false;
     }
-    match buffer_body(
-        client,
-        exchange.framing,
+    let (framing, limit, max, deadline) = (
+        exchange.source_framing,
         exchange.body_limit,
         exchange.request_buffer_bytes,
         exchange.body_deadline,
-    )
-    .await
-    {
+    );
+    let buffered = match client {
+        Downstream::H1 { inbound, .. } => buffer_body(inbound, framing, limit, max, deadline).await,
+        Downstream::H2(d) => buffer_body(&mut d.body, framing, limit, max, deadline).await,
+    };
+    match buffered {
         Ok(_) => Ok(None),
         Err(e) => {
             refuse_body(metrics, peer, destination, client, e).await?;
@@ -236,7 +248,7 @@ pub async fn refuse_body(
     metrics: &Metrics,
     peer: SocketAddr,
     destination: &(dyn std::fmt::Display + Sync),
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     e: BodyError,
 ) -> io::Result<()> {
     let (code, why) = match e {
@@ -262,13 +274,14 @@ pub async fn refuse_body(
         }
         BodyError::Write(e) => return Err(e),
     };
-    write_refusal(&mut client.io, code, &why, true).await
+    client.refuse(code, &why, true).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
 
     async fn buffered(input: &[u8], framing: Framing, max: usize) -> Result<Received, BodyError> {
         let mut src = Inbound::new(input);

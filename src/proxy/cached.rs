@@ -23,22 +23,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::body::Inbound;
+use super::downstream::{Downstream, OutHead};
 use super::forward::{relay, Exchange, NoTap, Relayed, Tap, TapAction, Upstream};
-use super::send::SendTimeout;
-use super::{respond, ProxyCtx};
+use super::ProxyCtx;
 use crate::cache::freshness::{self, NotStorable, Use};
 use crate::cache::key::{CacheRequest, Field, MethodClass};
 use crate::cache::store::{self, FetchGuard, Join, NotKept, Outcome, ServiceCache, Stored};
 use crate::state::metrics::Metrics;
 use crate::wire::head::{Framing, ResponseHead};
 
-const MISS: &str = "x-cache: MISS\r\n";
+const MISS: &[(&str, &[u8])] = &[("x-cache", b"MISS")];
 const TOO_LARGE: &str = "larger than the per-entry bound (max_bytes / 8)";
 const FILLING: &str = "the budget of bodies being filled (max_bytes / 4) is in use";
 /// A waiter looks again at most this often before fetching on its own.
@@ -55,7 +52,7 @@ pub async fn forward_cached(
     ctx: &ProxyCtx,
     svc: Arc<ServiceCache>,
     flow: &Upstream,
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     out_head: &[u8],
     exchange: Exchange,
 ) -> io::Result<bool> {
@@ -66,12 +63,7 @@ pub async fn forward_cached(
         Metrics::inc(&metrics.requests_bad_total);
         warn!(source = %flow.peer, destination = %flow.dst, status = 400, "request head the cache cannot read; refused");
         client
-            .io
-            .write_all(&respond::simple(
-                400,
-                "bad request: unreadable request head",
-                true,
-            ))
+            .refuse(400, "bad request: unreadable request head", true)
             .await?;
         return Ok(false);
     };
@@ -105,12 +97,7 @@ pub async fn forward_cached(
             Metrics::inc(&metrics.cache_misses_total);
             let close = !exchange.keep_alive;
             client
-                .io
-                .write_all(&respond::simple(
-                    504,
-                    "not in the cache (only-if-cached)",
-                    close,
-                ))
+                .refuse(504, "not in the cache (only-if-cached)", close)
                 .await?;
             return Ok(!close);
         }
@@ -126,7 +113,7 @@ pub async fn forward_cached(
                 Join::Leader(g) => Some(g),
                 Join::Waiter(rx) => {
                     Metrics::inc(&metrics.cache_coalesced_total);
-                    match wait_for_fill(rx, &client.io, wait_limit(&exchange)).await {
+                    match wait_for_fill(rx, client, wait_limit(&exchange)).await {
                         Waited::Done(Outcome::Stored) => coalesce = false,
                         Waited::Done(Outcome::NotStorable) => {
                             Metrics::inc(&metrics.cache_misses_total);
@@ -165,7 +152,7 @@ async fn forward_unsafe(
     ctx: &ProxyCtx,
     svc: &ServiceCache,
     flow: &Upstream,
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     out_head: &[u8],
     exchange: Exchange,
     req: &CacheRequest,
@@ -199,24 +186,13 @@ enum Waited {
 /// the waiting client is still there.
 async fn wait_for_fill(
     rx: watch::Receiver<Outcome>,
-    client: &TcpStream,
+    client: &mut Downstream<'_>,
     limit: Duration,
 ) -> Waited {
     tokio::select! {
         o = store::wait(rx) => Waited::Done(o),
         () = tokio::time::sleep(limit) => Waited::TimedOut,
-        () = client_gone(client) => Waited::ClientGone,
-    }
-}
-
-/// Resolves when the client closes its side (or its connection fails). A
-/// client that already sent more bytes (a pipelined request) cannot be
-/// told apart from one that stays, so then this never resolves.
-async fn client_gone(client: &TcpStream) {
-    let mut byte = [0u8; 1];
-    match client.peek(&mut byte).await {
-        Ok(0) | Err(_) => {}
-        Ok(_) => std::future::pending().await,
+        () = client.gone() => Waited::ClientGone,
     }
 }
 
@@ -224,7 +200,7 @@ async fn client_gone(client: &TcpStream) {
 async fn pass(
     ctx: &ProxyCtx,
     flow: &Upstream,
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     out_head: &[u8],
     exchange: Exchange,
     tap: &mut dyn Tap,
@@ -242,7 +218,7 @@ async fn fetch(
     ctx: &ProxyCtx,
     svc: &ServiceCache,
     flow: &Upstream,
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     out_head: &[u8],
     exchange: Exchange,
     req: &CacheRequest,
@@ -342,7 +318,7 @@ async fn fetch(
 /// Writes a stored response (or a 304 when the client's own conditional
 /// matches it) with `Age` and `X-Cache: HIT`.
 async fn serve_hit(
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     req: &CacheRequest,
     entry: &Stored,
     age: Duration,
@@ -351,14 +327,41 @@ async fn serve_hit(
 ) -> io::Result<bool> {
     let keep_alive = exchange.keep_alive;
     let not_modified = client_not_modified(req, entry);
-    let out = hit_head(entry, age, keep_alive, not_modified);
-    // A client that stops reading a large entry is cut after send_timeout_ms.
-    let mut to_client = SendTimeout::new(&mut client.io, exchange.send_timeout);
-    to_client.write_all(&out).await?;
-    if !(head_request || not_modified || bodyless(entry.status)) {
-        to_client.write_all(&entry.body).await?;
+    let (fields, age) = hit_fields(entry, age, not_modified);
+    let with_body = !(head_request || not_modified || bodyless(entry.status));
+    let header_views: Vec<httparse::Header<'_>> = fields
+        .iter()
+        .map(|(n, v)| httparse::Header { name: n, value: v })
+        .collect();
+    let has_body = !(not_modified || bodyless(entry.status));
+    let length = entry.body.len().to_string();
+    let mut extra: Vec<(&str, &[u8])> = vec![("age", age.as_bytes()), ("x-cache", b"HIT")];
+    if head_request && has_body {
+        // What a GET would get; no body follows it.
+        extra.push(("content-length", length.as_bytes()));
     }
-    to_client.flush().await?;
+    let out = OutHead {
+        status: if not_modified { 304 } else { entry.status },
+        reason: if not_modified {
+            "Not Modified"
+        } else {
+            &entry.reason
+        },
+        fields: &header_views,
+        extra: &extra,
+        framing: if with_body {
+            Framing::Length(entry.body.len() as u64)
+        } else {
+            Framing::None
+        },
+        close: !keep_alive,
+        upgrade: "",
+    };
+    // A client that stops reading a large entry is cut after
+    // send_timeout_ms (the downstream's writes are bounded by it).
+    let body: &[u8] = if with_body { &entry.body } else { &[] };
+    client.send_head(&out, body).await?;
+    client.body(Framing::None).finish(None).await?;
     Ok(keep_alive)
 }
 
@@ -390,8 +393,8 @@ fn client_not_modified(req: &CacheRequest, entry: &Stored) -> bool {
     matches!((ims, lm), (Some(ims), Some(lm)) if lm <= ims)
 }
 
-/// The head of a hit.
-fn hit_head(entry: &Stored, age: Duration, keep_alive: bool, not_modified: bool) -> Vec<u8> {
+/// The stored fields a hit (or a 304 for it) carries, and its `Age`.
+fn hit_fields(entry: &Stored, age: Duration, not_modified: bool) -> (Vec<(&str, &[u8])>, String) {
     // Fields a 304 carries (RFC 9110 §15.4.5).
     const FOR_304: [&str; 6] = [
         "cache-control",
@@ -401,32 +404,13 @@ fn hit_head(entry: &Stored, age: Duration, keep_alive: bool, not_modified: bool)
         "expires",
         "vary",
     ];
-    let mut out = Vec::with_capacity(256 + entry.headers.len() * 32);
-    if not_modified {
-        out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
-    } else {
-        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", entry.status, entry.reason).as_bytes());
-    }
-    for (name, value) in &entry.headers {
-        if not_modified && !FOR_304.iter().any(|f| name.eq_ignore_ascii_case(f)) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(
-        format!("age: {}\r\nx-cache: HIT\r\n", freshness::age_header(age)).as_bytes(),
-    );
-    if !not_modified && !bodyless(entry.status) {
-        out.extend_from_slice(format!("content-length: {}\r\n", entry.body.len()).as_bytes());
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
+    let fields = entry
+        .headers
+        .iter()
+        .filter(|(name, _)| !not_modified || FOR_304.iter().any(|f| name.eq_ignore_ascii_case(f)))
+        .map(|(n, v)| (n.as_ref(), v.as_ref()))
+        .collect();
+    (fields, freshness::age_header(age).to_string())
 }
 
 // === impl Tap ===
@@ -512,15 +496,8 @@ impl FetchTap<'_> {
 
     /// The body is complete: store the response.
     fn store(&mut self, c: Capture) {
-        let body = match c.chunked {
-            true => store::dechunk(&c.raw).map(Bytes::from),
-            false => Some(Bytes::from(c.raw)),
-        };
-        let Some(body) = body else {
-            self.state = TapState::Passed("body not in canonical chunked encoding");
-            self.release(Outcome::NotStorable);
-            return;
-        };
+        // The tap sees the payload, decoded whatever the framing.
+        let body = Bytes::from(c.raw);
         let built = Stored::build(
             &self.req.facts,
             c.status,

@@ -34,11 +34,12 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::body::{HeadWait, Inbound};
-use super::buffer;
-use super::forward::{forward, write_refusal, Exchange, Upstream};
+use super::downstream::Downstream;
+use super::forward::{write_refusal, Exchange};
 use super::h2::Sniffed;
 use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
 use super::outbound;
+use super::pipeline::{self, Target};
 use super::respond;
 use super::ProxyCtx;
 use crate::policy::matcher::RequestView;
@@ -251,19 +252,13 @@ async fn one_exchange(
             write_refusal(&mut inbound.io, code, &reason, close).await?;
             Ok(!close)
         }
-        Plan::Forward(mut exchange) => {
-            // Phase 4a: the body, received and checked before any upstream
-            // connection is made.
-            if let Some(keep) =
-                buffer::receive(metrics, flow.peer, &flow.dst, inbound, &mut exchange).await?
-            {
-                return Ok(keep);
-            }
-            let to = Upstream {
-                peer: flow.peer,
-                dst: flow.dst,
+        Plan::Forward(exchange) => {
+            let mut client = Downstream::H1 {
+                send_timeout: exchange.send_timeout,
+                inbound,
             };
-            forward(ctx, &to, inbound, out_head, exchange).await
+            let target = Target::Direct(flow.dst);
+            pipeline::serve(ctx, flow.peer, &mut client, out_head, exchange, target).await
         }
     }
 }
@@ -414,5 +409,6 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         request_buffer_bytes: c.limits.request_buffer_bytes,
         body_deadline: Instant::now() + c.limits.body_timeout,
         send_timeout: c.limits.send_timeout,
+        source_framing: req.framing,
     })
 }

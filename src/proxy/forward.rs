@@ -13,10 +13,10 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::warn;
 
-use super::body::{copy_body, BodyError, Inbound, ReadHeadError};
+use super::body::{copy_body, copy_payload, BodyError, ChunkedWriter, Inbound, ReadHeadError};
 use super::buffer::refuse_body;
+use super::downstream::{ClientProtocol, Downstream, OutHead};
 use super::respond;
-use super::send::SendTimeout;
 use super::tap::Tee;
 pub use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
@@ -54,6 +54,10 @@ pub struct Exchange {
     /// An authorised CONNECT or WebSocket upgrade: if the upstream agrees
     /// (2xx / 101), the connection becomes a byte tunnel.
     pub tunnel: Option<Tunnel>,
+    /// How the request body is read from the client: `framing`, except for
+    /// an HTTP/2 stream without a length (`UntilClose`: the end of the
+    /// stream), which goes to an HTTP/1 upstream chunked.
+    pub source_framing: Framing,
     /// Request body bytes received and checked before an upstream is
     /// chosen ([`super::buffer`]); a larger body streams.
     pub request_buffer_bytes: usize,
@@ -83,7 +87,7 @@ pub async fn write_refusal(
 pub async fn forward(
     ctx: &ProxyCtx,
     flow: &Upstream,
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     out_head: &[u8],
     exchange: Exchange,
 ) -> io::Result<bool> {
@@ -103,7 +107,7 @@ pub async fn forward(
 pub async fn relay(
     ctx: &ProxyCtx,
     flow: &Upstream,
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     out_head: &[u8],
     exchange: Exchange,
     tap: &mut dyn Tap,
@@ -113,7 +117,7 @@ pub async fn relay(
         Err(f) => {
             Metrics::inc(&ctx.metrics.upstream_errors_total);
             warn!(destination = %flow.dst, error = %f.why, status = f.code, "upstream failed");
-            write_refusal(&mut client.io, f.code, &f.message(flow.dst), true).await?;
+            client.refuse(f.code, &f.message(flow.dst), true).await?;
             Ok(Relayed {
                 keep: false,
                 status: Some(f.code),
@@ -182,7 +186,7 @@ fn failure(
 pub async fn forward_once(
     ctx: &ProxyCtx,
     flow: &Upstream,
-    client: &mut Inbound<TcpStream>,
+    client: &mut Downstream<'_>,
     out_head: &[u8],
     exchange: Exchange,
     tap: &mut dyn Tap,
@@ -196,6 +200,7 @@ pub async fn forward_once(
         connect_timeout,
         response_timeout,
         tunnel,
+        source_framing,
         request_buffer_bytes: _,
         body_deadline,
         send_timeout,
@@ -255,16 +260,19 @@ pub async fn forward_once(
     // that ignores Expect would otherwise deadlock waiting for the body.
     if framing != Framing::None && !response_started {
         if expect_continue {
-            client
-                .io
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await?;
+            client.send_continue().await?;
         }
         // Usually from memory (buffered before the upstream was chosen);
         // a body over the buffer streams, under the same total deadline.
         let copied = timeout_at(
             body_deadline,
-            copy_body(client, &mut upstream.io, framing, body_limit),
+            request_body(
+                client,
+                &mut upstream.io,
+                source_framing,
+                framing,
+                body_limit,
+            ),
         )
         .await
         .unwrap_or_else(|_| Err(BodyError::Read(io::ErrorKind::TimedOut.into())));
@@ -292,116 +300,111 @@ pub async fn forward_once(
             Err(e) if e == "timeout" => return failure(504, "no response", true, touched),
             Err(e) => return failure(502, e, true, touched),
         };
-        let (code, res_framing, upstream_closes, interim, client_keeps, out, tee, upgraded) = {
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            // Any 2xx to CONNECT starts the tunnel: it has no body.
-            let bodyless = head_request || tunnel == Some(Tunnel::Connect);
-            let res = match head::parse_response(&upstream.buf[..n], &mut storage, bodyless) {
-                Ok(r) => r,
-                Err(e) => {
-                    return failure(
-                        502,
-                        format!("invalid response from upstream: {e}"),
-                        true,
-                        touched,
-                    );
-                }
-            };
-            let upgraded = match tunnel {
-                Some(Tunnel::WebSocket) => {
-                    res.code == 101
-                        && res.headers.iter().any(|h| {
-                            h.name.eq_ignore_ascii_case("upgrade")
-                                && head::trim(h.value).eq_ignore_ascii_case(b"websocket")
-                        })
-                }
-                Some(Tunnel::Connect) => (200..300).contains(&res.code),
-                None => false,
-            };
-            if upgraded {
-                // Restore the hop-by-hop pair that makes it an upgrade.
-                let extra = if tunnel == Some(Tunnel::WebSocket) {
-                    "connection: upgrade\r\nupgrade: websocket\r\n"
-                } else {
-                    ""
-                };
-                let out = response_head(&res, false, extra);
-                (
-                    res.code,
-                    Framing::None,
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        // Any 2xx to CONNECT starts the tunnel: it has no body.
+        let bodyless = head_request || tunnel == Some(Tunnel::Connect);
+        let res = match head::parse_response(&upstream.buf[..n], &mut storage, bodyless) {
+            Ok(r) => r,
+            Err(e) => {
+                return failure(
+                    502,
+                    format!("invalid response from upstream: {e}"),
                     true,
-                    false,
-                    false,
-                    out,
-                    false,
-                    true,
-                )
-            } else {
-                if res.code == 101 {
-                    return failure(502, "upstream switched protocols unasked", true, touched);
-                }
-                let interim = (100..200).contains(&res.code);
-                let client_keeps = keep_alive && !res.close;
-                let action = if interim {
-                    NoTap.head(&res)
-                } else {
-                    tap.head(&res)
-                };
-                let (extra, tee) = match action {
-                    TapAction::Relay { extra, body } => (extra, body),
-                    TapAction::Intercept => {
-                        let (framing, closes, status) = (res.framing, res.close, res.code);
-                        upstream.buf.advance(n);
-                        let mut sink = tokio::io::sink();
-                        if copy_body(&mut upstream, &mut sink, framing, None)
-                            .await
-                            .is_ok()
-                            && !closes
-                            && upstream.buf.is_empty()
-                        {
-                            ctx.upstreams.put(flow.dst, upstream.io);
-                        }
-                        return Ok(Ok(Relayed {
-                            keep: false,
-                            status: Some(status),
-                            intercepted: true,
-                        }));
-                    }
-                };
-                (
-                    res.code,
-                    res.framing,
-                    res.close,
-                    interim,
-                    client_keeps,
-                    response_head(&res, !interim && !client_keeps, extra),
-                    tee,
-                    false,
-                )
+                    touched,
+                );
             }
         };
-        upstream.buf.advance(n);
-        let (mut out, mut res_framing) = (out, res_framing);
+        let upgraded = match tunnel {
+            Some(Tunnel::WebSocket) => {
+                res.code == 101
+                    && res.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("upgrade")
+                            && head::trim(h.value).eq_ignore_ascii_case(b"websocket")
+                    })
+            }
+            Some(Tunnel::Connect) => (200..300).contains(&res.code),
+            None => false,
+        };
+        if res.code == 101 && !upgraded {
+            return failure(502, "upstream switched protocols unasked", true, touched);
+        }
+        let interim = !upgraded && (100..200).contains(&res.code);
+        let (code, upstream_closes) = (res.code, res.close);
+        let client_keeps = !upgraded && keep_alive && !res.close;
+        let action = if interim || upgraded {
+            NoTap.head(&res)
+        } else {
+            tap.head(&res)
+        };
+        let (extra, tee) = match action {
+            TapAction::Relay { extra, body } => (extra, body),
+            TapAction::Intercept => {
+                let (framing, closes, status) = (res.framing, res.close, res.code);
+                upstream.buf.advance(n);
+                let mut sink = tokio::io::sink();
+                if copy_body(&mut upstream, &mut sink, framing, None)
+                    .await
+                    .is_ok()
+                    && !closes
+                    && upstream.buf.is_empty()
+                {
+                    ctx.upstreams.put(flow.dst, upstream.io);
+                }
+                return Ok(Ok(Relayed {
+                    keep: false,
+                    status: Some(status),
+                    intercepted: true,
+                }));
+            }
+        };
+        let res_framing = if upgraded { Framing::None } else { res.framing };
+        let fields = response_fields(&res);
+        let out = OutHead {
+            status: res.code,
+            reason: res.reason,
+            fields: &fields,
+            extra,
+            framing: res_framing,
+            close: !interim && !client_keeps,
+            upgrade: match tunnel {
+                Some(Tunnel::WebSocket) if upgraded => {
+                    "connection: upgrade\r\nupgrade: websocket\r\n"
+                }
+                _ => "",
+            },
+        };
+        // A small body usually arrives with its head: send both in one
+        // write (one packet under TCP_NODELAY, one wakeup of the client).
+        let mut first_len = 0;
         if !tee && !upgraded && !interim {
-            // A small body usually arrives with its head: send both in one
-            // write (one packet under TCP_NODELAY, one wakeup of the client).
             if let Framing::Length(len) = res_framing {
                 if let Ok(len) = usize::try_from(len) {
-                    if upstream.buf.len() >= len {
-                        out.extend_from_slice(&upstream.buf[..len]);
-                        upstream.buf.advance(len);
-                        res_framing = Framing::None;
+                    if upstream.buf.len() - n >= len {
+                        first_len = len;
                     }
                 }
             }
         }
-        SendTimeout::new(&mut client.io, send_timeout)
-            .write_all(&out)
-            .await?;
+        let h2_interim = interim && client.protocol() == ClientProtocol::Http2;
+        if !h2_interim {
+            client
+                .send_head(&out, &upstream.buf[n..n + first_len])
+                .await?;
+        }
+        drop(fields);
+        upstream.buf.advance(n + first_len);
+        let res_framing = if first_len > 0 {
+            Framing::None
+        } else {
+            res_framing
+        };
         if upgraded {
+            let Downstream::H1 { inbound, .. } = client else {
+                return failure(502, "tunnel on an HTTP/2 stream", true, true);
+            };
             Metrics::inc(&metrics.tunnels_total);
             tracing::info!(source = %flow.peer, destination = %flow.dst, status = code, "tunnel opened");
-            let moved = super::tunnel::splice(client, &mut upstream, send_timeout).await;
+            let moved = super::tunnel::splice(inbound, &mut upstream, send_timeout).await;
             if let Err(e) = &moved {
                 if super::send::is_send_timeout(e) {
                     Metrics::inc(&metrics.clients_send_timeout_total);
@@ -419,17 +422,17 @@ pub async fn forward_once(
             touched = true;
             continue;
         }
-        let mut to_client = SendTimeout::new(&mut client.io, send_timeout);
+        let mut to_client = client.body(res_framing);
         let copied = if tee {
             // The tap learns the body is complete as soon as the upstream
             // sent it all, before the client has taken it (see `Tee`).
             let mut w = Tee::new(&mut to_client, &mut *tap);
-            match copy_body(&mut upstream, &mut w, res_framing, None).await {
+            match copy_payload(&mut upstream, &mut w, res_framing, None).await {
                 Ok(n) => w.finish().await.map(|()| n).map_err(BodyError::Write),
                 Err(e) => Err(e),
             }
         } else {
-            copy_body(&mut upstream, &mut to_client, res_framing, None).await
+            copy_payload(&mut upstream, &mut to_client, res_framing, None).await
         };
         match copied {
             Ok(_) => {}
@@ -448,7 +451,7 @@ pub async fn forward_once(
         if !upstream_closes && upstream.buf.is_empty() {
             ctx.upstreams.put(flow.dst, upstream.io);
         }
-        to_client.flush().await?;
+        to_client.finish(None).await?;
         tracing::debug!(source = %flow.peer, destination = %flow.dst, status = code, "forwarded");
         return Ok(Ok(Relayed {
             keep: client_keeps,
@@ -456,6 +459,41 @@ pub async fn forward_once(
             intercepted: false,
         }));
     }
+}
+
+/// The request body from the client to an HTTP/1 upstream: read by its
+/// `source` framing, written by the framing the upstream head declares.
+async fn request_body(
+    client: &mut Downstream<'_>,
+    to: &mut TcpStream,
+    source: Framing,
+    out: Framing,
+    limit: Option<u64>,
+) -> Result<u64, BodyError> {
+    match client {
+        Downstream::H1 { inbound, .. } => copy_framed(inbound, to, source, out, limit).await,
+        Downstream::H2(d) => copy_framed(&mut d.body, to, source, out, limit).await,
+    }
+}
+
+async fn copy_framed<R, W>(
+    src: &mut Inbound<R>,
+    dst: &mut W,
+    source: Framing,
+    out: Framing,
+    limit: Option<u64>,
+) -> Result<u64, BodyError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    if out != Framing::Chunked {
+        return copy_payload(src, dst, source, limit).await;
+    }
+    let mut w = ChunkedWriter::new(dst);
+    let n = copy_payload(src, &mut w, source, limit).await?;
+    w.finish().await.map_err(BodyError::Write)?;
+    Ok(n)
 }
 
 /// Whether the method of an upstream head (its first word) is idempotent
@@ -487,37 +525,26 @@ async fn write_counted(io: &mut TcpStream, mut buf: &[u8]) -> Result<(), (usize,
     Ok(())
 }
 
-/// The response head relayed to the client: hop-by-hop headers (and what
-/// the upstream's `Connection` names) dropped, framing restated from the
-/// proxy's own reading of the response — never copied, so an upstream's
-/// `Connection: Content-Length` cannot leave the client without the length
-/// the proxy streams by — and `connection: close` when this exchange is
-/// the last.
-fn response_head(res: &head::ResponseHead<'_, '_>, close: bool, extra: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", res.code, res.reason).as_bytes());
+/// The upstream's fields relayed to the client: hop-by-hop ones (and
+/// what the upstream's `Connection` names) dropped, and the framing fields
+/// too, which the downstream restates from the proxy's own reading of the
+/// response — never copied, so an upstream's `Connection: Content-Length`
+/// cannot leave the client without the length the proxy streams by. A
+/// bodyless response (HEAD, 204, 304) keeps its `Content-Length`: there it
+/// describes the representation, not this message.
+fn response_fields<'b>(res: &head::ResponseHead<'b, '_>) -> Vec<httparse::Header<'b>> {
     let bodyless = res.framing == Framing::None;
+    let mut out = Vec::with_capacity(res.headers.len());
     for h in res.headers {
         let length = h.name.eq_ignore_ascii_case("content-length");
-        // A bodyless response (HEAD, 204, 304) keeps its Content-Length:
-        // there it describes the representation, not this message.
         if (length && !bodyless)
             || (!length
                 && (head::is_hop_by_hop(h.name) || head::named_by_connection(res.headers, h.name)))
         {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        out.push(*h);
     }
-    super::outbound::framing_fields(&mut out, res.framing);
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(extra.as_bytes());
-    out.extend_from_slice(b"\r\n");
     out
 }
 

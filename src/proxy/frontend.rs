@@ -43,14 +43,15 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::body::{HeadWait, Inbound};
-use super::buffer;
-use super::forward::{forward, forward_once, write_refusal, Exchange, NoTap, Upstream};
+use super::downstream::Downstream;
+use super::forward::{write_refusal, Exchange};
 use super::h2::Sniffed;
 use super::h2::{self, Decision, Route, Streams};
 use super::limits;
 use super::outbound;
+use super::pipeline::{self, PoolTarget, Target};
 use super::{respond, ActiveGuard, ProxyCtx};
-use crate::balance::{Outcome, PickInput};
+use crate::balance::PickInput;
 use crate::policy::routes::{route_host, RouteMatch, RouteTable};
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
@@ -369,7 +370,7 @@ async fn one_exchange(
     };
     inbound.buf.advance(head_len);
 
-    let (pool_id, key, mut exchange, replayable, method, path) = match plan {
+    let (pool_id, key, exchange, replayable, method, path) = match plan {
         Plan::Refuse {
             code,
             reason,
@@ -387,78 +388,20 @@ async fn one_exchange(
             path,
         } => (pool, key, exchange, replayable, method, path),
     };
-    let Some(pool) = snap.lb.pool(pool_id) else {
-        return Ok(false);
+    let mut client = Downstream::H1 {
+        send_timeout: exchange.send_timeout,
+        inbound,
     };
-    // The body is received and checked before a member is picked and
-    // connected: a malformed or trickled body never reaches one.
-    if let Some(keep) = buffer::receive(metrics, peer, &fe.name, inbound, &mut exchange).await? {
-        return Ok(keep);
-    }
-    // A refusal keeps the connection only if no body is left unread.
-    let close_on_refusal = exchange.framing != Framing::None || !exchange.keep_alive;
-
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last = None;
-    for attempt in 0..=pool.retries {
-        let Some(pick) = pool.pick(&snap.dir, key, &tried) else {
-            break;
-        };
-        if attempt > 0 {
-            Metrics::inc(&metrics.upstream_retries_total);
-        }
-        let flow = Upstream {
-            peer,
-            dst: pick.addr,
-        };
-        if ctx.cache.service_for(&snap, pick.addr).is_some() {
-            // A cached service: the cache answers (hit, or one fetch for
-            // every concurrent miss); no retry on another member.
-            let keep = forward(ctx, &flow, inbound, out_head, exchange).await?;
-            pool.report(&snap.dir, pick.index, Outcome::Neutral);
-            return Ok(keep);
-        }
-        match forward_once(ctx, &flow, inbound, out_head, exchange, &mut NoTap).await? {
-            Ok(relayed) => {
-                // A status the proxy answered itself (the client's body
-                // was refused) says nothing about the member.
-                let outcome = relayed.status.map_or(Outcome::Neutral, Outcome::of_status);
-                pool.report(&snap.dir, pick.index, outcome);
-                debug!(frontend = %fe.name, pool = %pool.name, member = %pick.member.target, status = ?relayed.status, "frontend request forwarded");
-                return Ok(relayed.keep);
-            }
-            Err(f) => {
-                Metrics::inc(&metrics.upstream_errors_total);
-                let outcome = if f.request_sent {
-                    Outcome::GatewayFailure
-                } else {
-                    Outcome::ConnectFailure
-                };
-                pool.report(&snap.dir, pick.index, outcome);
-                let retry =
-                    attempt < pool.retries && !f.client_touched && (!f.request_sent || replayable);
-                warn!(frontend = %fe.name, pool = %pool.name, member = %pick.member.target, destination = %pick.addr, method = %method, path = %path, status = f.code, error = %f.why, retrying = retry, "upstream failed");
-                tried.push(pick.index);
-                last = Some((f, pick.addr));
-                if !retry {
-                    break;
-                }
-            }
-        }
-    }
-    match last {
-        Some((f, addr)) => {
-            write_refusal(&mut inbound.io, f.code, &f.message(addr), true).await?;
-            Ok(false)
-        }
-        None => {
-            Metrics::inc(&metrics.frontend_unavailable_total);
-            warn!(frontend = %fe.name, pool = %pool.name, method = %method, path = %path, status = 503, "no healthy member in the pool");
-            let reason = format!("no healthy member in pool {}", pool.name);
-            write_refusal(&mut inbound.io, 503, &reason, close_on_refusal).await?;
-            Ok(!close_on_refusal)
-        }
-    }
+    let target = Target::Pool(PoolTarget {
+        snap: snap.clone(),
+        frontend: fe.name.to_string(),
+        pool: pool_id,
+        key,
+        replayable,
+        method,
+        path,
+    });
+    pipeline::serve(ctx, peer, &mut client, out_head, exchange, target).await
 }
 
 async fn refuse_head(
@@ -807,6 +750,7 @@ fn route(
             request_buffer_bytes: lim.request_buffer_bytes,
             body_deadline: tokio::time::Instant::now() + lim.body_timeout,
             send_timeout: lim.send_timeout,
+            source_framing: req.framing,
         },
         replayable: idempotent && !has_body,
         method: req.method.to_owned(),

@@ -6,12 +6,14 @@ pub mod body;
 pub mod buffer;
 pub mod cached;
 pub mod conn;
+pub mod downstream;
 pub mod forward;
 pub mod frontend;
 pub mod h2;
 pub mod limits;
 pub mod original_dst;
 pub mod outbound;
+pub mod pipeline;
 pub mod respond;
 pub mod send;
 #[cfg(test)]

@@ -40,6 +40,27 @@ pub fn simple(code: u16, reason: &str, close: bool) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A response the proxy makes itself on an HTTP/2 stream.
+pub fn h2_refuse(respond: &mut h2::server::SendResponse<bytes::Bytes>, code: u16, reason: &str) {
+    use http::{HeaderValue, Response, StatusCode};
+    let body = body_text(reason);
+    let mut res = Response::new(());
+    *res.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    if let Ok(mut s) = respond.send_response(res, false) {
+        let _ = s.send_data(bytes::Bytes::from(body), true);
+    }
+}
+
 /// The status for a request head that was refused.
 pub fn request_head_status(e: &HeadError) -> u16 {
     match e {

@@ -21,9 +21,12 @@ use crate::wire::head;
 /// What [`super::forward::relay`] does with the final response head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TapAction {
-    /// Relay it with `extra` header lines (each ending in CRLF) added;
+    /// Relay it with the `extra` fields added;
     /// `body`: pass the body bytes to [`Tap::body`] too.
-    Relay { extra: &'static str, body: bool },
+    Relay {
+        extra: &'static [(&'static str, &'static [u8])],
+        body: bool,
+    },
     /// Do not relay: read and drop the (empty) body, keep the upstream
     /// connection, return a [`super::forward::Relayed`] marked `intercepted`.
     Intercept,
@@ -34,9 +37,8 @@ pub enum TapAction {
 /// responses into its store this way without buffering them first).
 pub trait Tap: Send {
     fn head(&mut self, res: &head::ResponseHead<'_, '_>) -> TapAction;
-    /// Bytes of the body as framed towards the client (chunked bodies in
-    /// the proxy's canonical chunked encoding), as they are read from the
-    /// upstream. `true`: the tap keeps a copy of them, so the writer may
+    /// Bytes of the body's payload (decoded, whatever the framing on
+    /// either side), as they are read from the upstream. `true`: the tap keeps a copy of them, so the writer may
     /// queue them for the client rather than wait for it. `false`: the tap
     /// keeps nothing more (it is not called again for this body).
     fn body(&mut self, bytes: &[u8]) -> bool;
@@ -51,7 +53,7 @@ pub struct NoTap;
 impl Tap for NoTap {
     fn head(&mut self, _: &head::ResponseHead<'_, '_>) -> TapAction {
         TapAction::Relay {
-            extra: "",
+            extra: &[],
             body: false,
         }
     }

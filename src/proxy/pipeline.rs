@@ -1,0 +1,168 @@
+//! The phases after the decision, run once for every protocol and entry
+//! path:
+//!
+//! ```text
+//! decide (entry path: access rules, or frontend route)   ─ conn.rs / frontend.rs
+//!   → body: received and checked up to request_buffer_bytes ─ buffer.rs
+//!   → target: the original destination, or a pool member
+//!     picked (and held, so least-connections counts it)
+//!     for each attempt, retried per the pool              ─ here
+//!   → cache (services listed under `cache`)               ─ cached.rs
+//!   → upstream: HTTP/1.1 or h2c, connect/response timeouts ─ forward.rs, upstream_h2.rs
+//!   → response to the client (HTTP/1 or HTTP/2)            ─ downstream.rs
+//! ```
+//!
+//! The client is a [`Downstream`] (an HTTP/1 connection or an HTTP/2
+//! stream), so an HTTP/2 client gets the cache, retries and the pool's
+//! timeouts exactly as an HTTP/1 client does, and reaches members that
+//! speak only HTTP/1.1.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::buffer;
+use super::downstream::Downstream;
+use super::forward::{forward, forward_once, Exchange, NoTap, Upstream};
+use super::ProxyCtx;
+use crate::balance::Outcome;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::Snapshot;
+use crate::wire::head::Framing;
+
+/// Where a decided request goes.
+pub enum Target {
+    /// An access flow: the original destination.
+    Direct(SocketAddr),
+    /// A frontend route: a member of a pool, picked per attempt.
+    Pool(PoolTarget),
+}
+
+/// A frontend's routed request.
+pub struct PoolTarget {
+    /// The rules the route was decided by (the pool's members and health).
+    pub snap: Arc<Snapshot>,
+    pub frontend: String,
+    pub pool: usize,
+    /// The balancing key (hash policies).
+    pub key: u64,
+    /// Safe to send again after a member saw it (idempotent, no body).
+    pub replayable: bool,
+    pub method: String,
+    pub path: String,
+}
+
+/// Runs the phases after the decision for one request whose upstream head
+/// is `out_head`. `Ok(true)`: an HTTP/1 client connection may carry
+/// another request.
+pub async fn serve(
+    ctx: &ProxyCtx,
+    peer: SocketAddr,
+    client: &mut Downstream<'_>,
+    out_head: &[u8],
+    mut exchange: Exchange,
+    target: Target,
+) -> io::Result<bool> {
+    let metrics: &Metrics = &ctx.metrics;
+    // The body is received and checked before an upstream is picked and
+    // connected: a malformed or trickled body never reaches one.
+    let shown: &(dyn std::fmt::Display + Sync) = match &target {
+        Target::Direct(dst) => dst,
+        Target::Pool(p) => &p.frontend,
+    };
+    if let Some(keep) = buffer::receive(metrics, peer, shown, client, &mut exchange).await? {
+        return Ok(keep);
+    }
+    match target {
+        Target::Direct(dst) => {
+            forward(ctx, &Upstream { peer, dst }, client, out_head, exchange).await
+        }
+        Target::Pool(p) => to_pool(ctx, peer, client, out_head, exchange, &p).await,
+    }
+}
+
+/// A pool member per attempt: failures are counted against the member
+/// (passive health) and retried on another one when the pool allows it and
+/// it is safe (nothing was sent, or the request is replayable); the pick is
+/// held until the exchange ends.
+async fn to_pool(
+    ctx: &ProxyCtx,
+    peer: SocketAddr,
+    client: &mut Downstream<'_>,
+    out_head: &[u8],
+    exchange: Exchange,
+    t: &PoolTarget,
+) -> io::Result<bool> {
+    let metrics: &Metrics = &ctx.metrics;
+    let snap = &t.snap;
+    let Some(pool) = snap.lb.pool(t.pool) else {
+        client.refuse(503, "pool missing", true).await?;
+        return Ok(false);
+    };
+    // A refusal keeps the connection only if no body is left unread.
+    let close_on_refusal = exchange.framing != Framing::None || !exchange.keep_alive;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = None;
+    for attempt in 0..=pool.retries {
+        let Some(pick) = pool.pick(&snap.dir, t.key, &tried) else {
+            break;
+        };
+        if attempt > 0 {
+            Metrics::inc(&metrics.upstream_retries_total);
+        }
+        let flow = Upstream {
+            peer,
+            dst: pick.addr,
+        };
+        if ctx.cache.service_for(snap, pick.addr).is_some() {
+            // A cached service: the cache answers (hit, or one fetch for
+            // every concurrent miss); no retry on another member.
+            let keep = forward(ctx, &flow, client, out_head, exchange).await?;
+            pool.report(&snap.dir, pick.index, Outcome::Neutral);
+            return Ok(keep);
+        }
+        match forward_once(ctx, &flow, client, out_head, exchange, &mut NoTap).await? {
+            Ok(relayed) => {
+                // A status the proxy answered itself (the client's body
+                // was refused) says nothing about the member.
+                let outcome = relayed.status.map_or(Outcome::Neutral, Outcome::of_status);
+                pool.report(&snap.dir, pick.index, outcome);
+                debug!(frontend = %t.frontend, pool = %pool.name, member = %pick.member.target, status = ?relayed.status, "frontend request forwarded");
+                return Ok(relayed.keep);
+            }
+            Err(f) => {
+                Metrics::inc(&metrics.upstream_errors_total);
+                let outcome = if f.request_sent {
+                    Outcome::GatewayFailure
+                } else {
+                    Outcome::ConnectFailure
+                };
+                pool.report(&snap.dir, pick.index, outcome);
+                let retry = attempt < pool.retries
+                    && !f.client_touched
+                    && (!f.request_sent || t.replayable);
+                warn!(frontend = %t.frontend, pool = %pool.name, member = %pick.member.target, destination = %pick.addr, method = %t.method, path = %t.path, status = f.code, error = %f.why, retrying = retry, "upstream failed");
+                tried.push(pick.index);
+                last = Some((f, pick.addr));
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    match last {
+        Some((f, addr)) => {
+            client.refuse(f.code, &f.message(addr), true).await?;
+            Ok(false)
+        }
+        None => {
+            Metrics::inc(&metrics.frontend_unavailable_total);
+            warn!(frontend = %t.frontend, pool = %pool.name, method = %t.method, path = %t.path, status = 503, "no healthy member in the pool");
+            let reason = format!("no healthy member in pool {}", pool.name);
+            client.refuse(503, &reason, close_on_refusal).await?;
+            Ok(!close_on_refusal)
+        }
+    }
+}
