@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::control::{daemon, docker};
+use crate::control::daemon;
+use crate::discovery::{self, docker};
 use crate::nft;
 use crate::policy::probe::RequestProbe;
 use crate::policy::{Decision, Policy, L4};
@@ -450,7 +451,13 @@ fn not_routed(json: bool, frontend: &str, status: u16, reason: &str) -> i32 {
 }
 
 fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {
-    let names = crate::control::daemon::docker_names(policy);
+    let source = discovery::open(
+        &discovery::Config {
+            docker_socket: socket.to_owned(),
+        },
+        std::sync::Arc::default(),
+    );
+    let names = source.names(policy);
     if names.is_empty() {
         return Directory::build(policy, |_| Vec::new());
     }
@@ -458,7 +465,7 @@ fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .map(|rt| rt.block_on(docker::Engine::new(socket).resolve_all(&names)));
+        .map(|rt| rt.block_on(source.resolve(&names)));
     let r = match resolved {
         Ok(r) => r,
         Err(e) => {
@@ -614,7 +621,8 @@ fn run(path: PathBuf, docker_socket: String) -> i32 {
             let _ = stop_tx.send(true);
         });
         let ctl = daemon::Control { stop, reload };
-        match daemon::run(path, docker_socket, ctl, |s| {
+        let discovery = discovery::Config { docker_socket };
+        match daemon::run(path, discovery, ctl, |s| {
             tracing::info!(proxy = %s.proxy, admin = %s.admin, "portcullis running");
         })
         .await

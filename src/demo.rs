@@ -566,7 +566,9 @@ fn run_demo() -> Result<bool, String> {
     lab.nft_installed = true;
     let daemon = rt.spawn(daemon::run(
         rules.clone(),
-        "/nonexistent/docker.sock".into(),
+        crate::discovery::Config {
+            docker_socket: "/nonexistent/docker.sock".into(),
+        },
         daemon::Control { stop, reload },
         move |s| {
             let _ = started_tx.send(s);

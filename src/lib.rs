@@ -13,6 +13,7 @@ pub mod cli;
 pub mod control;
 pub mod demo;
 pub mod diff;
+pub mod discovery;
 pub mod fuzzing;
 pub mod nft;
 pub mod policy;

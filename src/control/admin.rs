@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use super::drift::Kernel;
 use crate::cache::CacheLayer;
+use crate::discovery::Discovery;
 use crate::state::metrics::Metrics;
 use crate::state::snapshot::Snapshot;
 
@@ -35,6 +36,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     cache: Arc<CacheLayer>,
     kernel: Arc<Kernel>,
+    source: Arc<dyn Discovery>,
     reload: tokio::sync::mpsc::Sender<ReloadReply>,
 ) {
     loop {
@@ -45,6 +47,7 @@ pub async fn serve(
         let metrics = metrics.clone();
         let cache = cache.clone();
         let kernel = kernel.clone();
+        let source = source.clone();
         let reload = reload.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
@@ -80,7 +83,7 @@ pub async fn serve(
                 "/status" => (
                     200,
                     "application/json",
-                    status_json(&state.load(), &metrics, &kernel),
+                    status_json(&state.load(), &metrics, &kernel, &*source),
                 ),
                 _ => (404, "text/plain", "not found\n".to_owned()),
             };
@@ -210,7 +213,12 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn status_json(snap: &Snapshot, metrics: &Metrics, kernel: &Kernel) -> String {
+fn status_json(
+    snap: &Snapshot,
+    metrics: &Metrics,
+    kernel: &Kernel,
+    source: &dyn Discovery,
+) -> String {
     let p = &snap.policy;
     let containers: serde_json::Map<String, serde_json::Value> = p
         .containers
@@ -254,27 +262,29 @@ fn status_json(snap: &Snapshot, metrics: &Metrics, kernel: &Kernel) -> String {
             (pool.name.clone(), serde_json::json!({ "members": members }))
         })
         .collect();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "rules": p.file.to_string(),
         "pools": pools,
         "version": snap.version,
         "mode": if p.audit { "audit" } else { "enforce" },
         "containers": containers,
         "counters": counters,
-        "docker": if p.containers.iter().any(|c| c.docker.is_some()) {
-            serde_json::json!({
-                "engine_up": metrics.docker_engine_up.load(std::sync::atomic::Ordering::Relaxed) == 1,
-                "unresolved": snap.dir.unplaced(p),
-            })
-        } else {
-            serde_json::Value::Null
-        },
         "kernel": match kernel.drift() {
             None => serde_json::json!({ "in_sync": true }),
             Some(d) => serde_json::json!({ "in_sync": false, "differs": d }),
         },
-    })
-    .to_string()
+    });
+    // The discovery source's section (`"docker"`): null while the rules
+    // name none of its containers.
+    v[source.kind()] = if source.names(p).is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({
+            "engine_up": source.reachable(),
+            "unresolved": snap.dir.unplaced(p),
+        })
+    };
+    v.to_string()
 }
 
 /// Binds the admin address (an error names it).

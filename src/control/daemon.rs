@@ -1,5 +1,6 @@
 //! `portcullis run`: load → resolve → install → serve, then reload on
-//! SIGHUP, on a change of the rule file, and when Docker containers move.
+//! SIGHUP, on a change of the rule file, and when discovered containers
+//! move (the [`Discovery`] source chosen at start wakes the loop).
 //!
 //! Every reload is all-or-nothing: the new file is validated and compiled,
 //! its ruleset installed in one nftables transaction, and only then is the
@@ -8,9 +9,8 @@
 //! drains and the nftables rules are left in place (fail closed); only
 //! `portcullis down` removes them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,17 +19,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::docker::{self, Engine};
 use super::drift::Kernel;
 use super::notify;
 use super::rulefile::RuleFileWatch;
 use crate::balance::{health, Balancer};
+use crate::discovery::{self, Discovery};
 use crate::nft;
 use crate::policy::Policy;
 use crate::proxy::frontend::{self, Listeners};
 use crate::proxy::{self, ProxyCtx};
 use crate::rules::{self, RuleError};
-use crate::state::directory::Directory;
 use crate::state::metrics::Metrics;
 use crate::state::snapshot::{placement, Snapshot};
 
@@ -49,8 +48,6 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Frontend(#[from] frontend::BindError),
-    #[error("{0}")]
-    Docker(#[from] docker::DockerError),
     #[error("{0}")]
     Reload(String),
 }
@@ -72,57 +69,6 @@ fn load_policy(path: &Path) -> Result<Policy, RuleError> {
     Policy::compile(rules::load(path)?)
 }
 
-/// Resolves the Docker containers of `policy`. Never fails: if the engine
-/// cannot be reached, containers keep the addresses `known` gives them (on
-/// a reload, those in force; at start, none) and that is said in the log
-/// and `docker_engine_up`; names that resolve to nothing are reported too.
-async fn resolve(
-    engine: &Engine,
-    policy: &Policy,
-    metrics: &Metrics,
-    known: impl Fn(&str) -> Vec<IpAddr>,
-) -> Directory {
-    let names = docker_names(policy);
-    let r = engine.resolve_all(&names).await;
-    if let Some(e) = &r.unreachable {
-        metrics.docker_engine_up.store(0, Ordering::Relaxed);
-        warn!(error = %e, "docker engine unreachable: Docker containers keep the addresses known so far (none at start) until it answers");
-    } else if policy.containers.iter().any(|c| c.docker.is_some()) {
-        metrics.docker_engine_up.store(1, Ordering::Relaxed);
-    }
-    let dir = Directory::build(policy, |name| match &r.unreachable {
-        Some(_) => known(name),
-        None => r.addresses.get(name).cloned().unwrap_or_default(),
-    });
-    let unplaced = dir.unplaced(policy);
-    metrics
-        .docker_unresolved_containers
-        .store(unplaced.len() as u64, Ordering::Relaxed);
-    if !unplaced.is_empty() {
-        warn!(containers = ?unplaced, "docker containers without a known address (not running, unknown to the engine, or the engine is unreachable): their access entries allow nothing until they are placed");
-    }
-    dir
-}
-
-/// The Docker names `policy` asks for.
-pub fn docker_names(policy: &Policy) -> Vec<String> {
-    policy
-        .containers
-        .iter()
-        .filter_map(|c| c.docker.clone())
-        .collect()
-}
-
-/// The addresses a snapshot holds for Docker container `name`.
-fn known_in(snap: &Snapshot, name: &str) -> Vec<IpAddr> {
-    snap.policy
-        .containers
-        .iter()
-        .position(|c| c.docker.as_deref() == Some(name))
-        .map(|i| snap.dir.addresses(i as u16).to_vec())
-        .unwrap_or_default()
-}
-
 async fn install(kernel: &Arc<Kernel>, rs: nft::ruleset::Ruleset) -> Result<(), DaemonError> {
     let kernel = kernel.clone();
     tokio::task::spawn_blocking(move || kernel.install(rs))
@@ -135,14 +81,14 @@ async fn install(kernel: &Arc<Kernel>, rs: nft::ruleset::Ruleset) -> Result<(), 
 /// it listens once the rules are installed.
 pub async fn run(
     path: PathBuf,
-    docker_socket: String,
+    discovery: discovery::Config,
     mut ctl: Control,
     on_started: impl FnOnce(Started),
 ) -> Result<(), DaemonError> {
     let policy = Arc::new(load_policy(&path)?);
     let metrics = Arc::new(Metrics::default());
-    let engine = Engine::new(&docker_socket);
-    let dir = resolve(&engine, &policy, &metrics, |_| Vec::new()).await;
+    let source = discovery::open(&discovery, metrics.clone());
+    let dir = discovery::directory(&*source, &policy, |_| Vec::new()).await;
     let proxy_addr = SocketAddr::from(([0, 0, 0, 0], policy.proxy_port));
     let listener = TcpListener::bind(proxy_addr)
         .await
@@ -184,6 +130,7 @@ pub async fn run(
         metrics.clone(),
         ctx.cache.clone(),
         kernel.clone(),
+        source.clone(),
         reload_req_tx,
     );
     frontends.commit(bound, &ctx);
@@ -215,37 +162,32 @@ pub async fn run(
     let (resync_tx, mut resync) = tokio::sync::mpsc::channel::<()>(1);
     let mut follower: Option<tokio::task::JoinHandle<()>> = None;
     loop {
-        // Follow Docker once the rules name a Docker container (also when
-        // a reload adds the first one).
-        if follower.is_none()
-            && state
-                .load()
-                .policy
-                .containers
-                .iter()
-                .any(|c| c.docker.is_some())
-        {
-            follower = Some(tokio::spawn(
-                engine.clone().follow(resync_tx.clone(), metrics.clone()),
-            ));
+        // Follow the source once the rules name one of its containers
+        // (also when a reload adds the first one).
+        if follower.is_none() && !source.names(&state.load().policy).is_empty() {
+            follower = Some(tokio::spawn(source.follow(resync_tx.clone())));
         }
         let mut reply = None;
+        let mut resync_only = false;
         let reason = tokio::select! {
             _ = ctl.stop.changed() => break,
             Some(()) = ctl.reload.recv() => "signal",
             Some(r) = reload_req.recv() => { reply = Some(r); "admin" }
             () = file.changed() => "file change",
-            Some(()) = resync.recv() => "docker",
+            Some(()) = resync.recv() => { resync_only = true; source.kind() }
         };
-        // Docker resyncs change nothing most of the time: no RELOADING for them.
-        if reason != "docker" {
+        // Discovery resyncs change nothing most of the time: no RELOADING for them.
+        if !resync_only {
             notify::reloading(reason);
         }
         let result = reload(
             &path,
-            &engine,
+            &*source,
             &state,
-            reason,
+            Trigger {
+                reason,
+                resync_only,
+            },
             &mut frontends,
             &ctx,
             &kernel,
@@ -262,7 +204,7 @@ pub async fn run(
             Ok(true) => None,
             Err(e) => Some(e.to_string()),
         };
-        if reason != "docker" || !matches!(result, Ok(false)) {
+        if !resync_only || !matches!(result, Ok(false)) {
             notify::ready(&status_line(&path, &state, last_error.as_deref()));
         }
         match result {
@@ -340,6 +282,7 @@ fn spawn_admin(
     metrics: Arc<Metrics>,
     cache: Arc<crate::cache::CacheLayer>,
     kernel: Arc<Kernel>,
+    source: Arc<dyn Discovery>,
     reload: tokio::sync::mpsc::Sender<super::admin::ReloadReply>,
 ) {
     std::thread::Builder::new()
@@ -355,7 +298,9 @@ fn spawn_admin(
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
                 match TcpListener::from_std(listener) {
-                    Ok(l) => super::admin::serve(l, state, metrics, cache, kernel, reload).await,
+                    Ok(l) => {
+                        super::admin::serve(l, state, metrics, cache, kernel, source, reload).await
+                    }
                     Err(e) => error!(error = %e, "admin listener failed"),
                 }
             });
@@ -364,18 +309,27 @@ fn spawn_admin(
         .unwrap_or_else(|e| error!(error = %e, "admin thread failed to start"));
 }
 
+/// What set a reload off.
+struct Trigger {
+    /// For the log: `signal`, `admin`, `file change`, or the source's kind.
+    reason: &'static str,
+    /// The discovery source saw containers move: the rules stay, only the
+    /// addresses are resolved again (and nothing is done if none changed).
+    resync_only: bool,
+}
+
 /// One reload. `Ok(false)`: nothing changed.
 async fn reload(
     path: &Path,
-    engine: &Engine,
+    source: &dyn Discovery,
     state: &ArcSwap<Snapshot>,
-    trigger: &str,
+    trigger: Trigger,
     frontends: &mut Listeners,
     ctx: &Arc<ProxyCtx>,
     kernel: &Arc<Kernel>,
 ) -> Result<bool, DaemonError> {
     let current = state.load_full();
-    let policy = if trigger == "docker" {
+    let policy = if trigger.resync_only {
         current.policy.clone()
     } else {
         Arc::new(load_policy(path)?)
@@ -386,11 +340,9 @@ async fn reload(
             current.policy.proxy_port, policy.proxy_port
         )));
     }
-    let dir = resolve(engine, &policy, &ctx.metrics, |name| {
-        known_in(&current, name)
-    })
-    .await;
-    if trigger == "docker" && dir == current.dir {
+    let dir =
+        discovery::directory(source, &policy, |name| discovery::known_in(&current, name)).await;
+    if trigger.resync_only && dir == current.dir {
         return Ok(false);
     }
     // Same rules: keep the balancer (and its health state); new rules:
@@ -412,7 +364,7 @@ async fn reload(
         lb,
     }));
     frontends.commit(bound, ctx);
-    info!(trigger, version, "rules reloaded");
+    info!(trigger = trigger.reason, version, "rules reloaded");
     Ok(true)
 }
 

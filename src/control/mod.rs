@@ -1,9 +1,9 @@
-//! The control plane: container addresses, Docker discovery, the admin
-//! endpoint and metrics, and the daemon loop that (re)loads rules.
+//! The control plane: the daemon loop that (re)loads rules and publishes
+//! snapshots, the admin endpoint, nftables drift repair and systemd
+//! notification. Container addresses come from [`crate::discovery`].
 
 pub mod admin;
 pub mod daemon;
-pub mod docker;
 pub mod drift;
 pub mod notify;
 pub mod rulefile;

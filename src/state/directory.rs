@@ -1,9 +1,11 @@
 //! Which address belongs to which managed container, right now.
 //!
 //! The policy names containers; packets and sockets carry addresses. Fixed
-//! addresses come from the rule file, Docker containers are resolved by
-//! [`super::docker`] and change as containers restart, so the directory is
-//! rebuilt and republished (with the policy) whenever either changes.
+//! addresses come from the rule file, Docker containers are resolved by a
+//! discovery source (`crate::discovery`, which feeds this module and is
+//! never imported by it) and change as containers restart, so the
+//! directory is rebuilt and republished (with the policy) whenever either
+//! changes.
 
 use crate::policy::{ContainerId, Policy};
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ pub struct Directory {
 impl Directory {
     /// Builds the directory from fixed addresses plus `docker`, which maps
     /// a Docker container name to its current addresses (empty if it is
-    /// not running or cannot be resolved).
+    /// not running or cannot be resolved): what a discovery source found.
     pub fn build(policy: &Policy, mut docker: impl FnMut(&str) -> Vec<IpAddr>) -> Directory {
         let mut addrs = Vec::with_capacity(policy.containers.len());
         let mut by_addr = HashMap::new();

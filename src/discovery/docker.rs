@@ -1,5 +1,6 @@
-//! Resolving `{"docker": NAME}` containers through the Docker Engine API
-//! (the `bollard` client, on the local socket), and following them.
+//! The Docker source of [`super::Discovery`]: `{"docker": NAME}` containers
+//! resolved and followed through the Docker Engine API (the `bollard`
+//! client, on the local socket).
 //!
 //! [`Engine::resolve_all`] inspects every named container; a container that
 //! is stopped or unknown resolves to no address, which means its rules have
@@ -27,6 +28,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::{BoxFuture, Discovery, Outcome, Resolution as Found};
+use crate::policy::Policy;
 use crate::state::metrics::Metrics;
 
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -239,6 +242,77 @@ impl Engine {
     }
 }
 
+// === impl DockerDiscovery ===
+
+/// [`Discovery`] through one Docker engine. Owns the `docker_*` metrics
+/// and log lines, so the daemon need not know it is Docker.
+pub struct DockerDiscovery {
+    engine: Engine,
+    metrics: Arc<Metrics>,
+}
+
+impl DockerDiscovery {
+    /// A source for the engine at `socket` (no connection is made yet: the
+    /// engine may appear later).
+    pub fn new(socket: &str, metrics: Arc<Metrics>) -> DockerDiscovery {
+        DockerDiscovery {
+            engine: Engine::new(socket),
+            metrics,
+        }
+    }
+}
+
+impl Discovery for DockerDiscovery {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn names(&self, policy: &Policy) -> Vec<String> {
+        policy
+            .containers
+            .iter()
+            .filter_map(|c| c.docker.clone())
+            .collect()
+    }
+
+    fn resolve<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Found> {
+        Box::pin(async move {
+            let r = self.engine.resolve_all(names).await;
+            Found {
+                addresses: r.addresses,
+                unreachable: r.unreachable.map(|e| e.into()),
+            }
+        })
+    }
+
+    fn follow(&self, changed: mpsc::Sender<()>) -> BoxFuture<'static, ()> {
+        Box::pin(self.engine.clone().follow(changed, self.metrics.clone()))
+    }
+
+    fn reachable(&self) -> bool {
+        self.metrics
+            .docker_engine_up
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    }
+
+    fn report(&self, outcome: &Outcome<'_>) {
+        use std::sync::atomic::Ordering;
+        if let Some(e) = outcome.unreachable {
+            self.metrics.docker_engine_up.store(0, Ordering::Relaxed);
+            warn!(error = %e, "docker engine unreachable: Docker containers keep the addresses known so far (none at start) until it answers");
+        } else if !outcome.names.is_empty() {
+            self.metrics.docker_engine_up.store(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .docker_unresolved_containers
+            .store(outcome.unplaced.len() as u64, Ordering::Relaxed);
+        if !outcome.unplaced.is_empty() {
+            warn!(containers = ?outcome.unplaced, "docker containers without a known address (not running, unknown to the engine, or the engine is unreachable): their access entries allow nothing until they are placed");
+        }
+    }
+}
+
 /// Events after which a container's addresses may differ.
 fn relevant(action: &str) -> bool {
     matches!(
@@ -330,5 +404,65 @@ mod tests {
             "{:?}",
             r.unreachable
         );
+    }
+
+    /// The Docker source's metrics say what the daemon's directory build
+    /// told it: engine up or not, how many containers are unplaced.
+    #[tokio::test]
+    async fn the_docker_source_reports_in_its_metrics() {
+        use crate::discovery::{Discovery, Outcome};
+        use std::sync::atomic::Ordering;
+        let metrics = std::sync::Arc::new(crate::state::metrics::Metrics::default());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("docker.sock");
+        let source = super::DockerDiscovery::new(socket.to_str().expect("utf-8"), metrics.clone());
+        let policy = crate::policy::Policy::compile(
+            crate::rules::parse("rules.json", include_str!("../../rules/example.json"))
+                .expect("rules parse"),
+        )
+        .expect("rules compile");
+        assert_eq!(source.names(&policy), vec!["app2".to_owned()]);
+
+        let names = source.names(&policy);
+        let r = source.resolve(&names).await;
+        assert!(r.addresses.is_empty());
+        let e = r.unreachable.expect("no engine at that socket");
+        assert!(
+            e.to_string().contains("cannot reach the Docker engine"),
+            "{e}"
+        );
+
+        metrics.docker_engine_up.store(1, Ordering::Relaxed);
+        source.report(&Outcome {
+            names: &names,
+            unreachable: Some(&e),
+            unplaced: &["app2"],
+        });
+        assert!(!source.reachable());
+        assert_eq!(metrics.docker_engine_up.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            metrics.docker_unresolved_containers.load(Ordering::Relaxed),
+            1
+        );
+
+        source.report(&Outcome {
+            names: &names,
+            unreachable: None,
+            unplaced: &[],
+        });
+        assert!(source.reachable());
+        assert_eq!(
+            metrics.docker_unresolved_containers.load(Ordering::Relaxed),
+            0
+        );
+
+        // Rules without Docker containers leave the engine gauge alone.
+        metrics.docker_engine_up.store(0, Ordering::Relaxed);
+        source.report(&Outcome {
+            names: &[],
+            unreachable: None,
+            unplaced: &[],
+        });
+        assert!(!source.reachable());
     }
 }
