@@ -82,7 +82,7 @@ enum Command {
         admin: String,
     },
     /// Build a throw-away three-container lab in network namespaces and probe it
-    /// (runs `portcullis-demo`, built from the source tree's demo/ crate).
+    /// (runs the separate portcullis-demo binary).
     Demo,
 }
 
