@@ -346,9 +346,9 @@ impl Lab {
     /// The daemon's process id (`ip netns exec` executes it in place).
     pub fn daemon_pid(&self) -> u32 {
         self.children
-            .get(1)
+            .first()
             .map(Child::id)
-            .expect("the daemon is the lab's second process")
+            .expect("the daemon is the lab's only process")
     }
 
     /// The daemon's resident memory in KiB (`VmRSS` of /proc/PID/status).
