@@ -17,6 +17,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+step "the portcullis binary carries no test code (testsvc, the demo lab)"
+deps=$(cargo tree --locked -p portcullis -e normal --prefix none)
+if grep -E '^(testsvc|portcullis-demo) ' <<<"$deps"; then
+  echo "the portcullis crate depends on test code (above): keep it in [dev-dependencies] or demo/" >&2
+  exit 1
+fi
+
 step "systemd unit hardening (exposure must stay <= 3.0)"
 systemd-analyze security --offline=true --threshold=30 packaging/portcullis.service | tail -n 1
 
