@@ -17,6 +17,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+step "the portcullis binary carries no test code (testsvc, the demo lab)"
+deps=$(cargo tree --locked -p portcullis -e normal --prefix none)
+if grep -E '^(testsvc|portcullis-demo) ' <<<"$deps"; then
+  echo "the portcullis crate depends on test code (above): keep it in [dev-dependencies] or demo/" >&2
+  exit 1
+fi
+
 step "systemd unit hardening (exposure must stay <= 3.0)"
 systemd-analyze security --offline=true --threshold=30 packaging/portcullis.service | tail -n 1
 
@@ -27,13 +34,15 @@ step "fuzz (each cargo-fuzz target for ${FUZZ_SECONDS:=20}s, nightly)"
 FUZZ_SECONDS="$FUZZ_SECONDS" bash ci/fuzz.sh
 
 # The debug build is the one the tests above already compiled: building
-# release as well would double CI time for no extra coverage.
+# release as well would double CI time for no extra coverage. The workspace
+# puts portcullis, portcullis-demo (what `portcullis demo` runs) and testsvc
+# side by side in target/debug.
 step "build"
 cargo build --locked --workspace
 bin="$PWD/target/debug/portcullis"
 
 step "the shipped unit under a real systemd (systemd-nspawn, tests/systemd)"
-PORTCULLIS_BIN="$bin" bash tests/systemd/run.sh
+PORTCULLIS_BIN="$bin" TESTSVC_BIN="$PWD/target/debug/testsvc" bash tests/systemd/run.sh
 
 step "demo (network namespaces)"
 "$bin" demo

@@ -83,14 +83,9 @@ enum Command {
         #[arg(long, default_value = crate::policy::DEFAULT_ADMIN)]
         admin: String,
     },
-    /// Build a throw-away three-container lab in network namespaces and probe it.
+    /// Build a throw-away three-container lab in network namespaces and probe it
+    /// (runs the separate portcullis-demo binary).
     Demo,
-    /// The lab's test service (used by `demo` inside its namespaces).
-    #[command(hide = true, disable_help_flag = true)]
-    Testsvc {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,8 +176,7 @@ pub fn main() -> i32 {
         Command::Down => down(),
         Command::Reload { admin } => reload(&admin),
         Command::Status { admin } => status(&admin),
-        Command::Demo => crate::demo::main(),
-        Command::Testsvc { args } => testsvc::run(args),
+        Command::Demo => demo(&cli),
     }
 }
 
@@ -209,6 +203,48 @@ fn init_logging(cli: &Cli) {
     } else {
         builder.try_init()
     };
+}
+
+/// The demo's own binary: the lab and the test service it needs are not
+/// part of this one.
+const DEMO_BIN: &str = "portcullis-demo";
+
+/// `portcullis demo`: execs `portcullis-demo` from the directory of this
+/// executable (where `cargo build --workspace` puts both), else from PATH,
+/// passing on the global flags. Returns only if that fails.
+fn demo(cli: &Cli) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(DEMO_BIN)))
+        .filter(|p| p.is_file());
+    let mut cmd = std::process::Command::new(beside.as_deref().unwrap_or(Path::new(DEMO_BIN)));
+    cmd.args(std::iter::repeat_n("-v", cli.verbose.into()));
+    if cli.quiet {
+        cmd.arg("-q");
+    }
+    if let Some(format) = cli.log_format {
+        let name = match format {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        };
+        cmd.args(["--log-format", name]);
+    }
+    let err = cmd.exec();
+    if beside.is_none() && err.kind() == std::io::ErrorKind::NotFound {
+        return fail(
+            format!(
+                "the demo is a binary of its own, `{DEMO_BIN}`, found neither next to this executable nor on PATH; \
+                 build it from the source tree with `cargo build --release -p portcullis -p {DEMO_BIN}` \
+                 and run target/release/portcullis demo (or sudo ./ci/demo.sh)"
+            ),
+            1,
+        );
+    }
+    fail(
+        format!("cannot run {}: {err}", cmd.get_program().to_string_lossy()),
+        1,
+    )
 }
 
 fn fail(msg: impl std::fmt::Display, code: i32) -> i32 {

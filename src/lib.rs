@@ -11,7 +11,6 @@ pub mod balance;
 pub mod cache;
 pub mod cli;
 pub mod control;
-pub mod demo;
 pub mod diff;
 pub mod discovery;
 pub mod fuzzing;

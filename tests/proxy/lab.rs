@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!   client ns (198.19.N.2, .5) ──veth── host ns (198.19.N.1) ──veth── upstream ns (198.19.N.3)
-//!                                       portcullis run                  testsvc :80 :8080 :8081
+//!                                       portcullis run                  testsvc :80 :8080 :8081 (in-process)
 //!                                       (nft table, proxy, admin)       + test-made servers
 //! ```
 //!
@@ -76,6 +76,10 @@ pub struct Lab {
     pub upstream: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
+    /// The test service in the upstream namespace. Its threads, like the
+    /// test-made servers', outlive the lab: their listeners keep the
+    /// (deleted, unreachable) upstream namespace until the test exits.
+    service: Option<testsvc::server::Server>,
     pub dir: tempfile::TempDir,
 }
 
@@ -106,6 +110,7 @@ impl Lab {
             upstream: format!("{tag}u"),
             namespaces: Vec::new(),
             children: Vec::new(),
+            service: None,
             dir: tempfile::tempdir().expect("temporary directory"),
         };
         lab.build();
@@ -116,14 +121,7 @@ impl Lab {
             .replace("@HOST@", &lab.host_ip().to_string());
         let path = lab.dir.path().join("rules.json");
         std::fs::write(&path, text).expect("write rules");
-        lab.spawn_in(
-            &lab.upstream.clone(),
-            "testsvc.log",
-            &[
-                "testsvc", "serve", "--name", "up", "--http", "80", "--http", "8080", "--http",
-                "8081", "--quiet",
-            ],
-        );
+        lab.start_service();
         let rules_path = path.to_string_lossy().into_owned();
         let mut args = vec!["--log-format", "json", "run", &rules_path];
         args.extend_from_slice(run_args);
@@ -202,6 +200,24 @@ impl Lab {
         ]);
     }
 
+    /// The test service (`up`, HTTP on 80, 8080 and 8081) in the upstream
+    /// namespace, served by threads of this process: its listeners are
+    /// made inside the namespace and stay there, like the test-made servers.
+    fn start_service(&mut self) {
+        let config = testsvc::server::Config {
+            name: "up".into(),
+            http: vec![80, 8080, 8081],
+            udp: Vec::new(),
+            bind: Ipv4Addr::UNSPECIFIED.into(),
+            quiet: true,
+        };
+        let service = in_ns(&self.upstream, || testsvc::server::Server::start(config))
+            .unwrap_or_else(|e| {
+                panic!("cannot start the test service in the upstream namespace: {e}")
+            });
+        self.service = Some(service);
+    }
+
     fn spawn_in(&mut self, ns: &str, log: &str, args: &[&str]) {
         let log = File::create(self.dir.path().join(log)).expect("log file");
         let child = Command::new("ip")
@@ -228,9 +244,8 @@ impl Lab {
             for c in &mut self.children {
                 if let Ok(Some(status)) = c.try_wait() {
                     panic!(
-                        "a lab process exited early ({status}); daemon log:\n{}\ntestsvc log:\n{}",
-                        self.log(),
-                        self.read_log("testsvc.log")
+                        "the daemon exited early ({status}); its log:\n{}",
+                        self.log()
                     );
                 }
             }
@@ -308,15 +323,13 @@ impl Lab {
             .unwrap_or_else(|e| panic!("cannot listen on {addr} in the upstream namespace: {e}"))
     }
 
-    /// Requests the test service has served (from its `/__stats`, asked
-    /// on the upstream namespace's loopback so the proxy is not involved).
+    /// Requests the test service has served (its own counter, read in
+    /// this process: no request is involved).
     pub fn upstream_count(&self) -> u64 {
-        let text = in_ns(&self.upstream, || get("127.0.0.1:80", "/__stats"))
-            .unwrap_or_else(|e| panic!("cannot read the test service's /__stats: {e}"));
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(body)
-            .unwrap_or_else(|e| panic!("bad /__stats answer {text:?}: {e}"));
-        v["counter"].as_u64().expect("counter in /__stats")
+        self.service
+            .as_ref()
+            .map(testsvc::server::Server::counter)
+            .expect("the lab's test service runs")
     }
 
     /// One counter of the daemon's `/metrics`.
@@ -333,9 +346,9 @@ impl Lab {
     /// The daemon's process id (`ip netns exec` executes it in place).
     pub fn daemon_pid(&self) -> u32 {
         self.children
-            .get(1)
+            .first()
             .map(Child::id)
-            .expect("the daemon is the lab's second process")
+            .expect("the daemon is the lab's only process")
     }
 
     /// The daemon's resident memory in KiB (`VmRSS` of /proc/PID/status).

@@ -31,11 +31,14 @@
 # by the EXIT trap, also on failure.
 #
 # Usage (root): PORTCULLIS_BIN=target/debug/portcullis tests/systemd/run.sh
+# TESTSVC_BIN is the test service (default: `testsvc` next to PORTCULLIS_BIN,
+# which `cargo build --workspace` puts there).
 # PORTCULLIS_UNIT overrides the unit file under test (default the shipped one).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${PORTCULLIS_BIN:-$REPO/target/debug/portcullis}
+TESTSVC=${TESTSVC_BIN:-$(dirname "$BIN")/testsvc}
 UNIT=${PORTCULLIS_UNIT:-$REPO/packaging/portcullis.service}
 DOCKER_DROPIN=$REPO/packaging/portcullis.service.d/docker.conf
 CACHE=${PORTCULLIS_CI_CACHE:-/var/cache/portcullis-ci}
@@ -59,6 +62,7 @@ fail() { die "FAILED: $*"; }
 
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces, systemd-nspawn)"
 [[ -x $BIN ]] || die "no portcullis binary at $BIN (cargo build, or set PORTCULLIS_BIN)"
+[[ -x $TESTSVC ]] || die "no test service binary at $TESTSVC (cargo build -p testsvc, or set TESTSVC_BIN)"
 [[ -f $UNIT ]] || die "no unit file at $UNIT"
 need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
@@ -162,8 +166,8 @@ for pair in "$CLIENTNS:vc:$P.2" "$UPNS:vu:$P.3"; do
 done
 ip netns exec "$HOSTNS" sysctl -qw net.ipv4.ip_forward=1
 
-# --- the upstream: the test service (the workspace binary's `testsvc`) ---
-setsid ip netns exec "$UPNS" "$BIN" testsvc serve --name up --http 80 --http 8080 --quiet \
+# --- the upstream: the test service ---
+setsid ip netns exec "$UPNS" "$TESTSVC" serve --name up --http 80 --http 8080 --quiet \
 	>"$TMP/testsvc.log" 2>&1 </dev/null &
 TESTSVC_PID=$!
 

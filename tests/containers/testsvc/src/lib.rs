@@ -1,7 +1,8 @@
 //! `testsvc`: the Portcullis test service. One static binary, std only, that
 //! runs in the test containers as an HTTP/UDP echo server (`serve`) and as the
-//! client that probes from inside them (`probe`, `udp-probe`). The portcullis
-//! binary embeds it as a hidden subcommand through [`run`].
+//! client that probes from inside them (`probe`, `udp-probe`). The demo
+//! (`demo/`) and the tests use [`server`] and [`probe`] as a library, in
+//! their own process; the `portcullis` binary never contains it.
 
 mod args;
 mod http;
