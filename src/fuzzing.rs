@@ -146,6 +146,7 @@ pub fn forwarded_head(data: &[u8]) {
         limits: &lim,
         metrics: &fw.metrics,
         sources: &fw.sources,
+        client: crate::proxy::downstream::ClientProtocol::Http1,
     };
     let mut out = Vec::new();
     let exchange = match authorise(&check, &req, &mut out) {

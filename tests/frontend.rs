@@ -380,6 +380,16 @@ async fn routes_by_host_and_path_with_forwarding_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_prior_knowledge_is_routed_like_http1() {
+    // Members speak HTTP/1.1 unless their pool says h2c: an HTTP/2 client
+    // reaches either, through the same pipeline.
+    h2_clients_through_a_frontend(None).await;
+    h2_clients_through_a_frontend(Some("h2c")).await;
+}
+
+/// HTTP/2 clients of a frontend whose pools speak `protocol`.
+async fn h2_clients_through_a_frontend(protocol: Option<&str>) {
+    let proto = protocol.map_or_else(String::new, |p| format!(r#", "protocol": "{p}""#));
+    let h2c = protocol == Some("h2c");
     let two = Upstream::start(ip(2), "app2").await;
     let three = Upstream::start(ip(3), "app3").await;
     let rules = format!(
@@ -388,7 +398,7 @@ async fn http2_prior_knowledge_is_routed_like_http1() {
   "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [
     {{ "host": "two.example", "pool": "two" }},
     {{ "path_prefix": "/three", "pool": "three" }} ] }} ],
-  "pools": {{ "two": {{ "members": ["app2:{}"] }}, "three": {{ "members": ["app3:{}"] }} }} }}"#,
+  "pools": {{ "two": {{ "members": ["app2:{}"]{proto} }}, "three": {{ "members": ["app3:{}"]{proto} }} }} }}"#,
         two.addr.port(),
         three.addr.port()
     );
@@ -416,7 +426,17 @@ async fn http2_prior_knowledge_is_routed_like_http1() {
     // By :authority first, then by path; each stream on its own.
     assert_eq!(first(0), (200, "app2".into()), "{got:?}");
     assert_eq!(first(1), (200, "app3".into()), "{got:?}");
-    assert_eq!(got[1].1.lines().nth(1), Some("GET /three/x?y=1"));
+    let request_line = |l: &str| {
+        if h2c {
+            l.to_owned()
+        } else {
+            format!("{l} HTTP/1.1")
+        }
+    };
+    assert_eq!(
+        got[1].1.lines().nth(1).map(str::to_owned),
+        Some(request_line("GET /three/x?y=1"))
+    );
     assert_eq!(got[2].0, 404, "{got:?}");
     assert!(got[2].1.contains("no route"), "{got:?}");
     assert_eq!(got[3].0, 400, "{got:?}");
@@ -425,8 +445,13 @@ async fn http2_prior_knowledge_is_routed_like_http1() {
     let (s, body) = &got[4];
     assert_eq!(*s, 200, "{body}");
     let lines: Vec<&str> = body.lines().collect();
-    assert_eq!(lines[1], "GET /a/b", "{body}");
-    assert!(lines.contains(&":authority: TWO.example:8080"), "{body}");
+    assert_eq!(lines[1], request_line("GET /a/b"), "{body}");
+    let authority = if h2c {
+        ":authority: TWO.example:8080"
+    } else {
+        "host: TWO.example:8080"
+    };
+    assert!(lines.contains(&authority), "{body}");
     assert!(
         lines.contains(&"x-forwarded-for: 192.0.2.7, 127.0.0.1"),
         "{body}"

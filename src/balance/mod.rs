@@ -42,7 +42,7 @@ use tracing::warn;
 
 use crate::policy::routes::RouteTable;
 use crate::policy::{ContainerId, Policy};
-use crate::rules::model::{Balance, Health};
+use crate::rules::model::{Balance, Health, UpstreamProtocol};
 use crate::rules::RuleRef;
 
 /// Where the containers of the rules are now: what a member's container
@@ -124,6 +124,8 @@ pub struct Pool {
     pub retries: u32,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// What the members speak.
+    pub protocol: UpstreamProtocol,
     /// Serialises passive-ejection decisions, so two members failing at
     /// once cannot both pass the floor check (taken only when a member
     /// reaches [`PASSIVE_EJECT_AFTER`], never on the plain request path).
@@ -270,6 +272,7 @@ impl Balancer {
                     .connect_timeout_ms
                     .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis),
                 timeout: p.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+                protocol: p.protocol,
                 ejecting: Mutex::new(()),
             });
         }

@@ -120,6 +120,7 @@ impl Lab {
             body_deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
             send_timeout: std::time::Duration::from_secs(30),
             source_framing: Framing::None,
+            upstream: crate::rules::model::UpstreamProtocol::Http1,
         };
         let task = tokio::spawn(async move {
             let mut inbound = Inbound::new(server);
@@ -550,6 +551,7 @@ async fn a_hit_to_a_client_that_stops_reading_times_out() {
         body_deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
         send_timeout,
         source_framing: Framing::None,
+        upstream: crate::rules::model::UpstreamProtocol::Http1,
     };
     let mut inbound = Inbound::new(server);
     let started = std::time::Instant::now();

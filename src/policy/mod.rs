@@ -14,7 +14,7 @@ pub use crate::wire::normalize;
 pub mod probe;
 pub mod routes;
 
-use crate::rules::model::{Limits, Mode, Protocol};
+use crate::rules::model::{Limits, Mode, Protocol, UpstreamProtocol};
 use crate::rules::{RuleRef, RuleSet};
 use matcher::{Matcher, Miss, RequestView};
 use std::borrow::Cow;
@@ -74,6 +74,8 @@ pub struct Entry {
     /// `None`: allowed at L4. `Some`: redirected into the proxy.
     pub http: Option<Vec<Matcher>>,
     pub limits: Limits,
+    /// `upstream_protocol`; `None`: the client's.
+    pub upstream: Option<UpstreamProtocol>,
 }
 
 #[derive(Debug)]
@@ -243,6 +245,7 @@ impl Policy {
                 },
                 http,
                 limits: e.limits.clone().unwrap_or_default(),
+                upstream: e.upstream_protocol,
             });
         }
         let proxy = r.proxy.as_ref();

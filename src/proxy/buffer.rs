@@ -229,7 +229,10 @@ pub async fn receive(
     );
     let buffered = match client {
         Downstream::H1 { inbound, .. } => buffer_body(inbound, framing, limit, max, deadline).await,
-        Downstream::H2(d) => buffer_body(&mut d.body, framing, limit, max, deadline).await,
+        Downstream::H2(d) => match d.body.as_mut() {
+            Some(body) => buffer_body(body, framing, limit, max, deadline).await,
+            None => Ok(Received::Complete),
+        },
     };
     match buffered {
         Ok(_) => Ok(None),

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::body::{HeadWait, Inbound};
-use super::downstream::Downstream;
+use super::downstream::{ClientProtocol, Downstream};
 use super::forward::{write_refusal, Exchange};
 use super::h2::Sniffed;
 use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
@@ -44,6 +44,7 @@ use super::respond;
 use super::ProxyCtx;
 use crate::policy::matcher::RequestView;
 use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
+use crate::rules::model::UpstreamProtocol;
 use crate::state::directory::Directory;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
@@ -103,6 +104,8 @@ pub struct Check<'a> {
     pub limits: &'a Effective,
     pub metrics: &'a Metrics,
     pub sources: &'a SourceTable,
+    /// The protocol the client speaks (an access destination's default).
+    pub client: ClientProtocol,
 }
 
 /// Serves one accepted connection until either side is done.
@@ -232,6 +235,7 @@ async fn one_exchange(
                     limits: &lim,
                     metrics,
                     sources: &ctx.sources,
+                    client: ClientProtocol::Http1,
                 };
                 Ok(authorise(&check, &req, out_head))
             }
@@ -410,5 +414,13 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         body_deadline: Instant::now() + c.limits.body_timeout,
         send_timeout: c.limits.send_timeout,
         source_framing: req.framing,
+        upstream: c
+            .resolved
+            .entry
+            .and_then(|e| e.upstream)
+            .unwrap_or(match c.client {
+                ClientProtocol::Http1 => UpstreamProtocol::Http1,
+                ClientProtocol::Http2 => UpstreamProtocol::H2c,
+            }),
     })
 }

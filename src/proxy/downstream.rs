@@ -73,8 +73,9 @@ pub struct H2Down {
     pub respond: SendResponse<Bytes>,
     /// The response body stream, once the head is sent.
     pub send: Option<SendStream<Bytes>>,
-    /// The request body, read as bytes up to the end of the stream.
-    pub body: Inbound<H2Body>,
+    /// The request body, read as bytes up to the end of the stream (taken
+    /// while an HTTP/2 upstream relays it alongside the response).
+    pub body: Option<Inbound<H2Body>>,
     pub send_timeout: Duration,
 }
 
@@ -202,6 +203,18 @@ impl Downstream<'_> {
             Downstream::H2(d) => {
                 let _ = poll_fn(|cx| d.respond.poll_reset(cx)).await;
             }
+        }
+    }
+
+    /// Resolves when an HTTP/2 client resets its stream before the
+    /// response began; never for HTTP/1 (whose half-close is no reset).
+    /// The upstream request is abandoned then: no work for nobody.
+    pub async fn reset(&mut self) {
+        match self {
+            Downstream::H2(d) if d.send.is_none() => {
+                let _ = poll_fn(|cx| d.respond.poll_reset(cx)).await;
+            }
+            _ => std::future::pending().await,
         }
     }
 

@@ -21,6 +21,7 @@ use super::tap::Tee;
 pub use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
+use crate::rules::model::UpstreamProtocol;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
 
@@ -58,6 +59,8 @@ pub struct Exchange {
     /// an HTTP/2 stream without a length (`UntilClose`: the end of the
     /// stream), which goes to an HTTP/1 upstream chunked.
     pub source_framing: Framing,
+    /// What the upstream speaks.
+    pub upstream: UpstreamProtocol,
     /// Request body bytes received and checked before an upstream is
     /// chosen ([`super::buffer`]); a larger body streams.
     pub request_buffer_bytes: usize,
@@ -191,6 +194,9 @@ pub async fn forward_once(
     exchange: Exchange,
     tap: &mut dyn Tap,
 ) -> io::Result<Result<Relayed, UpstreamFailure>> {
+    if exchange.upstream == UpstreamProtocol::H2c {
+        return super::upstream_h2::forward_once(ctx, flow, client, out_head, exchange, tap).await;
+    }
     let Exchange {
         framing,
         keep_alive,
@@ -201,6 +207,7 @@ pub async fn forward_once(
         response_timeout,
         tunnel,
         source_framing,
+        upstream: _,
         request_buffer_bytes: _,
         body_deadline,
         send_timeout,
@@ -295,7 +302,12 @@ pub async fn forward_once(
 
     // Phase 5: response heads (skipping interim 1xx), then the body.
     loop {
-        let n = match read_response_head(&mut upstream, response_timeout).await {
+        let n = match tokio::select! {
+            n = read_response_head(&mut upstream, response_timeout) => n,
+            () = client.reset() => {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "client reset the stream"));
+            }
+        } {
             Ok(n) => n,
             Err(e) if e == "timeout" => return failure(504, "no response", true, touched),
             Err(e) => return failure(502, e, true, touched),
@@ -472,7 +484,10 @@ async fn request_body(
 ) -> Result<u64, BodyError> {
     match client {
         Downstream::H1 { inbound, .. } => copy_framed(inbound, to, source, out, limit).await,
-        Downstream::H2(d) => copy_framed(&mut d.body, to, source, out, limit).await,
+        Downstream::H2(d) => match d.body.as_mut() {
+            Some(body) => copy_framed(body, to, source, out, limit).await,
+            None => Err(BodyError::Malformed("request body already taken")),
+        },
     }
 }
 

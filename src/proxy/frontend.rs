@@ -46,7 +46,7 @@ use super::body::{HeadWait, Inbound};
 use super::downstream::Downstream;
 use super::forward::{write_refusal, Exchange};
 use super::h2::Sniffed;
-use super::h2::{self, Decision, Route, Streams};
+use super::h2::{self, Decision, Streams};
 use super::limits;
 use super::outbound;
 use super::pipeline::{self, PoolTarget, Target};
@@ -509,89 +509,30 @@ impl Streams for FrontendStreams {
             tunnel: None,
         };
         let mut out_head = Vec::with_capacity(512);
-        let (pool_id, key, exchange, method, path) =
-            match route(&snap, fe, peer, listen, &req, &lim, &mut out_head, metrics) {
-                Plan::Refuse { code, reason, .. } => return Decision::Refuse { code, reason },
-                Plan::Forward {
+        match route(&snap, fe, peer, listen, &req, &lim, &mut out_head, metrics) {
+            Plan::Refuse { code, reason, .. } => Decision::Refuse { code, reason },
+            Plan::Forward {
+                pool,
+                key,
+                exchange,
+                replayable,
+                method,
+                path,
+            } => Decision::Forward {
+                out_head,
+                exchange,
+                target: Target::Pool(PoolTarget {
+                    frontend: fe.name.to_string(),
+                    snap: snap.clone(),
                     pool,
                     key,
-                    exchange,
+                    replayable,
                     method,
                     path,
-                    ..
-                } => (pool, key, exchange, method, path),
-            };
-        let Some(pool) = snap.lb.pool(pool_id) else {
-            return Decision::Refuse {
-                code: 503,
-                reason: "pool missing".into(),
-            };
-        };
-        let Some((index, dst)) = pool.pick(&snap.dir, key, &[]).map(|p| (p.index, p.addr)) else {
-            Metrics::inc(&metrics.frontend_unavailable_total);
-            warn!(frontend = %fe.name, pool = %pool.name, method = %method, path = %path, status = 503, "no healthy member in the pool");
-            return Decision::Refuse {
-                code: 503,
-                reason: format!("no healthy member in pool {}", pool.name),
-            };
-        };
-        let Some(upstream_target) = h2::authorised_target(&out_head).map(str::to_owned) else {
-            return Decision::Refuse {
-                code: 500,
-                reason: "internal error: no target".into(),
-            };
-        };
-        let add = forwarding_fields(&out_head);
-        let report_snap = snap.clone();
-        Decision::Forward(Route {
-            dst,
-            target: upstream_target,
-            body_limit: exchange.body_limit,
-            request_buffer_bytes: exchange.request_buffer_bytes,
-            body_deadline: exchange.body_deadline,
-            response_timeout: exchange.response_timeout,
-            send_timeout: exchange.send_timeout,
-            strip: &[
-                "x-portcullis-source",
-                "x-forwarded-for",
-                "x-forwarded-proto",
-                "forwarded",
-            ],
-            add,
-            who: peer.ip().to_string(),
-            report: Some(Box::new(move |outcome| {
-                if let Some(p) = report_snap.lb.pool(pool_id) {
-                    p.report(&report_snap.dir, index, outcome);
-                }
-            })),
-        })
-    }
-}
-
-/// The forwarding fields [`route`] wrote into an HTTP/1 upstream head.
-fn forwarding_fields(out_head: &[u8]) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    let mut out = Vec::with_capacity(FORWARDING.len());
-    for line in out_head.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = line.split_at(colon);
-        let value = head::trim(value.get(1..).unwrap_or_default());
-        if !FORWARDING
-            .iter()
-            .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
-        {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(name),
-            http::HeaderValue::from_bytes(value),
-        ) {
-            out.push((n, v));
+                }),
+            },
         }
     }
-    out
 }
 
 /// The authority of an absolute-form target (`http://host[:port]/…`).
@@ -751,6 +692,7 @@ fn route(
             body_deadline: tokio::time::Instant::now() + lim.body_timeout,
             send_timeout: lim.send_timeout,
             source_framing: req.framing,
+            upstream: pool.protocol,
         },
         replayable: idempotent && !has_body,
         method: req.method.to_owned(),

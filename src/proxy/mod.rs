@@ -21,6 +21,7 @@ mod split_tests;
 pub mod tap;
 pub mod tunnel;
 pub mod upstream;
+pub mod upstream_h2;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

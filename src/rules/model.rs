@@ -58,6 +58,17 @@ pub enum Protocol {
     Udp,
 }
 
+/// The HTTP version the proxy speaks to an upstream: HTTP/1.1, or HTTP/2
+/// with prior knowledge (`h2c`). Any client protocol reaches either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    #[serde(rename = "h2c")]
+    H2c,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessEntry {
@@ -68,6 +79,10 @@ pub struct AccessEntry {
     pub protocol: Protocol,
     #[serde(default)]
     pub http: Option<Vec<HttpMatcher>>,
+    /// The protocol the destination speaks to the proxy; default: the one
+    /// each client speaks (a transparent proxy's natural choice).
+    #[serde(default)]
+    pub upstream_protocol: Option<UpstreamProtocol>,
     #[serde(default)]
     pub mode: Option<Mode>,
     #[serde(default)]
@@ -139,6 +154,9 @@ pub struct Pool {
     pub connect_timeout_ms: Option<u64>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// What the members speak (default `http1`).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

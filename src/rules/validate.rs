@@ -247,6 +247,12 @@ fn access(r: &RuleFile) -> Result<(), Invalid> {
                 }
             }
         }
+        if e.upstream_protocol.is_some() && e.http.is_none() {
+            return bad(
+                format!("{path}.upstream_protocol"),
+                "\"upstream_protocol\" applies to HTTP entries only (add \"http\" matchers, or remove it)",
+            );
+        }
         if let Some(http) = &e.http {
             if e.protocol != super::model::Protocol::Tcp {
                 return bad(
