@@ -481,6 +481,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chunked_writer_frames_each_write_and_survives_partial_writes() {
+        // A peer that takes three bytes at a time: size lines, data and
+        // CRLFs are all split across writes.
+        let (a, mut b) = tokio::io::duplex(3);
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut out)
+                .await
+                .unwrap();
+            out
+        });
+        let mut w = ChunkedWriter::new(a);
+        w.write_all(b"hello").await.unwrap();
+        w.write_all(&[b'x'; 17]).await.unwrap();
+        w.finish().await.unwrap();
+        drop(w);
+        let got = reader.await.unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            format!("5\r\nhello\r\n11\r\n{}\r\n0\r\n\r\n", "x".repeat(17))
+        );
+    }
+
+    #[tokio::test]
+    async fn payload_copy_decodes_what_copy_body_reencodes() {
+        let mut src = Inbound::new(&b"5;e=1\r\nhello\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\nNEXT"[..]);
+        let mut out = Vec::new();
+        let n = copy_payload(&mut src, &mut out, Framing::Chunked, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (n, out.as_slice(), &src.buf[..]),
+            (8, &b"helloabc"[..], &b"NEXT"[..])
+        );
+    }
+
+    #[tokio::test]
     async fn limit_applies_to_both_framings() {
         let (r, _, _) = run(b"x", Framing::Length(5000)).await;
         assert!(matches!(r, Err(BodyError::TooLarge)));

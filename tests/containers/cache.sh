@@ -16,6 +16,7 @@ source "$HERE/lib.sh"
 
 TEMPLATE=$HERE/rules/three-containers.json.tmpl
 ADMIN=''
+FRONT=''
 TIMEOUT_MS=30000
 
 # get TARGET [HEADER]...: one request from app2 to app1:80, the probe's JSON line.
@@ -142,9 +143,38 @@ admin_purge() {
 	pc_expect "metrics: portcullis_cache_hits_total" counted "${hits:-absent}"
 }
 
+# h2_get TARGET: one HTTP/2 (prior knowledge) request to the frontend, as
+# `STATUS HTTP_VERSION X-CACHE COUNTER`.
+h2_get() {
+	local out
+	out=$(curl -s --http2-prior-knowledge --max-time 30 -D "$PC_TMP/h2.head" -o "$PC_TMP/h2.body" \
+		-w '%{http_code} %{http_version}' "http://$FRONT$1" 2>/dev/null) || out="failed"
+	local xcache
+	xcache=$(awk 'tolower($1) == "x-cache:" { sub(/\r$/, "", $2); print $2 }' "$PC_TMP/h2.head" 2>/dev/null)
+	echo "$out ${xcache:-none} $(jq -r .counter "$PC_TMP/h2.body" 2>/dev/null || echo none)"
+}
+
+# The cache answers whichever way a request came: HTTP/2 clients of the
+# frontend (pool "one" is app1:80, which is cached) get stored responses,
+# the member (HTTP/1.1 only) is asked once.
+h2_cache_hit() {
+	local t='/one/h2?cc=max-age%3D60' before a b ca cb same=differs
+	before=$(pc_counter app1)
+	a=$(h2_get "$t")
+	b=$(h2_get "$t")
+	pc_expect "HTTP/2 client via the frontend: first, second (status, version, x-cache)" \
+		"200 2 MISS; 200 2 HIT" "$(cut -d' ' -f1-3 <<<"$a"); $(cut -d' ' -f1-3 <<<"$b")"
+	ca=$(cut -d' ' -f4 <<<"$a")
+	cb=$(cut -d' ' -f4 <<<"$b")
+	if [[ $ca =~ ^[0-9]+$ && $ca == "$cb" ]]; then same=same; fi
+	pc_expect "HTTP/2 cache hit carries the first response's body ($a / $b)" same "$same"
+	pc_expect "HTTP/2 GET x2: app1's counter rose by" 1 "$(rose "$before")"
+}
+
 start_portcullis() {
 	local frontend proxy admin_port
 	pc_free_port frontend
+	FRONT=127.0.0.1:$frontend
 	pc_free_port proxy
 	pc_free_port admin_port
 	ADMIN=127.0.0.1:$admin_port
@@ -166,6 +196,7 @@ main() {
 	too_large_passes_through
 	concurrent_misses
 	admin_purge
+	h2_cache_hit
 	local alive=exited
 	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
 	pc_expect "portcullis still running after the checks" running "$alive"

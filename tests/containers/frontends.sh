@@ -203,6 +203,43 @@ health_checks() {
 	pc_expect "portcullis still running after the probes" running "$alive"
 }
 
+# h2_front PORT TARGET [HEADER]...: an HTTP/2 (prior knowledge) request
+# to the frontend, as `STATUS HTTP_VERSION SERVICE MEMBER_SAW_VERSION`.
+h2_front() {
+	local port=$1 target=$2
+	shift 2
+	local -a headers=()
+	local h out
+	for h in "$@"; do headers+=(--header "$h"); done
+	out=$(curl -s --http2-prior-knowledge --max-time 20 "${headers[@]}" -o "$PC_TMP/h2.body" \
+		-w '%{http_code} %{http_version}' "http://127.0.0.1:$port$target" 2>/dev/null) || out="failed"
+	echo "$out $(jq -r '"\(.service) \(.version)"' "$PC_TMP/h2.body" 2>/dev/null || echo "-")"
+}
+
+# HTTP/2 clients go through the same pipeline as HTTP/1 ones: to members
+# that speak only HTTP/1.1 (testsvc), with routing, and counted by
+# least_connections for as long as their exchange lasts.
+h2_checks() {
+	pc_expect "HTTP/2 client, HTTP/1.1-only member: 200 over h2, the member saw HTTP/1.1" \
+		"200 2 app2 HTTP/1.1" "$(h2_front "$EDGE" / "Host: two.example")"
+	pc_expect "HTTP/2 client routed by path" "200 2 app3 HTTP/1.1" "$(h2_front "$EDGE" /three/x)"
+	pc_expect "HTTP/2 client without a route: 404 on its stream" "404 2" \
+		"$(h2_front "$EDGE" /nowhere | cut -d' ' -f1-2)"
+	# A slow HTTP/2 exchange holds its member; least_connections sends the
+	# requests made meanwhile to the other one.
+	curl -s --http2-prior-knowledge --max-time 20 -o "$PC_TMP/slow.body" \
+		"http://127.0.0.1:$LB/l/slow?delay_ms=4000" &
+	local slow_pid=$! fast="" i slow other
+	sleep 1
+	for i in 1 2 3 4 5 6 7 8; do fast+="$(h2_front "$LB" /l/fast | cut -d' ' -f3) "; done
+	wait "$slow_pid" || true
+	slow=$(jq -r .service "$PC_TMP/slow.body" 2>/dev/null || echo none)
+	other=app2
+	[[ $slow == app2 ]] && other=app3
+	pc_expect "least_connections over HTTP/2: while $slow holds a slow exchange, 8 requests go to $other" \
+		"$(for i in 1 2 3 4 5 6 7 8; do printf '%s ' "$other"; done)" "$fast"
+}
+
 start_portcullis() {
 	local proxy admin_port
 	pc_free_port EDGE
@@ -222,6 +259,7 @@ main() {
 	start_portcullis
 	routing_checks
 	balance_checks
+	h2_checks
 	health_checks
 	pc_summary
 }

@@ -18,6 +18,7 @@ mod pool_health;
 mod reload;
 mod retries;
 mod slowloris;
+mod translate;
 mod tunnel;
 
 /// ≥60 malformed or smuggling requests and a table of hostile upstream
@@ -171,4 +172,13 @@ fn cache_memory_is_bounded_by_max_bytes() {
 #[test]
 fn starts_without_the_docker_engine() {
     docker_down::run();
+}
+
+/// Any client protocol reaches any upstream protocol on access flows
+/// (HTTP/2 client to an HTTP/1.1 service and back, HTTP/1.1 client to an
+/// h2c service), and HTTP/2 clients get the cache, decoded chunked bodies
+/// and unsized request bodies from the one pipeline.
+#[test]
+fn protocols_are_translated_both_ways() {
+    translate::run();
 }
