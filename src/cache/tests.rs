@@ -123,7 +123,7 @@ impl Lab {
             upstream: crate::rules::model::UpstreamProtocol::Http1,
         };
         let task = tokio::spawn(async move {
-            let mut inbound = Inbound::new(server);
+            let mut inbound = Inbound::new(crate::proxy::connection::ClientIo::new(server));
             let mut client = Downstream::H1 {
                 send_timeout: exchange.send_timeout,
                 inbound: &mut inbound,
@@ -553,7 +553,7 @@ async fn a_hit_to_a_client_that_stops_reading_times_out() {
         source_framing: Framing::None,
         upstream: crate::rules::model::UpstreamProtocol::Http1,
     };
-    let mut inbound = Inbound::new(server);
+    let mut inbound = Inbound::new(crate::proxy::connection::ClientIo::new(server));
     let started = std::time::Instant::now();
     let mut client = Downstream::H1 {
         send_timeout,

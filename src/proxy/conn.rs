@@ -25,19 +25,18 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Buf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::body::{HeadWait, Inbound};
+use super::connection::{ClientIo, ConnLimits, EntryPath, NotAdmitted};
 use super::downstream::{ClientProtocol, Downstream};
 use super::forward::{write_refusal, Exchange};
-use super::h2::Sniffed;
-use super::limits::{self, Effective, Key, Scope, Source, SourceName, SourceTable};
+use super::limits::{
+    self, ConnectionPermit, Effective, Key, Scope, Source, SourceName, SourceTable,
+};
 use super::outbound;
 use super::pipeline::{self, Target};
 use super::respond;
@@ -108,72 +107,60 @@ pub struct Check<'a> {
     pub client: ClientProtocol,
 }
 
-/// Serves one accepted connection until either side is done.
-pub async fn serve(ctx: Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, dst: SocketAddr) {
-    let _ = client.set_nodelay(true);
-    let flow = Flow { peer, dst };
-    let mut inbound = Inbound::new(client);
-    let (lim, admitted) = {
+/// A redirected connection: the entry path of access flows.
+pub struct AccessFlow {
+    pub flow: Flow,
+}
+
+impl EntryPath for AccessFlow {
+    type Streams = super::h2::Access;
+
+    fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
-        let r = resolve(&snap.policy, &snap.dir, &flow);
+        let r = resolve(&snap.policy, &snap.dir, &self.flow);
         let lim = limits::effective(&snap.policy, r.entry);
-        let admitted = ctx.sources.open(r.key, lim.max_connections);
-        if let Err(open) = &admitted {
-            Metrics::inc(&ctx.metrics.connections_limited_total);
-            warn!(source = %SourceName(&snap.policy, r.key.source), peer = %peer, destination = %dst, open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
-        }
-        (lim, admitted)
-    };
-    let Ok(_permit) = admitted else {
-        let _ = write_refusal(
-            &mut inbound.io,
-            429,
-            "too many connections from this source",
-            true,
-        )
-        .await;
-        close_lingering(&mut inbound).await;
-        return;
-    };
-    // The first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
-    match super::h2::sniff(&mut inbound, lim.idle_timeout, lim.header_timeout).await {
-        Sniffed::Http1 => {}
-        Sniffed::Http2 => return super::h2::serve(ctx, inbound, flow).await,
-        Sniffed::Idle => return Metrics::inc(&ctx.metrics.connections_idle_closed_total),
-        Sniffed::Gone => return,
-    }
-    let mut out_head: Vec<u8> = Vec::with_capacity(1024);
-    loop {
-        match one_exchange(&ctx, &flow, &mut inbound, &mut out_head).await {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                if super::send::is_send_timeout(&e) {
-                    Metrics::inc(&ctx.metrics.clients_send_timeout_total);
-                    warn!(peer = %flow.peer, destination = %flow.dst, error = %e, "client connection closed: the client stopped reading");
-                } else {
-                    debug!(peer = %flow.peer, error = %e, "connection ended");
-                }
-                break;
+        match ctx.sources.open(r.key, lim.max_connections) {
+            Ok(p) => Ok(Some(p)),
+            Err(open) => {
+                Metrics::inc(&ctx.metrics.connections_limited_total);
+                warn!(source = %SourceName(&snap.policy, r.key.source), peer = %self.flow.peer, destination = %self.flow.dst, open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
+                Err(NotAdmitted {
+                    reason: "too many connections from this source",
+                })
             }
         }
     }
-    close_lingering(&mut inbound).await;
-}
 
-/// Closes after a last response: half-close, then drain what the client
-/// still sends for a moment, so unread input does not turn the close into
-/// a reset that destroys the response in flight.
-async fn close_lingering(inbound: &mut Inbound<TcpStream>) {
-    let _ = inbound.io.shutdown().await;
-    let mut sink = [0u8; 8192];
-    let mut drained = 0usize;
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while drained < 256 * 1024 {
-        match tokio::time::timeout_at(deadline, inbound.io.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => drained += n,
-            _ => break,
+    fn limits(&self, ctx: &ProxyCtx) -> ConnLimits {
+        let snap = ctx.state.load();
+        let r = resolve(&snap.policy, &snap.dir, &self.flow);
+        let lim = limits::effective(&snap.policy, r.entry);
+        ConnLimits {
+            max_header_bytes: lim.max_header_bytes,
+            header_timeout: lim.header_timeout,
+            idle_timeout: lim.idle_timeout,
+            send_timeout: lim.send_timeout,
         }
+    }
+
+    async fn exchange(
+        &self,
+        ctx: &ProxyCtx,
+        inbound: &mut Inbound<ClientIo>,
+        out_head: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        one_exchange(ctx, &self.flow, inbound, out_head).await
+    }
+
+    fn streams(self, ctx: Arc<ProxyCtx>) -> super::h2::Access {
+        super::h2::Access {
+            ctx,
+            flow: self.flow,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} -> {}", self.flow.peer, self.flow.dst)
     }
 }
 
@@ -181,7 +168,7 @@ async fn close_lingering(inbound: &mut Inbound<TcpStream>) {
 async fn one_exchange(
     ctx: &ProxyCtx,
     flow: &Flow,
-    inbound: &mut Inbound<TcpStream>,
+    inbound: &mut Inbound<ClientIo>,
     out_head: &mut Vec<u8>,
 ) -> io::Result<bool> {
     let snap = ctx.state.load_full();
@@ -268,7 +255,7 @@ async fn one_exchange(
 }
 
 async fn refuse_head(
-    inbound: &mut Inbound<TcpStream>,
+    inbound: &mut Inbound<ClientIo>,
     flow: &Flow,
     source: &SourceName<'_>,
     e: &HeadError,

@@ -30,9 +30,9 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::body::{ChunkedWriter, Inbound};
+use super::connection::ClientIo;
 use super::respond;
 use super::send::SendTimeout;
 use crate::wire::head::{self, Framing};
@@ -61,7 +61,7 @@ pub struct OutHead<'a> {
 pub enum Downstream<'a> {
     /// An HTTP/1 connection; the exchange reads and writes it in turn.
     H1 {
-        inbound: &'a mut Inbound<TcpStream>,
+        inbound: &'a mut Inbound<ClientIo>,
         send_timeout: Duration,
     },
     /// One HTTP/2 stream.
@@ -192,14 +192,8 @@ impl Downstream<'_> {
     /// stream); pending while it is there.
     pub async fn gone(&mut self) {
         match self {
-            Downstream::H1 { inbound, .. } => {
-                let mut byte = [0u8; 1];
-                match inbound.io.peek(&mut byte).await {
-                    Ok(0) | Err(_) => {}
-                    // Pipelined bytes: the client is there.
-                    Ok(_) => std::future::pending().await,
-                }
-            }
+            // Pipelined bytes: the client is there.
+            Downstream::H1 { inbound, .. } => inbound.io.closed().await,
             Downstream::H2(d) => {
                 let _ = poll_fn(|cx| d.respond.poll_reset(cx)).await;
             }
@@ -219,7 +213,7 @@ impl Downstream<'_> {
     }
 
     /// The request body source, when the client speaks HTTP/1.
-    pub fn h1_inbound(&mut self) -> Option<&mut Inbound<TcpStream>> {
+    pub fn h1_inbound(&mut self) -> Option<&mut Inbound<ClientIo>> {
         match self {
             Downstream::H1 { inbound, .. } => Some(inbound),
             Downstream::H2(_) => None,
@@ -282,8 +276,8 @@ fn push(map: &mut HeaderMap, name: &[u8], value: &[u8]) {
 
 /// The payload writer of a response.
 pub enum BodyOut<'a> {
-    H1(SendTimeout<&'a mut TcpStream>),
-    H1Chunked(ChunkedWriter<SendTimeout<&'a mut TcpStream>>),
+    H1(SendTimeout<&'a mut ClientIo>),
+    H1Chunked(ChunkedWriter<SendTimeout<&'a mut ClientIo>>),
     H2(SendTimeout<H2Writer<'a>>),
 }
 

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::body::{copy_body, copy_payload, BodyError, ChunkedWriter, Inbound, ReadHeadError};
 use super::buffer::refuse_body;
+use super::connection::ClientIo;
 use super::downstream::{ClientProtocol, Downstream, OutHead};
 use super::respond;
 use super::tap::Tee;
@@ -72,7 +73,7 @@ pub struct Exchange {
 
 /// Writes a response the proxy produced itself.
 pub async fn write_refusal(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     code: u16,
     reason: &str,
     close: bool,

@@ -36,18 +36,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Buf;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::body::{HeadWait, Inbound};
+use super::connection::{self, ClientIo, ConnLimits, EntryPath, NotAdmitted};
 use super::downstream::Downstream;
 use super::forward::{write_refusal, Exchange};
-use super::h2::Sniffed;
-use super::h2::{self, Decision, Streams};
+use super::h2::{Decision, Streams};
 use super::limits;
+use super::limits::ConnectionPermit;
 use super::outbound;
 use super::pipeline::{self, PoolTarget, Target};
 use super::{respond, ActiveGuard, ProxyCtx};
@@ -165,8 +165,10 @@ async fn serve(
                 };
                 ctx.active.fetch_add(1, Ordering::Relaxed);
                 let guard = ActiveGuard(ctx.clone());
+                let _ = stream.set_nodelay(true);
+                let entry = FrontendConn { peer, listen };
                 tokio::spawn(async move {
-                    serve_conn(&guard.0, stream, peer, listen).await;
+                    connection::serve(guard.0.clone(), ClientIo::new(stream), entry).await;
                     drop(guard);
                 });
             }
@@ -174,69 +176,78 @@ async fn serve(
     }
 }
 
-async fn serve_conn(ctx: &Arc<ProxyCtx>, client: TcpStream, peer: SocketAddr, listen: SocketAddr) {
-    let _ = client.set_nodelay(true);
-    let mut inbound = Inbound::new(client);
-    // Per-client limits (`max_connections_per_source`; the request rate is
-    // checked per request): the key is the client address on this frontend.
-    let (admitted, conn_lim) = {
+/// A client of a frontend: the entry path of frontends. Limits count per
+/// client address on this frontend.
+struct FrontendConn {
+    peer: SocketAddr,
+    listen: SocketAddr,
+}
+
+impl EntryPath for FrontendConn {
+    type Streams = FrontendStreams;
+
+    fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
-        let Some(fe) = snap.lb.frontend_at(listen) else {
-            return;
+        let Some(fe) = snap.lb.frontend_at(self.listen) else {
+            return Ok(None);
         };
-        let conn_lim = limits_for(&snap.policy, fe);
         let lim = limits::effective_over(&snap.policy.limits, Some(&fe.limits));
-        let admitted = ctx
+        match ctx
             .sources
-            .open(client_key(peer, listen), lim.max_connections);
-        if let Err(open) = &admitted {
-            Metrics::inc(&ctx.metrics.connections_limited_total);
-            warn!(frontend = %fe.name, source = %peer.ip(), open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
-        }
-        (admitted, conn_lim)
-    };
-    let Ok(_permit) = admitted else {
-        let _ = write_refusal(
-            &mut inbound.io,
-            429,
-            "too many connections from this client",
-            true,
-        )
-        .await;
-        let _ = inbound.io.shutdown().await;
-        return;
-    };
-    // The first bytes tell HTTP/2 (prior knowledge) from HTTP/1.
-    match h2::sniff(&mut inbound, conn_lim.idle_timeout, conn_lim.header_timeout).await {
-        Sniffed::Http1 => {}
-        Sniffed::Http2 => {
-            let streams = FrontendStreams {
-                ctx: ctx.clone(),
-                peer,
-                listen,
-            };
-            return h2::serve_with(ctx.clone(), inbound, streams).await;
-        }
-        Sniffed::Idle => return Metrics::inc(&ctx.metrics.connections_idle_closed_total),
-        Sniffed::Gone => return,
-    }
-    let mut out_head: Vec<u8> = Vec::with_capacity(1024);
-    loop {
-        match one_exchange(ctx, listen, peer, &mut inbound, &mut out_head).await {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                if super::send::is_send_timeout(&e) {
-                    Metrics::inc(&ctx.metrics.clients_send_timeout_total);
-                    warn!(listen = %listen, peer = %peer, error = %e, "frontend client connection closed: the client stopped reading");
-                } else {
-                    debug!(peer = %peer, error = %e, "frontend connection ended");
-                }
-                break;
+            .open(client_key(self.peer, self.listen), lim.max_connections)
+        {
+            Ok(p) => Ok(Some(p)),
+            Err(open) => {
+                Metrics::inc(&ctx.metrics.connections_limited_total);
+                warn!(frontend = %fe.name, source = %self.peer.ip(), open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
+                Err(NotAdmitted {
+                    reason: "too many connections from this client",
+                })
             }
         }
     }
-    let _ = inbound.io.shutdown().await;
+
+    fn limits(&self, ctx: &ProxyCtx) -> ConnLimits {
+        let snap = ctx.state.load();
+        let Some(fe) = snap.lb.frontend_at(self.listen) else {
+            // Removed by a reload: the global limits.
+            let e = limits::effective_over(&snap.policy.limits, None);
+            return ConnLimits {
+                max_header_bytes: e.max_header_bytes,
+                header_timeout: e.header_timeout,
+                idle_timeout: e.idle_timeout,
+                send_timeout: e.send_timeout,
+            };
+        };
+        let lim = limits_for(&snap.policy, fe);
+        ConnLimits {
+            max_header_bytes: lim.max_header_bytes,
+            header_timeout: lim.header_timeout,
+            idle_timeout: lim.idle_timeout,
+            send_timeout: lim.send_timeout,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        ctx: &ProxyCtx,
+        inbound: &mut Inbound<ClientIo>,
+        out_head: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        one_exchange(ctx, self.listen, self.peer, inbound, out_head).await
+    }
+
+    fn streams(self, ctx: Arc<ProxyCtx>) -> FrontendStreams {
+        FrontendStreams {
+            ctx,
+            peer: self.peer,
+            listen: self.listen,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} on frontend {}", self.peer, self.listen)
+    }
 }
 
 // === one exchange ===
@@ -298,7 +309,7 @@ async fn one_exchange(
     ctx: &ProxyCtx,
     listen: SocketAddr,
     peer: SocketAddr,
-    inbound: &mut Inbound<TcpStream>,
+    inbound: &mut Inbound<ClientIo>,
     out_head: &mut Vec<u8>,
 ) -> io::Result<bool> {
     let snap = ctx.state.load_full();
@@ -405,7 +416,7 @@ async fn one_exchange(
 }
 
 async fn refuse_head(
-    inbound: &mut Inbound<TcpStream>,
+    inbound: &mut Inbound<ClientIo>,
     fe: &RouteTable,
     peer: SocketAddr,
     e: &HeadError,
@@ -437,27 +448,6 @@ const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "forwarde
 impl Streams for FrontendStreams {
     fn peer(&self) -> SocketAddr {
         self.peer
-    }
-
-    fn conn_limits(&self) -> (usize, Duration, Duration, Duration) {
-        let snap = self.ctx.state.load();
-        let lim = match snap.lb.frontend_at(self.listen) {
-            Some(fe) => limits_for(&snap.policy, fe),
-            None => {
-                return (
-                    DEFAULT_MAX_HEADER_BYTES as usize,
-                    DEFAULT_HEADER_TIMEOUT,
-                    DEFAULT_IDLE_TIMEOUT,
-                    limits::DEFAULT_SEND_TIMEOUT,
-                )
-            }
-        };
-        (
-            lim.max_header_bytes,
-            lim.header_timeout,
-            lim.idle_timeout,
-            lim.send_timeout,
-        )
     }
 
     fn decide(

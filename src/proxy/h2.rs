@@ -39,12 +39,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::connection::{ClientIo, ConnLimits};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, Method, Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tracing::{debug, warn};
@@ -83,7 +83,7 @@ pub enum Sniffed {
 
 /// Waits up to `idle` for the first bytes of a connection, and up to
 /// `header` for the rest of an HTTP/2 preface they begin.
-pub async fn sniff(inbound: &mut Inbound<TcpStream>, idle: Duration, header: Duration) -> Sniffed {
+pub async fn sniff(inbound: &mut Inbound<ClientIo>, idle: Duration, header: Duration) -> Sniffed {
     match timeout(idle, inbound.fill()).await {
         Ok(Ok(n)) if n > 0 => {}
         Err(_) => return Sniffed::Idle,
@@ -107,7 +107,7 @@ pub fn starts_like_preface(buf: &[u8]) -> bool {
 }
 
 /// Reads until the preface is complete (`true`) or ruled out (`false`).
-pub async fn read_preface(inbound: &mut Inbound<TcpStream>) -> io::Result<bool> {
+pub async fn read_preface(inbound: &mut Inbound<ClientIo>) -> io::Result<bool> {
     loop {
         if inbound.buf.len() >= PREFACE.len() {
             return Ok(inbound.buf.starts_with(PREFACE));
@@ -125,7 +125,7 @@ pub async fn read_preface(inbound: &mut Inbound<TcpStream>) -> io::Result<bool> 
 /// to a client that stops reading fail after `send_timeout_ms`.
 struct Rewind {
     pre: BytesMut,
-    io: SendTimeout<TcpStream>,
+    io: SendTimeout<ClientIo>,
 }
 
 impl AsyncRead for Rewind {
@@ -164,7 +164,7 @@ impl AsyncWrite for Rewind {
 /// request of that entry path gets. Made once per stream and taken apart
 /// at once: its size does not matter.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Decision {
+pub enum Decision {
     Refuse {
         code: u16,
         reason: String,
@@ -177,12 +177,9 @@ pub(crate) enum Decision {
 }
 
 /// The per-stream step of an entry path: its checks and its target.
-pub(crate) trait Streams: Send + Sync + 'static {
+pub trait Streams: Send + Sync + 'static {
     /// The client (for logs).
     fn peer(&self) -> SocketAddr;
-    /// Limits of the connection: header list size, handshake and idle
-    /// time, and the send timeout towards the client.
-    fn conn_limits(&self) -> (usize, Duration, Duration, Duration);
     /// Decides one stream; `headers` shows `:authority` as `host`.
     fn decide(
         &self,
@@ -194,26 +191,14 @@ pub(crate) trait Streams: Send + Sync + 'static {
 }
 
 /// Redirected access flows: the rules decide, the original destination serves.
-pub(crate) struct Access {
-    ctx: Arc<ProxyCtx>,
-    flow: Flow,
+pub struct Access {
+    pub ctx: Arc<ProxyCtx>,
+    pub flow: Flow,
 }
 
 impl Streams for Access {
     fn peer(&self) -> SocketAddr {
         self.flow.peer
-    }
-
-    fn conn_limits(&self) -> (usize, Duration, Duration, Duration) {
-        let snap = self.ctx.state.load();
-        let r = resolve(&snap.policy, &snap.dir, &self.flow);
-        let lim = limits::effective(&snap.policy, r.entry);
-        (
-            lim.max_header_bytes,
-            lim.header_timeout,
-            lim.idle_timeout,
-            lim.send_timeout,
-        )
     }
 
     fn decide(
@@ -273,24 +258,21 @@ struct Shared<S> {
     streams: S,
 }
 
-/// Serves one HTTP/2 client connection of a redirected flow until it ends.
-pub async fn serve(ctx: Arc<ProxyCtx>, inbound: Inbound<TcpStream>, flow: Flow) {
-    let streams = Access {
-        ctx: ctx.clone(),
-        flow,
-    };
-    serve_with(ctx, inbound, streams).await;
-}
-
 /// Serves one HTTP/2 client connection until it ends, each stream decided
 /// by `streams`.
-pub(crate) async fn serve_with<S: Streams>(
+pub async fn serve_with<S: Streams>(
     ctx: Arc<ProxyCtx>,
-    inbound: Inbound<TcpStream>,
+    inbound: Inbound<ClientIo>,
     streams: S,
+    lim: ConnLimits,
 ) {
     Metrics::inc(&ctx.metrics.h2_connections_total);
-    let (max_header_bytes, header_timeout, idle_timeout, send_timeout) = streams.conn_limits();
+    let ConnLimits {
+        max_header_bytes,
+        header_timeout,
+        idle_timeout,
+        send_timeout,
+    } = lim;
     let peer = streams.peer();
     let io = Rewind {
         pre: inbound.buf,

@@ -6,6 +6,7 @@ pub mod body;
 pub mod buffer;
 pub mod cached;
 pub mod conn;
+pub mod connection;
 pub mod downstream;
 pub mod forward;
 pub mod frontend;
@@ -112,8 +113,10 @@ pub async fn serve_transparent(
                 Metrics::inc(&ctx.metrics.connections_total);
                 ctx.active.fetch_add(1, Ordering::Relaxed);
                 let guard = ActiveGuard(ctx.clone());
+                let _ = stream.set_nodelay(true);
+                let entry = conn::AccessFlow { flow: conn::Flow { peer, dst } };
                 tokio::spawn(async move {
-                    conn::serve(guard.0.clone(), stream, peer, dst).await;
+                    connection::serve(guard.0.clone(), connection::ClientIo::new(stream), entry).await;
                     drop(guard);
                 });
             }

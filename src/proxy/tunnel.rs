@@ -10,6 +10,7 @@ use tokio::io::{copy_bidirectional, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::Inbound;
+use super::connection::ClientIo;
 use super::send::SendTimeout;
 
 /// Relays bytes both ways until both sides are done, starting with what
@@ -18,7 +19,7 @@ use super::send::SendTimeout;
 /// written to it for `send_timeout` ends the tunnel (a silent tunnel does
 /// not: only a pending write times out).
 pub async fn splice(
-    client: &mut Inbound<TcpStream>,
+    client: &mut Inbound<ClientIo>,
     upstream: &mut Inbound<TcpStream>,
     send_timeout: Duration,
 ) -> io::Result<(u64, u64)> {

@@ -267,7 +267,7 @@ impl TrailerSource for H2Body {
     }
 }
 
-impl TrailerSource for tokio::net::TcpStream {
+impl TrailerSource for super::connection::ClientIo {
     fn trailers(&mut self) -> Option<HeaderMap> {
         None
     }
