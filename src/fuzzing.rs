@@ -151,7 +151,8 @@ pub fn forwarded_head(data: &[u8]) {
     let mut out = Vec::new();
     let exchange = match authorise(&check, &req, &mut out) {
         Plan::Forward(x) => x,
-        Plan::Refuse { code, .. } => {
+        Plan::Refuse { refusal, .. } => {
+            let code = refusal.status();
             assert!(matches!(code, 400 | 403 | 413 | 429), "status {code}");
             return;
         }

@@ -24,11 +24,11 @@ use std::net::SocketAddr;
 
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
-use tracing::warn;
 
 use super::body::{chunk_size, BodyError, Inbound, MAX_LINE, MAX_TRAILERS};
 use super::downstream::Downstream;
 use super::forward::Exchange;
+use super::refusal::{At, Refusal};
 use crate::state::metrics::Metrics;
 use crate::wire::head::Framing;
 
@@ -254,30 +254,23 @@ pub async fn refuse_body(
     client: &mut Downstream<'_>,
     e: BodyError,
 ) -> io::Result<()> {
-    let (code, why) = match e {
-        BodyError::TooLarge => {
-            Metrics::inc(&metrics.requests_body_too_large_total);
-            warn!(source = %peer, destination = %destination, status = 413, "request body over max_body_bytes");
-            (413, "request body too large".to_owned())
-        }
-        BodyError::Malformed(why) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(source = %peer, destination = %destination, reason = why, status = 400, "malformed request body");
-            (400, format!("bad request: {why}"))
-        }
-        BodyError::Read(e) if e.kind() == io::ErrorKind::TimedOut => {
-            Metrics::inc(&metrics.requests_timeout_total);
-            warn!(source = %peer, destination = %destination, status = 408, "request body not received within body_timeout_ms (or paused past idle_timeout_ms)");
-            (408, "request body timeout".to_owned())
-        }
-        BodyError::Read(e) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(source = %peer, destination = %destination, error = %e, status = 400, "request body incomplete");
-            (400, "bad request: incomplete body".to_owned())
-        }
+    let refusal = match e {
+        BodyError::TooLarge => Refusal::BodyTooLarge {
+            length: None,
+            limit: None,
+        },
+        BodyError::Malformed(why) => Refusal::BodyMalformed(why.to_owned()),
+        BodyError::Read(e) if e.kind() == io::ErrorKind::TimedOut => Refusal::BodyTimeout,
+        BodyError::Read(_) => Refusal::BodyMalformed("incomplete body".to_owned()),
         BodyError::Write(e) => return Err(e),
     };
-    client.refuse(code, &why, true).await
+    let at = At {
+        peer: Some(peer),
+        destination: Some(destination),
+        ..At::default()
+    };
+    refusal.record(metrics, &at);
+    client.refuse(&refusal, true).await
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub async fn forward_cached(
         Metrics::inc(&metrics.requests_bad_total);
         warn!(source = %flow.peer, destination = %flow.dst, status = 400, "request head the cache cannot read; refused");
         client
-            .refuse(400, "bad request: unreadable request head", true)
+            .answer(400, "bad request: unreadable request head", true)
             .await?;
         return Ok(false);
     };
@@ -97,7 +97,7 @@ pub async fn forward_cached(
             Metrics::inc(&metrics.cache_misses_total);
             let close = !exchange.keep_alive;
             client
-                .refuse(504, "not in the cache (only-if-cached)", close)
+                .answer(504, "not in the cache (only-if-cached)", close)
                 .await?;
             return Ok(!close);
         }

@@ -39,14 +39,14 @@ use super::limits::{
 };
 use super::outbound;
 use super::pipeline::{self, Target};
-use super::respond;
+use super::refusal::{At, Refusal};
 use super::ProxyCtx;
 use crate::policy::matcher::RequestView;
 use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
 use crate::rules::model::UpstreamProtocol;
 use crate::state::directory::Directory;
 use crate::state::metrics::Metrics;
-use crate::wire::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
+use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
 
 /// Who is talking to whom on this connection.
 #[derive(Debug, Clone, Copy)]
@@ -87,9 +87,9 @@ pub fn resolve<'p>(policy: &'p Policy, dir: &Directory, flow: &Flow) -> Resolved
 /// borrow of the read buffer can end.
 pub enum Plan {
     Forward(Exchange),
+    /// Already recorded (counted and logged); to be answered.
     Refuse {
-        code: u16,
-        reason: String,
+        refusal: Refusal,
         /// The request body (if any) is not read: the connection must close.
         close: bool,
     },
@@ -121,13 +121,12 @@ impl EntryPath for AccessFlow {
         let lim = limits::effective(&snap.policy, r.entry);
         match ctx.sources.open(r.key, lim.max_connections) {
             Ok(p) => Ok(Some(p)),
-            Err(open) => {
-                Metrics::inc(&ctx.metrics.connections_limited_total);
-                warn!(source = %SourceName(&snap.policy, r.key.source), peer = %self.flow.peer, destination = %self.flow.dst, open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
-                Err(NotAdmitted {
-                    reason: "too many connections from this source",
-                })
-            }
+            Err(open) => Err(NotAdmitted {
+                open,
+                limit: lim.max_connections,
+                source: SourceName(&snap.policy, r.key.source).to_string(),
+                destination: self.flow.dst.to_string(),
+            }),
         }
     }
 
@@ -192,12 +191,11 @@ async fn one_exchange(
             return Ok(false);
         }
         HeadWait::HeaderTimeout => {
-            Metrics::inc(&metrics.requests_timeout_total);
-            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 408, "request head not received within header_timeout_ms");
-            write_refusal(&mut inbound.io, 408, "request header timeout", true).await?;
-            return Ok(false);
+            return refuse_head(inbound, flow, &source, Refusal::HeadTimeout, metrics).await
         }
-        HeadWait::Bad(e) => return refuse_head(inbound, flow, &source, &e, metrics).await,
+        HeadWait::Bad(e) => {
+            return refuse_head(inbound, flow, &source, Refusal::Head(e), metrics).await
+        }
     };
     // The request is decided by the rules in force now that it is here, not
     // by those loaded when the connection went idle before it: a reload
@@ -230,17 +228,13 @@ async fn one_exchange(
     };
     let plan = match plan {
         Ok(p) => p,
-        Err(e) => return refuse_head(inbound, flow, &source, &e, metrics).await,
+        Err(e) => return refuse_head(inbound, flow, &source, Refusal::Head(e), metrics).await,
     };
     inbound.buf.advance(head_len);
 
     match plan {
-        Plan::Refuse {
-            code,
-            reason,
-            close,
-        } => {
-            write_refusal(&mut inbound.io, code, &reason, close).await?;
+        Plan::Refuse { refusal, close } => {
+            write_refusal(&mut inbound.io, &refusal, close).await?;
             Ok(!close)
         }
         Plan::Forward(exchange) => {
@@ -254,21 +248,23 @@ async fn one_exchange(
     }
 }
 
+/// A request refused before it could be parsed (timeout, malformed head):
+/// recorded, answered, and the connection closes.
 async fn refuse_head(
     inbound: &mut Inbound<ClientIo>,
     flow: &Flow,
     source: &SourceName<'_>,
-    e: &HeadError,
+    refusal: Refusal,
     metrics: &Metrics,
 ) -> io::Result<bool> {
-    let code = respond::request_head_status(e);
-    if code == 431 {
-        Metrics::inc(&metrics.requests_header_too_large_total);
-    } else {
-        Metrics::inc(&metrics.requests_bad_total);
-    }
-    warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = code, reason = %e, "malformed request refused");
-    write_refusal(&mut inbound.io, code, &format!("bad request: {e}"), true).await?;
+    let at = At {
+        source: Some(source),
+        peer: Some(flow.peer),
+        destination: Some(&flow.dst),
+        ..At::default()
+    };
+    refusal.record(metrics, &at);
+    write_refusal(&mut inbound.io, &refusal, true).await?;
     Ok(false)
 }
 
@@ -279,33 +275,35 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
     let (flow, metrics) = (c.flow, c.metrics);
     let source = SourceName(c.policy, c.resolved.key.source);
     let has_body = req.framing != Framing::None;
-    let refuse = |code: u16, reason: String| Plan::Refuse {
-        code,
-        reason,
-        close: has_body || code != 403,
+    // Every refusal of this phase: recorded with where the request was
+    // going, answered by the caller in the client's protocol.
+    let refuse = |refusal: Refusal, path: Option<&str>| {
+        let at = At {
+            source: Some(&source),
+            peer: Some(flow.peer),
+            destination: Some(&flow.dst),
+            method: Some(req.method),
+            path: Some(path.unwrap_or(req.target)),
+        };
+        refusal.record(metrics, &at);
+        let close = has_body || refusal.status() != 403;
+        Plan::Refuse { refusal, close }
     };
     if let Some(rate) = c.limits.rate {
         if !c.sources.take_token(c.resolved.key, rate, Instant::now()) {
-            Metrics::inc(&metrics.requests_rate_limited_total);
-            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, method = req.method, status = 429, "request refused: requests_per_second of the source exceeded");
-            return refuse(429, "rate limit of this source exceeded".into());
+            return refuse(Refusal::RateLimited, None);
         }
     }
     if let (Framing::Length(n), Some(max)) = (req.framing, c.limits.max_body_bytes) {
         if n > max {
-            Metrics::inc(&metrics.requests_body_too_large_total);
-            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, length = n, limit = max, status = 413, "request body over max_body_bytes");
-            return refuse(
-                413,
-                format!("request body of {n} bytes is over the limit of {max}"),
-            );
+            let too_large = Refusal::BodyTooLarge {
+                length: Some(n),
+                limit: Some(max),
+            };
+            return refuse(too_large, None);
         }
     }
-    let bad = |e: &dyn std::fmt::Display| {
-        Metrics::inc(&metrics.requests_bad_total);
-        warn!(source = %source, peer = %flow.peer, destination = %flow.dst, method = req.method, target = req.target, status = 400, reason = %e, "malformed request refused");
-        refuse(400, format!("bad request: {e}"))
-    };
+    let bad = |e: &dyn std::fmt::Display| refuse(Refusal::Malformed(e.to_string()), None);
     // Fields that would change after the decision: 400 before any rule.
     if let Err(e) = c.policy.fields.check(req.headers) {
         return bad(&e);
@@ -357,13 +355,11 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
                 Metrics::inc(&metrics.requests_audit_denied_total);
                 warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
             } else {
-                Metrics::inc(&metrics.requests_denied_total);
-                warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "request denied");
-                let reason = match d.rule {
-                    Some(_) => format!("denied by {rule}: {}", d.reason),
-                    None => d.reason,
+                let denied = Refusal::Denied {
+                    rule,
+                    reason: d.reason,
                 };
-                return refuse(403, reason);
+                return refuse(denied, Some(&path));
             }
         }
     }

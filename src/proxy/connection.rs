@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 use super::body::Inbound;
 use super::h2::{self, Sniffed, Streams};
 use super::limits::ConnectionPermit;
-use super::respond;
+use super::refusal::{At, Refusal};
 use super::ProxyCtx;
 use crate::state::metrics::Metrics;
 
@@ -127,19 +127,22 @@ pub struct ConnLimits {
     pub send_timeout: Duration,
 }
 
-/// Why a connection is not admitted.
+/// A connection over `max_connections_per_source`: the open count and
+/// the limit, and where it came from for the log line.
 #[derive(Debug)]
 pub struct NotAdmitted {
-    /// The one line of the 429's body.
-    pub reason: &'static str,
+    pub open: u64,
+    pub limit: u64,
+    pub source: String,
+    pub destination: String,
 }
 
 /// What an entry path (access flows, frontends) brings to the skeleton.
 pub trait EntryPath: Send + Sync + Sized + 'static {
     /// Per-stream decisions of its HTTP/2 connections.
     type Streams: Streams;
-    /// Counts the connection against its source (logged and counted when
-    /// refused); `Ok(None)`: the entry is gone (a removed frontend).
+    /// Counts the connection against its source; `Ok(None)`: the entry is
+    /// gone (a removed frontend).
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted>;
     /// The limits in force for this connection now.
     fn limits(&self, ctx: &ProxyCtx) -> ConnLimits;
@@ -162,11 +165,18 @@ pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
     let _permit = match entry.admit(&ctx) {
         Ok(Some(p)) => p,
         Ok(None) => return,
-        Err(NotAdmitted { reason }) => {
-            let _ = inbound
-                .io
-                .write_all(&respond::simple(429, reason, true))
-                .await;
+        Err(n) => {
+            let r = Refusal::TooManyConnections {
+                open: n.open,
+                limit: n.limit,
+            };
+            let at = At {
+                source: Some(&n.source),
+                destination: Some(&n.destination),
+                ..At::default()
+            };
+            r.record(&ctx.metrics, &at);
+            let _ = super::forward::write_refusal(&mut inbound.io, &r, true).await;
             close_lingering(&mut inbound).await;
             return;
         }

@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::body::{ChunkedWriter, Inbound};
 use super::connection::ClientIo;
+use super::refusal::Refusal;
 use super::respond;
 use super::send::SendTimeout;
 use crate::wire::head::{self, Framing};
@@ -167,10 +168,16 @@ impl Downstream<'_> {
         }
     }
 
+    /// Answers a [`Refusal`] (recorded by the caller): its status and
+    /// one-line body. `close`: the last on an HTTP/1 connection.
+    pub async fn refuse(&mut self, r: &Refusal, close: bool) -> io::Result<()> {
+        self.answer(r.status(), &r.reason(), close).await
+    }
+
     /// A response the proxy makes itself (see [`respond`]). `close`: the
     /// last on an HTTP/1 connection. On an HTTP/2 stream whose response
     /// has begun, the stream is reset instead.
-    pub async fn refuse(&mut self, code: u16, reason: &str, close: bool) -> io::Result<()> {
+    pub async fn answer(&mut self, code: u16, reason: &str, close: bool) -> io::Result<()> {
         match self {
             Downstream::H1 { inbound, .. } => {
                 inbound

@@ -17,6 +17,7 @@ use super::body::{copy_body, copy_payload, BodyError, ChunkedWriter, Inbound, Re
 use super::buffer::refuse_body;
 use super::connection::ClientIo;
 use super::downstream::{ClientProtocol, Downstream, OutHead};
+use super::refusal::{At, Refusal};
 use super::respond;
 use super::tap::Tee;
 pub use super::tap::{NoTap, Tap, TapAction};
@@ -71,15 +72,11 @@ pub struct Exchange {
     pub send_timeout: Duration,
 }
 
-/// Writes a response the proxy produced itself.
-pub async fn write_refusal(
-    client: &mut ClientIo,
-    code: u16,
-    reason: &str,
-    close: bool,
-) -> io::Result<()> {
+/// Writes a refusal on an HTTP/1 connection before a request exists
+/// (timeouts, malformed heads, decisions).
+pub async fn write_refusal(client: &mut ClientIo, r: &Refusal, close: bool) -> io::Result<()> {
     client
-        .write_all(&respond::simple(code, reason, close))
+        .write_all(&respond::simple(r.status(), &r.reason(), close))
         .await
 }
 
@@ -119,9 +116,14 @@ pub async fn relay(
     match forward_once(ctx, flow, client, out_head, exchange, tap).await? {
         Ok(relayed) => Ok(relayed),
         Err(f) => {
-            Metrics::inc(&ctx.metrics.upstream_errors_total);
-            warn!(destination = %flow.dst, error = %f.why, status = f.code, "upstream failed");
-            client.refuse(f.code, &f.message(flow.dst), true).await?;
+            let r = f.refusal(flow.dst);
+            let at = At {
+                peer: Some(flow.peer),
+                destination: Some(&flow.dst),
+                ..At::default()
+            };
+            r.record(&ctx.metrics, &at);
+            client.refuse(&r, true).await?;
             Ok(Relayed {
                 keep: false,
                 status: Some(f.code),
@@ -166,6 +168,15 @@ impl UpstreamFailure {
             format!("upstream {dst} did not answer in time: {}", self.why)
         } else {
             format!("upstream {dst} failed: {}", self.why)
+        }
+    }
+
+    /// The refusal the client gets for it.
+    pub fn refusal(&self, dst: SocketAddr) -> Refusal {
+        Refusal::Upstream {
+            status: self.code,
+            reason: self.message(dst),
+            retryable: !self.client_touched && !self.request_sent,
         }
     }
 }

@@ -50,12 +50,13 @@ use super::limits;
 use super::limits::ConnectionPermit;
 use super::outbound;
 use super::pipeline::{self, PoolTarget, Target};
-use super::{respond, ActiveGuard, ProxyCtx};
+use super::refusal::{At, Refusal};
+use super::{ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
 use crate::policy::routes::{route_host, RouteMatch, RouteTable};
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
-use crate::wire::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
+use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
 use crate::wire::normalize::{normalize_path, split_target};
 
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
@@ -197,13 +198,12 @@ impl EntryPath for FrontendConn {
             .open(client_key(self.peer, self.listen), lim.max_connections)
         {
             Ok(p) => Ok(Some(p)),
-            Err(open) => {
-                Metrics::inc(&ctx.metrics.connections_limited_total);
-                warn!(frontend = %fe.name, source = %self.peer.ip(), open, limit = lim.max_connections, status = 429, "connection refused: max_connections_per_source reached");
-                Err(NotAdmitted {
-                    reason: "too many connections from this client",
-                })
-            }
+            Err(open) => Err(NotAdmitted {
+                open,
+                limit: lim.max_connections,
+                source: self.peer.ip().to_string(),
+                destination: fe.name.to_string(),
+            }),
         }
     }
 
@@ -298,11 +298,8 @@ enum Plan {
         method: String,
         path: String,
     },
-    Refuse {
-        code: u16,
-        reason: String,
-        close: bool,
-    },
+    /// Already recorded (counted and logged); to be answered.
+    Refuse { refusal: Refusal, close: bool },
 }
 
 async fn one_exchange(
@@ -331,12 +328,9 @@ async fn one_exchange(
             return Ok(false);
         }
         HeadWait::HeaderTimeout => {
-            Metrics::inc(&metrics.requests_timeout_total);
-            warn!(frontend = %fe.name, source = %peer, "request head not received in time: 408");
-            write_refusal(&mut inbound.io, 408, "request header timeout", true).await?;
-            return Ok(false);
+            return refuse_head(inbound, fe, peer, Refusal::HeadTimeout, metrics).await
         }
-        HeadWait::Bad(e) => return refuse_head(inbound, fe, peer, &e, metrics).await,
+        HeadWait::Bad(e) => return refuse_head(inbound, fe, peer, Refusal::Head(e), metrics).await,
     };
     // Route by the rules in force now that the request is here, not by
     // those loaded when the connection went idle before it.
@@ -362,11 +356,14 @@ async fn one_exchange(
                     )
                 }) =>
             {
-                Metrics::inc(&metrics.requests_rate_limited_total);
-                warn!(frontend = %fe.name, source = %peer.ip(), status = 429, "request refused: requests_per_second of the client exceeded");
+                let at = At {
+                    source: Some(&peer),
+                    destination: Some(&fe.name),
+                    ..At::default()
+                };
+                Refusal::RateLimited.record(metrics, &at);
                 Ok(Plan::Refuse {
-                    code: 429,
-                    reason: "rate limit of this client exceeded".into(),
+                    refusal: Refusal::RateLimited,
                     close: true,
                 })
             }
@@ -377,17 +374,13 @@ async fn one_exchange(
     };
     let plan = match plan {
         Ok(p) => p,
-        Err(e) => return refuse_head(inbound, fe, peer, &e, metrics).await,
+        Err(e) => return refuse_head(inbound, fe, peer, Refusal::Head(e), metrics).await,
     };
     inbound.buf.advance(head_len);
 
     let (pool_id, key, exchange, replayable, method, path) = match plan {
-        Plan::Refuse {
-            code,
-            reason,
-            close,
-        } => {
-            write_refusal(&mut inbound.io, code, &reason, close).await?;
+        Plan::Refuse { refusal, close } => {
+            write_refusal(&mut inbound.io, &refusal, close).await?;
             return Ok(!close);
         }
         Plan::Forward {
@@ -415,17 +408,22 @@ async fn one_exchange(
     pipeline::serve(ctx, peer, &mut client, out_head, exchange, target).await
 }
 
+/// A request refused before it could be parsed (timeout, malformed head):
+/// recorded, answered, and the connection closes.
 async fn refuse_head(
     inbound: &mut Inbound<ClientIo>,
     fe: &RouteTable,
     peer: SocketAddr,
-    e: &HeadError,
+    refusal: Refusal,
     metrics: &Metrics,
 ) -> io::Result<bool> {
-    let code = respond::request_head_status(e);
-    Metrics::inc(&metrics.requests_bad_total);
-    warn!(frontend = %fe.name, source = %peer, status = code, reason = %e, "malformed request refused");
-    write_refusal(&mut inbound.io, code, &format!("bad request: {e}"), true).await?;
+    let at = At {
+        source: Some(&peer),
+        destination: Some(&fe.name),
+        ..At::default()
+    };
+    refusal.record(metrics, &at);
+    write_refusal(&mut inbound.io, &refusal, true).await?;
     Ok(false)
 }
 
@@ -461,31 +459,31 @@ impl Streams for FrontendStreams {
         let metrics: &Metrics = &ctx.metrics;
         let snap = ctx.state.load_full();
         let Some(fe) = snap.lb.frontend_at(listen) else {
-            return Decision::Refuse {
-                code: 503,
-                reason: "frontend removed".into(),
-            };
+            let r = Refusal::NoRoute("frontend removed by a reload".into());
+            r.record(metrics, &At::default());
+            return Decision::Refuse(r);
         };
         Metrics::inc(&metrics.frontend_requests_total);
-        if let Err(e) = head::check_h2_request(target, headers) {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(frontend = %fe.name, source = %peer, status = 400, reason = %e, "malformed HTTP/2 request refused");
-            return Decision::Refuse {
-                code: 400,
-                reason: format!("bad request: {e}"),
+        let refused = |r: Refusal| {
+            let at = At {
+                source: Some(&peer),
+                destination: Some(&fe.name),
+                method: Some(method.as_str()),
+                path: Some(target),
+                ..At::default()
             };
+            r.record(metrics, &at);
+            Decision::Refuse(r)
+        };
+        if let Err(e) = head::check_h2_request(target, headers) {
+            return refused(Refusal::Malformed(e.to_string()));
         }
         let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
         if rate.is_some_and(|r| {
             !ctx.sources
                 .take_token(client_key(peer, listen), r, tokio::time::Instant::now())
         }) {
-            Metrics::inc(&metrics.requests_rate_limited_total);
-            warn!(frontend = %fe.name, source = %peer.ip(), status = 429, "request refused: requests_per_second of the client exceeded");
-            return Decision::Refuse {
-                code: 429,
-                reason: "rate limit of this client exceeded".into(),
-            };
+            return refused(Refusal::RateLimited);
         }
         let lim = limits_for(&snap.policy, fe);
         let req = head::RequestHead {
@@ -500,7 +498,7 @@ impl Streams for FrontendStreams {
         };
         let mut out_head = Vec::with_capacity(512);
         match route(&snap, fe, peer, listen, &req, &lim, &mut out_head, metrics) {
-            Plan::Refuse { code, reason, .. } => Decision::Refuse { code, reason },
+            Plan::Refuse { refusal, .. } => Decision::Refuse(refusal),
             Plan::Forward {
                 pool,
                 key,
@@ -546,38 +544,37 @@ fn route(
     metrics: &Metrics,
 ) -> Plan {
     let has_body = req.framing != Framing::None;
-    let refuse = |code: u16, reason: String| Plan::Refuse {
-        code,
-        reason,
-        close: has_body || !req.keep_alive || code == 400 || code == 501,
+    let refuse = |refusal: Refusal, path: &str| {
+        let at = At {
+            source: Some(&peer),
+            destination: Some(&fe.name),
+            method: Some(req.method),
+            path: Some(path),
+            ..At::default()
+        };
+        refusal.record(metrics, &at);
+        let code = refusal.status();
+        let close = has_body || !req.keep_alive || code == 400 || code == 501;
+        Plan::Refuse { refusal, close }
     };
     // A WebSocket upgrade is routed like the GET it is and tunnelled once
     // the member answers 101. CONNECT has no route to match (its target is
     // an authority, not a path, and a frontend is no forward proxy): 501.
     // Other upgrades (h2c) are ignored, their headers being hop-by-hop.
     if req.tunnel == Some(Tunnel::Connect) {
-        Metrics::inc(&metrics.requests_bad_total);
-        warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "CONNECT refused on a frontend");
-        return refuse(
-            501,
-            "CONNECT is not supported on frontends (they route by path; no forward proxying)"
-                .into(),
+        let r = Refusal::Unsupported(
+            "CONNECT is not supported on frontends (they route by path; no forward proxying)",
         );
+        return refuse(r, req.target);
     }
     // Fields that would change after the decision: 400 before routing.
     if let Err(e) = snap.policy.fields.check(req.headers) {
-        Metrics::inc(&metrics.requests_bad_total);
-        warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
-        return refuse(400, format!("bad request: {e}"));
+        return refuse(Refusal::Malformed(e.to_string()), req.target);
     }
     // Host or absolute-form authority; origin_form refuses the two disagreeing.
     let target = match head::origin_form(req.target, req.headers) {
         Ok(t) => t,
-        Err(e) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
-            return refuse(400, format!("bad request: {e}"));
-        }
+        Err(e) => return refuse(Refusal::Malformed(e.to_string()), req.target),
     };
     let host_header = req
         .headers
@@ -589,35 +586,23 @@ fn route(
         .filter(|h| !h.is_empty());
     let host = match raw_host.map(route_host).transpose() {
         Ok(h) => h,
-        Err(e) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
-            return refuse(400, format!("bad request: {e}"));
-        }
+        Err(e) => return refuse(Refusal::Malformed(e.to_string()), req.target),
     };
     let (raw_path, query) = split_target(target);
     let path = match normalize_path(raw_path) {
         Ok(p) => p,
-        Err(e) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(frontend = %fe.name, source = %peer, method = req.method, path = raw_path, status = 400, reason = %e, "request refused");
-            return refuse(400, format!("bad request: {e}"));
-        }
+        Err(e) => return refuse(Refusal::Malformed(e.to_string()), raw_path),
     };
     let Some(m) = fe.lookup(host.as_deref(), &path) else {
-        Metrics::inc(&metrics.frontend_no_route_total);
         let shown = host.as_deref().unwrap_or("(none)");
-        warn!(frontend = %fe.name, source = %peer, host = shown, method = req.method, path = %path, status = 404, "no route");
-        return refuse(
-            404,
-            format!(
-                "no route in frontend {} for host {shown} and path {path}",
-                fe.name
-            ),
+        let reason = format!(
+            "no route in frontend {} for host {shown} and path {path}",
+            fe.name
         );
+        return refuse(Refusal::NoRoute(reason), &path);
     };
     let Some(pool) = snap.lb.pool(m.pool()) else {
-        return refuse(503, "pool missing".into());
+        return refuse(Refusal::Internal("route names a missing pool"), &path);
     };
     if let RouteMatch::Route { index, .. } = m {
         debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");

@@ -55,6 +55,7 @@ use super::downstream::{ClientProtocol, Downstream, H2Body, H2Down};
 use super::forward::Exchange;
 use super::limits::{self, SourceName};
 use super::pipeline::{self, Target};
+use super::refusal::{At, Refusal};
 use super::respond::h2_refuse;
 use super::send::SendTimeout;
 use super::ProxyCtx;
@@ -165,10 +166,8 @@ impl AsyncWrite for Rewind {
 /// at once: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Decision {
-    Refuse {
-        code: u16,
-        reason: String,
-    },
+    /// Refused (already counted and logged by the entry path).
+    Refuse(Refusal),
     Forward {
         out_head: Vec<u8>,
         exchange: Exchange,
@@ -213,13 +212,17 @@ impl Streams for Access {
         let resolved = resolve(&snap.policy, &snap.dir, flow);
         let lim = limits::effective(&snap.policy, resolved.entry);
         if let Err(e) = head::check_h2_request(target, headers) {
-            Metrics::inc(&ctx.metrics.requests_bad_total);
             let source = SourceName(&snap.policy, resolved.key.source);
-            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, status = 400, reason = %e, "malformed HTTP/2 request refused");
-            return Decision::Refuse {
-                code: 400,
-                reason: format!("bad request: {e}"),
+            let r = Refusal::Malformed(e.to_string());
+            let at = At {
+                source: Some(&source),
+                peer: Some(flow.peer),
+                destination: Some(&flow.dst),
+                method: Some(method.as_str()),
+                path: Some(target),
             };
+            r.record(&ctx.metrics, &at);
+            return Decision::Refuse(r);
         }
         let head = RequestHead {
             method: method.as_str(),
@@ -242,7 +245,7 @@ impl Streams for Access {
         };
         let mut out_head = Vec::with_capacity(512);
         match authorise(&check, &head, &mut out_head) {
-            Plan::Refuse { code, reason, .. } => Decision::Refuse { code, reason },
+            Plan::Refuse { refusal, .. } => Decision::Refuse(refusal),
             Plan::Forward(exchange) => Decision::Forward {
                 out_head,
                 exchange,
@@ -424,10 +427,19 @@ async fn stream<S: Streams>(
     let peer = shared.streams.peer();
     let (parts, body) = req.into_parts();
 
+    let refuse = |respond: &mut SendResponse<Bytes>, r: Refusal| {
+        let at = At {
+            peer: Some(peer),
+            method: Some(parts.method.as_str()),
+            path: parts.uri.path_and_query().map(|p| p.as_str()),
+            ..At::default()
+        };
+        r.record(&ctx.metrics, &at);
+        h2_refuse(respond, r.status(), &r.reason());
+    };
     if parts.method == Method::CONNECT {
-        Metrics::inc(&ctx.metrics.requests_bad_total);
-        warn!(peer = %peer, status = 501, "CONNECT over HTTP/2 refused");
-        return h2_refuse(&mut respond, 501, "CONNECT over HTTP/2 is not supported");
+        let r = Refusal::Unsupported("CONNECT over HTTP/2 is not supported");
+        return refuse(&mut respond, r);
     }
     let target = parts
         .uri
@@ -436,11 +448,7 @@ async fn stream<S: Streams>(
         .unwrap_or("/");
     let authority = match authority(parts.uri.authority().map(|a| a.as_str()), &parts.headers) {
         Ok(a) => a,
-        Err(why) => {
-            Metrics::inc(&ctx.metrics.requests_bad_total);
-            warn!(peer = %peer, status = 400, reason = why, "malformed HTTP/2 request refused");
-            return h2_refuse(&mut respond, 400, &format!("bad request: {why}"));
-        }
+        Err(why) => return refuse(&mut respond, Refusal::Malformed(why.to_owned())),
     };
     let framing = if body.is_end_stream() {
         Framing::None
@@ -462,7 +470,7 @@ async fn stream<S: Streams>(
             .decide(&parts.method, target, &headers, framing)
     };
     let (out_head, mut exchange, target) = match decision {
-        Decision::Refuse { code, reason } => return h2_refuse(&mut respond, code, &reason),
+        Decision::Refuse(r) => return h2_refuse(&mut respond, r.status(), &r.reason()),
         Decision::Forward {
             out_head,
             exchange,

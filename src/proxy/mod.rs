@@ -15,6 +15,7 @@ pub mod limits;
 pub mod original_dst;
 pub mod outbound;
 pub mod pipeline;
+pub mod refusal;
 pub mod respond;
 pub mod send;
 #[cfg(test)]

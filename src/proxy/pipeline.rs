@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use super::buffer;
 use super::downstream::Downstream;
 use super::forward::{forward, forward_once, Exchange, NoTap, Upstream};
+use super::refusal::{At, Refusal};
 use super::ProxyCtx;
 use crate::balance::Outcome;
 use crate::state::metrics::Metrics;
@@ -98,7 +99,9 @@ async fn to_pool(
     let metrics: &Metrics = &ctx.metrics;
     let snap = &t.snap;
     let Some(pool) = snap.lb.pool(t.pool) else {
-        client.refuse(503, "pool missing", true).await?;
+        let r = Refusal::Internal("route names a missing pool");
+        r.record(metrics, &At::default());
+        client.refuse(&r, true).await?;
         return Ok(false);
     };
     // A refusal keeps the connection only if no body is left unread.
@@ -153,15 +156,24 @@ async fn to_pool(
         }
     }
     match last {
+        // Each failed attempt was counted and logged with its member.
         Some((f, addr)) => {
-            client.refuse(f.code, &f.message(addr), true).await?;
+            client.refuse(&f.refusal(addr), true).await?;
             Ok(false)
         }
         None => {
-            Metrics::inc(&metrics.frontend_unavailable_total);
-            warn!(frontend = %t.frontend, pool = %pool.name, method = %t.method, path = %t.path, status = 503, "no healthy member in the pool");
-            let reason = format!("no healthy member in pool {}", pool.name);
-            client.refuse(503, &reason, close_on_refusal).await?;
+            let r = Refusal::NoMember {
+                pool: pool.name.clone(),
+            };
+            let at = At {
+                peer: Some(peer),
+                destination: Some(&t.frontend),
+                method: Some(&t.method),
+                path: Some(&t.path),
+                ..At::default()
+            };
+            r.record(metrics, &at);
+            client.refuse(&r, close_on_refusal).await?;
             Ok(!close_on_refusal)
         }
     }

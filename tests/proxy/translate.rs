@@ -149,6 +149,47 @@ pub fn run() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(echo(&body)["body_bytes"], 5, "{body}");
     assert_eq!(h2_requests.load(Ordering::SeqCst), 2);
+
+    // Refusals are written in one place: the same status, metric and one
+    // JSON log line (source, destination, method, path, the rule that
+    // decided with its file position) whichever protocol asked.
+    let denied_before = lab.metric("requests_denied_total");
+    let (s1, _, _, b1) = curl(&lab, 80, &["-X", "DELETE"], "/gone");
+    let (s2, v2, _, b2) = curl(
+        &lab,
+        80,
+        &["--http2-prior-knowledge", "-X", "DELETE"],
+        "/gone",
+    );
+    assert_eq!((s1, s2, v2.as_str()), (403, 403, "2"));
+    assert_eq!(b1, b2, "one refusal body for both protocols");
+    assert!(
+        b1.starts_with("portcullis: denied by ") && b1.contains("rules.json:8:5 (access[0])"),
+        "{b1}"
+    );
+    assert_eq!(lab.metric("requests_denied_total") - denied_before, 2);
+    let lines: Vec<serde_json::Value> = lab
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| {
+            l["fields"]["status"] == 403 && l["fields"]["method"] == "DELETE"
+        })
+        .collect();
+    assert_eq!(lines.len(), 2, "one log line per refusal");
+    for l in &lines {
+        let f = &l["fields"];
+        assert_eq!(f["message"], "request denied", "{l}");
+        assert_eq!(f["path"], "/gone", "{l}");
+        assert_eq!(f["source"], "client", "{l}");
+        assert_eq!(f["destination"], lab.upstream(80).to_string(), "{l}");
+        assert!(
+            f["decided_by"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("rules.json:8:5 (access[0])")),
+            "{l}"
+        );
+    }
 }
 
 /// An HTTP/2-only echo server: method, target, version, source, body bytes.
