@@ -1,7 +1,7 @@
 //! The response cache of the services listed under `cache` in the rule
 //! file (scenario 5): responses are answered from memory whichever way the
 //! request came in, because the cache sits in the forward phase that every
-//! entry path shares ([`crate::proxy::forward::forward`]).
+//! entry path shares ([`crate::proxy::pipeline`]).
 //!
 //! - [`freshness`]: RFC 9111 as pure functions (storable? fresh? age?);
 //! - [`key`]: the request as the cache sees it, and its key;

@@ -14,7 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::policy::Policy;
 use crate::proxy::body::Inbound;
 use crate::proxy::downstream::Downstream;
-use crate::proxy::forward::{forward, Exchange, Upstream};
+use crate::proxy::exchange::{Exchange, Upstream};
+use crate::proxy::pipeline::forward;
 use crate::proxy::ProxyCtx;
 use crate::state::directory::Directory;
 use crate::state::metrics::Metrics;
@@ -123,7 +124,7 @@ impl Lab {
             upstream: crate::rules::model::UpstreamProtocol::Http1,
         };
         let task = tokio::spawn(async move {
-            let mut inbound = Inbound::new(crate::proxy::connection::ClientIo::new(server));
+            let mut inbound = Inbound::new(crate::proxy::client_io::ClientIo::new(server));
             let mut client = Downstream::H1 {
                 send_timeout: exchange.send_timeout,
                 inbound: &mut inbound,
@@ -553,7 +554,7 @@ async fn a_hit_to_a_client_that_stops_reading_times_out() {
         source_framing: Framing::None,
         upstream: crate::rules::model::UpstreamProtocol::Http1,
     };
-    let mut inbound = Inbound::new(crate::proxy::connection::ClientIo::new(server));
+    let mut inbound = Inbound::new(crate::proxy::client_io::ClientIo::new(server));
     let started = std::time::Instant::now();
     let mut client = Downstream::H1 {
         send_timeout,

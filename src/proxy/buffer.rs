@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::body::{chunk_size, BodyError, Inbound, MAX_LINE, MAX_TRAILERS};
 use super::downstream::Downstream;
-use super::forward::Exchange;
+use super::exchange::Exchange;
 use super::refusal::{At, Refusal};
 use crate::state::metrics::Metrics;
 use crate::wire::head::Framing;

@@ -27,7 +27,9 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::downstream::{Downstream, OutHead};
-use super::forward::{relay, Exchange, NoTap, Relayed, Tap, TapAction, Upstream};
+use super::exchange::{Exchange, Relayed, Upstream};
+use super::relay::relay;
+use super::tap::{NoTap, Tap, TapAction};
 use super::ProxyCtx;
 use crate::cache::freshness::{self, NotStorable, Use};
 use crate::cache::key::{CacheRequest, Field, MethodClass};

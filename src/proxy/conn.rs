@@ -31,15 +31,17 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::body::{HeadWait, Inbound};
-use super::connection::{ClientIo, ConnLimits, EntryPath, NotAdmitted};
+use super::client_io::{ClientIo, ConnLimits};
+use super::connection::{EntryPath, NotAdmitted};
 use super::downstream::{ClientProtocol, Downstream};
-use super::forward::{write_refusal, Exchange};
+use super::exchange::{self, Exchange};
+use super::h2::{Decision as H2Decision, Streams};
 use super::limits::{
     self, ConnectionPermit, Effective, Key, Scope, Source, SourceName, SourceTable,
 };
 use super::outbound;
 use super::pipeline::{self, Target};
-use super::refusal::{At, Refusal};
+use super::refusal::{write_refusal, At, Refusal};
 use super::ProxyCtx;
 use crate::policy::matcher::RequestView;
 use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
@@ -113,7 +115,7 @@ pub struct AccessFlow {
 }
 
 impl EntryPath for AccessFlow {
-    type Streams = super::h2::Access;
+    type Streams = Access;
 
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
@@ -151,8 +153,8 @@ impl EntryPath for AccessFlow {
         one_exchange(ctx, &self.flow, inbound, out_head).await
     }
 
-    fn streams(self, ctx: Arc<ProxyCtx>) -> super::h2::Access {
-        super::h2::Access {
+    fn streams(self, ctx: Arc<ProxyCtx>) -> Access {
+        Access {
             ctx,
             flow: self.flow,
         }
@@ -160,6 +162,72 @@ impl EntryPath for AccessFlow {
 
     fn describe(&self) -> String {
         format!("{} -> {}", self.flow.peer, self.flow.dst)
+    }
+}
+
+/// Redirected access flows: the rules decide, the original destination serves.
+pub struct Access {
+    pub ctx: Arc<ProxyCtx>,
+    pub flow: Flow,
+}
+
+impl Streams for Access {
+    fn peer(&self) -> SocketAddr {
+        self.flow.peer
+    }
+
+    fn decide(
+        &self,
+        method: &http::Method,
+        target: &str,
+        headers: &[httparse::Header<'_>],
+        framing: Framing,
+    ) -> H2Decision {
+        let (ctx, flow) = (&self.ctx, &self.flow);
+        let snap = ctx.state.load_full();
+        let resolved = resolve(&snap.policy, &snap.dir, flow);
+        let lim = limits::effective(&snap.policy, resolved.entry);
+        if let Err(e) = head::check_h2_request(target, headers) {
+            let source = SourceName(&snap.policy, resolved.key.source);
+            let r = Refusal::Malformed(e.to_string());
+            let at = At {
+                source: Some(&source),
+                peer: Some(flow.peer),
+                destination: Some(&flow.dst),
+                method: Some(method.as_str()),
+                path: Some(target),
+            };
+            r.record(&ctx.metrics, &at);
+            return H2Decision::Refuse(r);
+        }
+        let head = head::RequestHead {
+            method: method.as_str(),
+            target,
+            http10: false,
+            headers,
+            framing,
+            keep_alive: true,
+            expect_continue: false,
+            tunnel: None,
+        };
+        let check = Check {
+            policy: &snap.policy,
+            resolved: &resolved,
+            flow,
+            limits: &lim,
+            metrics: &ctx.metrics,
+            sources: &ctx.sources,
+            client: ClientProtocol::Http2,
+        };
+        let mut out_head = Vec::with_capacity(512);
+        match authorise(&check, &head, &mut out_head) {
+            Plan::Refuse { refusal, .. } => H2Decision::Refuse(refusal),
+            Plan::Forward(exchange) => H2Decision::Forward {
+                out_head,
+                exchange,
+                target: Target::Direct(flow.dst),
+            },
+        }
     }
 }
 
@@ -390,8 +458,8 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
         head_request: req.method == "HEAD",
         expect_continue: req.expect_continue,
         body_limit: c.limits.max_body_bytes,
-        connect_timeout: super::forward::CONNECT_TIMEOUT,
-        response_timeout: super::forward::RESPONSE_TIMEOUT,
+        connect_timeout: exchange::CONNECT_TIMEOUT,
+        response_timeout: exchange::RESPONSE_TIMEOUT,
         tunnel: req.tunnel,
         request_buffer_bytes: c.limits.request_buffer_bytes,
         body_deadline: Instant::now() + c.limits.body_timeout,

@@ -32,7 +32,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::body::{ChunkedWriter, Inbound};
-use super::connection::ClientIo;
+use super::client_io::ClientIo;
 use super::refusal::Refusal;
 use super::respond;
 use super::send::SendTimeout;

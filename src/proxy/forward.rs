@@ -4,201 +4,29 @@
 //! relay the response head and stream its body back.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout, timeout_at};
 use tracing::warn;
 
 use super::body::{copy_body, copy_payload, BodyError, ChunkedWriter, Inbound, ReadHeadError};
 use super::buffer::refuse_body;
-use super::connection::ClientIo;
 use super::downstream::{ClientProtocol, Downstream, OutHead};
-use super::refusal::{At, Refusal};
-use super::respond;
+use super::exchange::{failure, Exchange, Relayed, Upstream, UpstreamFailure};
 use super::tap::Tee;
-pub use super::tap::{NoTap, Tap, TapAction};
+use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
-use crate::rules::model::UpstreamProtocol;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
 
-/// Defaults for access flows (frontends take theirs from the pool).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The two ends of a forwarded exchange.
-#[derive(Debug, Clone, Copy)]
-pub struct Upstream {
-    /// The client (for logs).
-    pub peer: SocketAddr,
-    /// Where the request goes.
-    pub dst: SocketAddr,
-}
-
-/// What the authorisation step decided about the request's framing and
-/// connection handling; everything [`forward`] needs besides the head.
-#[derive(Debug, Clone, Copy)]
-pub struct Exchange {
-    pub framing: Framing,
-    pub keep_alive: bool,
-    pub head_request: bool,
-    pub expect_continue: bool,
-    pub body_limit: Option<u64>,
-    /// Bound on connecting to the upstream (→ 504).
-    pub connect_timeout: Duration,
-    /// Bound on waiting for each response head (→ 504), and on each read
-    /// of the response body.
-    pub response_timeout: Duration,
-    /// An authorised CONNECT or WebSocket upgrade: if the upstream agrees
-    /// (2xx / 101), the connection becomes a byte tunnel.
-    pub tunnel: Option<Tunnel>,
-    /// How the request body is read from the client: `framing`, except for
-    /// an HTTP/2 stream without a length (`UntilClose`: the end of the
-    /// stream), which goes to an HTTP/1 upstream chunked.
-    pub source_framing: Framing,
-    /// What the upstream speaks.
-    pub upstream: UpstreamProtocol,
-    /// Request body bytes received and checked before an upstream is
-    /// chosen ([`super::buffer`]); a larger body streams.
-    pub request_buffer_bytes: usize,
-    /// When the whole request body must have arrived (→ 408).
-    pub body_deadline: Instant,
-    /// Longest a write to the client may wait for it to read (→ closed).
-    pub send_timeout: Duration,
-}
-
-/// Writes a refusal on an HTTP/1 connection before a request exists
-/// (timeouts, malformed heads, decisions).
-pub async fn write_refusal(client: &mut ClientIo, r: &Refusal, close: bool) -> io::Result<()> {
-    client
-        .write_all(&respond::simple(r.status(), &r.reason(), close))
-        .await
-}
-
-/// Sends one authorised request (`out_head`, then the client's body) to
-/// `flow.dst` and relays the response. `Ok(true)`: the client connection
-/// may carry another request. A destination listed under `cache` is
-/// answered through [`crate::cache`], which may serve it from memory. An
-/// upstream failure is logged and answered with 502/504 here.
-pub async fn forward(
-    ctx: &ProxyCtx,
-    flow: &Upstream,
-    client: &mut Downstream<'_>,
-    out_head: &[u8],
-    exchange: Exchange,
-) -> io::Result<bool> {
-    if exchange.tunnel.is_none() {
-        if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
-            return super::cached::forward_cached(ctx, service, flow, client, out_head, exchange)
-                .await;
-        }
-    }
-    Ok(relay(ctx, flow, client, out_head, exchange, &mut NoTap)
-        .await?
-        .keep)
-}
-
-/// [`forward_once`] answering upstream failures itself (502/504): what a
-/// caller that does not retry wants. `tap` sees the response.
-pub async fn relay(
-    ctx: &ProxyCtx,
-    flow: &Upstream,
-    client: &mut Downstream<'_>,
-    out_head: &[u8],
-    exchange: Exchange,
-    tap: &mut dyn Tap,
-) -> io::Result<Relayed> {
-    match forward_once(ctx, flow, client, out_head, exchange, tap).await? {
-        Ok(relayed) => Ok(relayed),
-        Err(f) => {
-            let r = f.refusal(flow.dst);
-            let at = At {
-                peer: Some(flow.peer),
-                destination: Some(&flow.dst),
-                ..At::default()
-            };
-            r.record(&ctx.metrics, &at);
-            client.refuse(&r, true).await?;
-            Ok(Relayed {
-                keep: false,
-                status: Some(f.code),
-                intercepted: false,
-            })
-        }
-    }
-}
-
-/// A response that reached the client.
-#[derive(Debug, Clone, Copy)]
-pub struct Relayed {
-    /// The client connection may carry another request.
-    pub keep: bool,
-    /// The upstream's status; `None` when the proxy answered itself
-    /// (a malformed or oversized request body).
-    pub status: Option<u16>,
-    /// The tap took the response head for itself ([`TapAction::Intercept`]):
-    /// nothing was written to the client, the caller answers it.
-    pub intercepted: bool,
-}
-
-/// An upstream failure before a final response reached the client.
-/// Nothing has been written to the client for it (an interim `1xx`
-/// excepted, see `client_touched`); the caller answers or retries.
-#[derive(Debug, Clone)]
-pub struct UpstreamFailure {
-    /// 502, or 504 for a timeout.
-    pub code: u16,
-    pub why: String,
-    /// Bytes of the request may have reached the upstream.
-    pub request_sent: bool,
-    /// The client's body was (partly) consumed, or an interim response was
-    /// relayed: the request cannot be sent again.
-    pub client_touched: bool,
-}
-
-impl UpstreamFailure {
-    /// The one-line body of the 502/504.
-    pub fn message(&self, dst: SocketAddr) -> String {
-        if self.code == 504 {
-            format!("upstream {dst} did not answer in time: {}", self.why)
-        } else {
-            format!("upstream {dst} failed: {}", self.why)
-        }
-    }
-
-    /// The refusal the client gets for it.
-    pub fn refusal(&self, dst: SocketAddr) -> Refusal {
-        Refusal::Upstream {
-            status: self.code,
-            reason: self.message(dst),
-            retryable: !self.client_touched && !self.request_sent,
-        }
-    }
-}
-
-fn failure(
-    code: u16,
-    why: impl Into<String>,
-    request_sent: bool,
-    client_touched: bool,
-) -> io::Result<Result<Relayed, UpstreamFailure>> {
-    Ok(Err(UpstreamFailure {
-        code,
-        why: why.into(),
-        request_sent,
-        client_touched,
-    }))
-}
-
-/// [`forward`] without answering failures: the outer `Err` is the client
+/// One exchange with an HTTP/1.1 upstream, failures not answered: the outer `Err` is the client
 /// connection failing, the inner one an upstream failure the caller
 /// reports (and may retry on another upstream, see [`UpstreamFailure`]).
-pub async fn forward_once(
+pub async fn forward_once_h1(
     ctx: &ProxyCtx,
     flow: &Upstream,
     client: &mut Downstream<'_>,
@@ -206,9 +34,6 @@ pub async fn forward_once(
     exchange: Exchange,
     tap: &mut dyn Tap,
 ) -> io::Result<Result<Relayed, UpstreamFailure>> {
-    if exchange.upstream == UpstreamProtocol::H2c {
-        return super::upstream_h2::forward_once(ctx, flow, client, out_head, exchange, tap).await;
-    }
     let Exchange {
         framing,
         keep_alive,

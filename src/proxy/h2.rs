@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::connection::{ClientIo, ConnLimits};
+use super::client_io::{ClientIo, ConnLimits};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
@@ -50,17 +50,15 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use super::body::Inbound;
-use super::conn::{authorise, resolve, Check, Flow, Plan};
-use super::downstream::{ClientProtocol, Downstream, H2Body, H2Down};
-use super::forward::Exchange;
-use super::limits::{self, SourceName};
+use super::downstream::{Downstream, H2Body, H2Down};
+use super::exchange::Exchange;
 use super::pipeline::{self, Target};
 use super::refusal::{At, Refusal};
 use super::respond::h2_refuse;
 use super::send::SendTimeout;
 use super::ProxyCtx;
 use crate::state::metrics::Metrics;
-use crate::wire::head::{self, Framing, RequestHead};
+use crate::wire::head::{self, Framing};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -187,72 +185,6 @@ pub trait Streams: Send + Sync + 'static {
         headers: &[httparse::Header<'_>],
         framing: Framing,
     ) -> Decision;
-}
-
-/// Redirected access flows: the rules decide, the original destination serves.
-pub struct Access {
-    pub ctx: Arc<ProxyCtx>,
-    pub flow: Flow,
-}
-
-impl Streams for Access {
-    fn peer(&self) -> SocketAddr {
-        self.flow.peer
-    }
-
-    fn decide(
-        &self,
-        method: &Method,
-        target: &str,
-        headers: &[httparse::Header<'_>],
-        framing: Framing,
-    ) -> Decision {
-        let (ctx, flow) = (&self.ctx, &self.flow);
-        let snap = ctx.state.load_full();
-        let resolved = resolve(&snap.policy, &snap.dir, flow);
-        let lim = limits::effective(&snap.policy, resolved.entry);
-        if let Err(e) = head::check_h2_request(target, headers) {
-            let source = SourceName(&snap.policy, resolved.key.source);
-            let r = Refusal::Malformed(e.to_string());
-            let at = At {
-                source: Some(&source),
-                peer: Some(flow.peer),
-                destination: Some(&flow.dst),
-                method: Some(method.as_str()),
-                path: Some(target),
-            };
-            r.record(&ctx.metrics, &at);
-            return Decision::Refuse(r);
-        }
-        let head = RequestHead {
-            method: method.as_str(),
-            target,
-            http10: false,
-            headers,
-            framing,
-            keep_alive: true,
-            expect_continue: false,
-            tunnel: None,
-        };
-        let check = Check {
-            policy: &snap.policy,
-            resolved: &resolved,
-            flow,
-            limits: &lim,
-            metrics: &ctx.metrics,
-            sources: &ctx.sources,
-            client: ClientProtocol::Http2,
-        };
-        let mut out_head = Vec::with_capacity(512);
-        match authorise(&check, &head, &mut out_head) {
-            Plan::Refuse { refusal, .. } => Decision::Refuse(refusal),
-            Plan::Forward(exchange) => Decision::Forward {
-                out_head,
-                exchange,
-                target: Target::Direct(flow.dst),
-            },
-        }
-    }
 }
 
 /// What the streams of one client connection share.

@@ -5,9 +5,11 @@
 pub mod body;
 pub mod buffer;
 pub mod cached;
+pub mod client_io;
 pub mod conn;
 pub mod connection;
 pub mod downstream;
+pub mod exchange;
 pub mod forward;
 pub mod frontend;
 pub mod h2;
@@ -16,6 +18,7 @@ pub mod original_dst;
 pub mod outbound;
 pub mod pipeline;
 pub mod refusal;
+pub mod relay;
 pub mod respond;
 pub mod send;
 #[cfg(test)]
@@ -117,7 +120,7 @@ pub async fn serve_transparent(
                 let _ = stream.set_nodelay(true);
                 let entry = conn::AccessFlow { flow: conn::Flow { peer, dst } };
                 tokio::spawn(async move {
-                    connection::serve(guard.0.clone(), connection::ClientIo::new(stream), entry).await;
+                    connection::serve(guard.0.clone(), client_io::ClientIo::new(stream), entry).await;
                     drop(guard);
                 });
             }

@@ -25,8 +25,10 @@ use tracing::{debug, warn};
 
 use super::buffer;
 use super::downstream::Downstream;
-use super::forward::{forward, forward_once, Exchange, NoTap, Upstream};
+use super::exchange::{Exchange, Upstream};
 use super::refusal::{At, Refusal};
+use super::relay::{self, forward_once};
+use super::tap::NoTap;
 use super::ProxyCtx;
 use crate::balance::Outcome;
 use crate::state::metrics::Metrics;
@@ -82,6 +84,31 @@ pub async fn serve(
         }
         Target::Pool(p) => to_pool(ctx, peer, client, out_head, exchange, &p).await,
     }
+}
+
+/// Sends one authorised request (`out_head`, then the client's body) to
+/// `flow.dst` and relays the response. `Ok(true)`: the client connection
+/// may carry another request. A destination listed under `cache` is
+/// answered through [`crate::cache`], which may serve it from memory. An
+/// upstream failure is logged and answered with 502/504 here.
+pub async fn forward(
+    ctx: &ProxyCtx,
+    flow: &Upstream,
+    client: &mut Downstream<'_>,
+    out_head: &[u8],
+    exchange: Exchange,
+) -> io::Result<bool> {
+    if exchange.tunnel.is_none() {
+        if let Some(service) = ctx.cache.service_for(&ctx.state.load(), flow.dst) {
+            return super::cached::forward_cached(ctx, service, flow, client, out_head, exchange)
+                .await;
+        }
+    }
+    Ok(
+        relay::relay(ctx, flow, client, out_head, exchange, &mut NoTap)
+            .await?
+            .keep,
+    )
 }
 
 /// A pool member per attempt: failures are counted against the member

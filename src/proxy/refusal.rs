@@ -20,6 +20,17 @@ use super::respond;
 use crate::state::metrics::Metrics;
 use crate::wire::head::HeadError;
 
+/// Writes a refusal on an HTTP/1 connection before a request exists
+/// (timeouts, malformed heads, decisions), as `respond` builds it.
+pub async fn write_refusal<W: tokio::io::AsyncWrite + Unpin>(
+    client: &mut W,
+    r: &Refusal,
+    close: bool,
+) -> std::io::Result<()> {
+    tokio::io::AsyncWriteExt::write_all(client, &respond::simple(r.status(), &r.reason(), close))
+        .await
+}
+
 /// Whose fault a refused or failed exchange is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

@@ -1,4 +1,4 @@
-//! The response filter of phase 5 ([`super::forward::relay`]): a [`Tap`]
+//! The response filter of phase 5 ([`super::relay::relay`]): a [`Tap`]
 //! sees the final response head, may add header lines or take the response
 //! for itself, and may see every body byte as it is written to the client.
 //! The cache ([`crate::cache`]) tees responses into its store this way,
@@ -18,7 +18,7 @@ use std::task::Poll;
 
 use crate::wire::head;
 
-/// What [`super::forward::relay`] does with the final response head.
+/// What [`super::relay::relay`] does with the final response head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TapAction {
     /// Relay it with the `extra` fields added;
@@ -28,7 +28,7 @@ pub enum TapAction {
         body: bool,
     },
     /// Do not relay: read and drop the (empty) body, keep the upstream
-    /// connection, return a [`super::forward::Relayed`] marked `intercepted`.
+    /// connection, return a [`super::exchange::Relayed`] marked `intercepted`.
     Intercept,
 }
 

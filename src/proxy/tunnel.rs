@@ -10,7 +10,7 @@ use tokio::io::{copy_bidirectional, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::Inbound;
-use super::connection::ClientIo;
+use super::client_io::ClientIo;
 use super::send::SendTimeout;
 
 /// Relays bytes both ways until both sides are done, starting with what

@@ -28,22 +28,14 @@ use tracing::{debug, warn};
 use super::body::{copy_payload, BodyError, Inbound};
 use super::buffer::refuse_body;
 use super::downstream::{ClientProtocol, Downstream, H2Body, H2Writer, OutHead};
-use super::forward::{Exchange, Relayed, Tap, TapAction, Upstream, UpstreamFailure};
+use super::exchange::{failure, Exchange, Relayed, Upstream, UpstreamFailure};
+use super::tap::{Tap, TapAction};
 use super::ProxyCtx;
 use crate::policy::fields::FieldGuard;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, ResponseHead, MAX_HEADERS};
 
 type Outcome = io::Result<Result<Relayed, UpstreamFailure>>;
-
-fn failure(code: u16, why: impl Into<String>, request_sent: bool, client_touched: bool) -> Outcome {
-    Ok(Err(UpstreamFailure {
-        code,
-        why: why.into(),
-        request_sent,
-        client_touched,
-    }))
-}
 
 /// The checked upstream head as an HTTP/2 request (see the module doc).
 fn h2_request(
@@ -89,7 +81,7 @@ fn h2_request(
 }
 
 /// Sends one authorised request to an HTTP/2 upstream and relays the
-/// response, as [`super::forward::forward_once`] does for HTTP/1.
+/// response, as [`super::forward::forward_once_h1`] does for HTTP/1.
 pub async fn forward_once(
     ctx: &ProxyCtx,
     flow: &Upstream,
@@ -267,7 +259,7 @@ impl TrailerSource for H2Body {
     }
 }
 
-impl TrailerSource for super::connection::ClientIo {
+impl TrailerSource for super::client_io::ClientIo {
     fn trailers(&mut self) -> Option<HeaderMap> {
         None
     }
