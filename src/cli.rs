@@ -13,7 +13,6 @@ use crate::policy::probe::RequestProbe;
 use crate::policy::{Decision, Policy, L4};
 use crate::rules;
 use crate::state::directory::Directory;
-use crate::wire::normalize::{normalize_path, split_target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -331,20 +330,11 @@ fn explain(a: &ExplainArgs) -> i32 {
         Proto::Tcp => L4::Tcp,
         Proto::Udp => L4::Udp,
     };
-    let mut parsed = Vec::with_capacity(a.headers.len());
-    for h in &a.headers {
-        let Some((n, v)) = h.split_once(':') else {
-            return fail(format!("invalid --header {h:?}: expected 'Name: value'"), 2);
-        };
-        parsed.push((n.trim().to_owned(), v.trim().to_owned()));
-    }
-    let headers: Vec<httparse::Header> = parsed
-        .iter()
-        .map(|(n, v)| httparse::Header {
-            name: n,
-            value: v.as_bytes(),
-        })
-        .collect();
+    let parsed = match parse_headers(&a.headers) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let headers = header_view(&parsed);
     let wants_request = a.method.is_some() || a.path.is_some() || !a.headers.is_empty();
     let request = RequestProbe {
         method: a.method.as_deref().unwrap_or("GET"),
@@ -370,7 +360,8 @@ fn explain(a: &ExplainArgs) -> i32 {
 
 /// `explain --frontend`: the route and pool a request would take.
 fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
-    use crate::policy::routes::{route_host, RouteMatch};
+    use crate::policy::route_decision::{FrontendRequest, RouteRefusal};
+    use crate::policy::routes::RouteMatch;
     let lb = crate::balance::Balancer::compile(policy);
     let Some(fe) = lb.frontend(name) else {
         let known: Vec<&str> = lb.frontends.iter().map(|f| f.name.as_str()).collect();
@@ -379,32 +370,36 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
             2,
         );
     };
-    let host = match a
-        .host
-        .as_deref()
-        .map(|h| route_host(h.as_bytes()))
-        .transpose()
-    {
-        Ok(h) => h,
-        Err(e) => return fail(format!("--host: {e}"), 2),
-    };
-    let method = a.method.as_deref().unwrap_or("GET");
-    let target = a.path.as_deref().unwrap_or("/");
-    let (raw, _) = split_target(target);
-    let shown_host = host.as_deref().unwrap_or("(none)");
-    let path = match normalize_path(raw) {
+    // The request as the proxy would read it: --host is its Host field.
+    let mut parsed = match parse_headers(&a.headers) {
         Ok(p) => p,
-        Err(e) => {
-            let reason = format!("bad request: {e}");
-            return not_routed(a.json, fe.name.as_str(), 400, &reason);
+        Err(code) => return code,
+    };
+    if let Some(h) = &a.host {
+        parsed.retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
+        parsed.push(("Host".to_owned(), h.clone()));
+    }
+    let headers = header_view(&parsed);
+    let method = a.method.as_deref().unwrap_or("GET");
+    let request = FrontendRequest {
+        method,
+        target: a.path.as_deref().unwrap_or("/"),
+        headers: &headers,
+    };
+    // The proxy's own decision function (`RouteTable::decide`).
+    let routed = match fe.decide(&policy.fields, &request) {
+        Ok(r) => r,
+        Err(RouteRefusal::NoRoute { host, path }) => {
+            let shown_host = host.as_deref().unwrap_or("(none)");
+            let reason = format!(
+                "no route matches host {shown_host} and path {path}, and there is no default_pool"
+            );
+            return not_routed(a.json, &fe.name, 404, &reason);
         }
+        Err(e) => return not_routed(a.json, &fe.name, e.status(), &e.to_string()),
     };
-    let Some(m) = fe.lookup(host.as_deref(), &path) else {
-        let reason = format!(
-            "no route matches host {shown_host} and path {path}, and there is no default_pool"
-        );
-        return not_routed(a.json, &fe.name, 404, &reason);
-    };
+    let (m, path) = (routed.matched, &routed.path);
+    let shown_host = routed.host.as_deref().unwrap_or("(none)");
     let Some(pool) = lb.pool(m.pool()) else {
         return fail("internal error: route names a missing pool", 2);
     };
@@ -484,6 +479,32 @@ fn not_routed(json: bool, frontend: &str, status: u16, reason: &str) -> i32 {
         println!("{status} frontend {frontend}: {reason}");
     }
     1
+}
+
+/// `--header 'Name: value'` arguments as (name, value); a malformed one
+/// is a usage error (exit 2).
+fn parse_headers(args: &[String]) -> Result<Vec<(String, String)>, i32> {
+    let mut parsed = Vec::with_capacity(args.len());
+    for h in args {
+        let Some((n, v)) = h.split_once(':') else {
+            return Err(fail(
+                format!("invalid --header {h:?}: expected 'Name: value'"),
+                2,
+            ));
+        };
+        parsed.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(parsed)
+}
+
+fn header_view(parsed: &[(String, String)]) -> Vec<httparse::Header<'_>> {
+    parsed
+        .iter()
+        .map(|(n, v)| httparse::Header {
+            name: n,
+            value: v.as_bytes(),
+        })
+        .collect()
 }
 
 fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {

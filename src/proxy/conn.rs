@@ -42,8 +42,8 @@ use super::outbound;
 use super::pipeline::{self, Target};
 use super::respond;
 use super::ProxyCtx;
-use crate::policy::matcher::RequestView;
-use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
+use crate::policy::access::{Access, FlowOwner, HttpRequest};
+use crate::policy::{ContainerId, Entry, Policy, L4};
 use crate::rules::model::UpstreamProtocol;
 use crate::state::directory::Directory;
 use crate::state::metrics::Metrics;
@@ -314,72 +314,60 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
             );
         }
     }
-    let bad = |e: &dyn std::fmt::Display| {
-        Metrics::inc(&metrics.requests_bad_total);
-        warn!(source = %source, peer = %flow.peer, destination = %flow.dst, method = req.method, target = req.target, status = 400, reason = %e, "malformed request refused");
-        refuse(400, format!("bad request: {e}"))
-    };
-    // Fields that would change after the decision: 400 before any rule.
-    if let Err(e) = c.policy.fields.check(req.headers) {
-        return bad(&e);
-    }
+    // The decision is `Policy::decide_access`, the function `explain`, the
+    // demo and `diff` answer with: fields, target (CONNECT's authority
+    // form), path, then the rules. An allowed request is not explained.
     let connect = req.tunnel == Some(Tunnel::Connect);
-    let target = if connect {
-        // Authority form: only the matchers that name CONNECT can allow it,
-        // and their path conditions see "/" (`Policy::request_path`).
-        if !head::valid_host(req.target.as_bytes()) || !req.target.contains(':') {
-            return bad(&"CONNECT target is not host:port");
-        }
-        req.target
-    } else {
-        match head::origin_form(req.target, req.headers) {
-            Ok(t) => t,
-            Err(e) => return bad(&e),
-        }
-    };
-    let (path, query) = match Policy::request_path(req.method, target) {
-        Ok(pq) => pq,
-        Err(e) => return bad(&Policy::refuse_path(e).reason),
-    };
     let source_name = c.resolved.from.map(|f| c.policy.container_name(f));
-    let view = RequestView {
-        method: req.method,
-        path: &path,
-        headers: req.headers,
-    };
-    // The hot path checks without building an explanation; a denial is
-    // explained by the same decision `explain` prints.
-    let denial = match c.resolved.entry {
-        None => Some(
-            c.policy
-                .decide_unowned(source_name.unwrap_or("an unmanaged address"), flow.dst),
-        ),
-        Some(entry) => match Policy::check_request(entry, &view) {
-            RequestCheck::Denied => Some(c.policy.decide_request(entry, &view)),
-            RequestCheck::Allowed(_) => None,
+    let owner = match c.resolved.entry {
+        Some(entry) => FlowOwner::Entry(entry),
+        None => FlowOwner::Unowned {
+            source: source_name.unwrap_or("an unmanaged address"),
+            destination: &flow.dst,
         },
     };
-    match denial {
-        None => Metrics::inc(&metrics.requests_allowed_total),
-        Some(d) => {
+    let request = HttpRequest {
+        method: req.method,
+        target: req.target,
+        headers: req.headers,
+    };
+    let (path, query) = match c.policy.decide_access(owner, &request) {
+        Access::Allow { path, query, .. } => {
+            Metrics::inc(&metrics.requests_allowed_total);
+            (path, query)
+        }
+        Access::Audited {
+            path,
+            query,
+            decision: d,
+        } => {
             let rule = d
                 .rule
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
-            if d.audit_deny {
-                Metrics::inc(&metrics.requests_audit_denied_total);
-                warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
-            } else {
-                Metrics::inc(&metrics.requests_denied_total);
-                warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "request denied");
-                let reason = match d.rule {
-                    Some(_) => format!("denied by {rule}: {}", d.reason),
-                    None => d.reason,
-                };
-                return refuse(403, reason);
-            }
+            Metrics::inc(&metrics.requests_audit_denied_total);
+            warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
+            (path, query)
         }
-    }
+        Access::Deny { path, decision: d } => {
+            let rule = d
+                .rule
+                .as_ref()
+                .map_or_else(|| "default".to_owned(), ToString::to_string);
+            Metrics::inc(&metrics.requests_denied_total);
+            warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "request denied");
+            let reason = match d.rule {
+                Some(_) => format!("denied by {rule}: {}", d.reason),
+                None => d.reason,
+            };
+            return refuse(403, reason);
+        }
+        Access::Bad(e) => {
+            Metrics::inc(&metrics.requests_bad_total);
+            warn!(source = %source, peer = %flow.peer, destination = %flow.dst, method = req.method, target = req.target, status = 400, reason = %e, "malformed request refused");
+            return refuse(400, format!("bad request: {e}"));
+        }
+    };
 
     // Phase 4 preparation: the head sent upstream, from the checked request.
     if connect {

@@ -52,11 +52,11 @@ use super::outbound;
 use super::pipeline::{self, PoolTarget, Target};
 use super::{respond, ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
-use crate::policy::routes::{route_host, RouteMatch, RouteTable};
+use crate::policy::route_decision::{FrontendRequest, RouteRefusal, Routed};
+use crate::policy::routes::{RouteMatch, RouteTable};
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, HeadError, Tunnel, MAX_HEADERS};
-use crate::wire::normalize::{normalize_path, split_target};
 
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -535,14 +535,6 @@ impl Streams for FrontendStreams {
     }
 }
 
-/// The authority of an absolute-form target (`http://host[:port]/…`).
-fn target_authority(target: &str) -> Option<&str> {
-    let rest = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("HTTP://"))?;
-    Some(rest.find(['/', '?']).map_or(rest, |i| &rest[..i]))
-}
-
 /// Phase 3: route and prepare the upstream head in `out_head`.
 #[allow(clippy::too_many_arguments)]
 fn route(
@@ -561,71 +553,54 @@ fn route(
         reason,
         close: has_body || !req.keep_alive || code == 400 || code == 501,
     };
-    // A WebSocket upgrade is routed like the GET it is and tunnelled once
-    // the member answers 101. CONNECT has no route to match (its target is
-    // an authority, not a path, and a frontend is no forward proxy): 501.
-    // Other upgrades (h2c) are ignored, their headers being hop-by-hop.
-    if req.tunnel == Some(Tunnel::Connect) {
-        Metrics::inc(&metrics.requests_bad_total);
-        warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "CONNECT refused on a frontend");
-        return refuse(
-            501,
-            "CONNECT is not supported on frontends (they route by path; no forward proxying)"
-                .into(),
-        );
-    }
-    // Fields that would change after the decision: 400 before routing.
-    if let Err(e) = snap.policy.fields.check(req.headers) {
-        Metrics::inc(&metrics.requests_bad_total);
-        warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
-        return refuse(400, format!("bad request: {e}"));
-    }
-    // Host or absolute-form authority; origin_form refuses the two disagreeing.
-    let target = match head::origin_form(req.target, req.headers) {
-        Ok(t) => t,
+    // The decision is `RouteTable::decide`, the function `explain
+    // --frontend` and the demo answer with. A WebSocket upgrade is routed
+    // like the GET it is and tunnelled once the member answers 101;
+    // CONNECT is refused there (501). Other upgrades (h2c) are ignored,
+    // their headers being hop-by-hop.
+    let request = FrontendRequest {
+        method: req.method,
+        target: req.target,
+        headers: req.headers,
+    };
+    let routed = match fe.decide(&snap.policy.fields, &request) {
+        Ok(r) => r,
+        Err(RouteRefusal::NoRoute { host, path }) => {
+            Metrics::inc(&metrics.frontend_no_route_total);
+            let shown = host.as_deref().unwrap_or("(none)");
+            warn!(frontend = %fe.name, source = %peer, host = shown, method = req.method, path = %path, status = 404, "no route");
+            return refuse(
+                404,
+                format!(
+                    "no route in frontend {} for host {shown} and path {path}",
+                    fe.name
+                ),
+            );
+        }
+        Err(e @ RouteRefusal::Connect) => {
+            Metrics::inc(&metrics.requests_bad_total);
+            warn!(frontend = %fe.name, source = %peer, method = req.method, status = 501, "CONNECT refused on a frontend");
+            return refuse(e.status(), e.to_string());
+        }
+        Err(RouteRefusal::Path { raw, error }) => {
+            Metrics::inc(&metrics.requests_bad_total);
+            warn!(frontend = %fe.name, source = %peer, method = req.method, path = raw, status = 400, reason = %error, "request refused");
+            return refuse(400, format!("bad request: {error}"));
+        }
         Err(e) => {
             Metrics::inc(&metrics.requests_bad_total);
-            warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
-            return refuse(400, format!("bad request: {e}"));
+            warn!(frontend = %fe.name, source = %peer, reason = %e, status = e.status(), "malformed request refused");
+            return refuse(e.status(), e.to_string());
         }
     };
-    let host_header = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| head::trim(h.value));
-    let raw_host = host_header
-        .or_else(|| target_authority(req.target).map(str::as_bytes))
-        .filter(|h| !h.is_empty());
-    let host = match raw_host.map(route_host).transpose() {
-        Ok(h) => h,
-        Err(e) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(frontend = %fe.name, source = %peer, reason = %e, status = 400, "malformed request refused");
-            return refuse(400, format!("bad request: {e}"));
-        }
-    };
-    let (raw_path, query) = split_target(target);
-    let path = match normalize_path(raw_path) {
-        Ok(p) => p,
-        Err(e) => {
-            Metrics::inc(&metrics.requests_bad_total);
-            warn!(frontend = %fe.name, source = %peer, method = req.method, path = raw_path, status = 400, reason = %e, "request refused");
-            return refuse(400, format!("bad request: {e}"));
-        }
-    };
-    let Some(m) = fe.lookup(host.as_deref(), &path) else {
-        Metrics::inc(&metrics.frontend_no_route_total);
-        let shown = host.as_deref().unwrap_or("(none)");
-        warn!(frontend = %fe.name, source = %peer, host = shown, method = req.method, path = %path, status = 404, "no route");
-        return refuse(
-            404,
-            format!(
-                "no route in frontend {} for host {shown} and path {path}",
-                fe.name
-            ),
-        );
-    };
+    let Routed {
+        matched: m,
+        host_header,
+        raw_host,
+        path,
+        query,
+        ..
+    } = routed;
     let Some(pool) = snap.lb.pool(m.pool()) else {
         return refuse(503, "pool missing".into());
     };
@@ -745,15 +720,5 @@ mod tests {
         );
         assert_eq!(forwarded("::1", None), "for=\"[::1]\";proto=http");
         assert_eq!(forwarded("::1", Some(b"a\"b")), "for=\"[::1]\";proto=http");
-    }
-
-    #[test]
-    fn absolute_form_authority() {
-        assert_eq!(
-            target_authority("http://a.example:81/x?y"),
-            Some("a.example:81")
-        );
-        assert_eq!(target_authority("http://a.example"), Some("a.example"));
-        assert_eq!(target_authority("/x"), None);
     }
 }
