@@ -360,8 +360,7 @@ fn explain(a: &ExplainArgs) -> i32 {
 
 /// `explain --frontend`: the route and pool a request would take.
 fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
-    use crate::policy::route_decision::{FrontendRequest, RouteRefusal};
-    use crate::policy::routes::RouteMatch;
+    use crate::policy::route_decision::FrontendRequest;
     let lb = crate::balance::Balancer::compile(policy);
     let Some(fe) = lb.frontend(name) else {
         let known: Vec<&str> = lb.frontends.iter().map(|f| f.name.as_str()).collect();
@@ -380,40 +379,101 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
         parsed.push(("Host".to_owned(), h.clone()));
     }
     let headers = header_view(&parsed);
-    let method = a.method.as_deref().unwrap_or("GET");
     let request = FrontendRequest {
-        method,
+        method: a.method.as_deref().unwrap_or("GET"),
         target: a.path.as_deref().unwrap_or("/"),
         headers: &headers,
     };
-    // The proxy's own decision function (`RouteTable::decide`).
-    let routed = match fe.decide(&policy.fields, &request) {
+    let v = match explain_route(policy, &lb, fe, &request) {
+        Ok(v) => v,
+        Err(e) => return fail(e, 2),
+    };
+    let text = |k: &str| v[k].as_str().unwrap_or_default();
+    let routed = v["status"].is_null();
+    if a.json {
+        println!("{v}");
+    } else if routed {
+        let members: Vec<String> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| format!("{} (weight {})", text_of(&m["target"]), m["weight"]))
+            .collect();
+        println!(
+            "routed frontend {} {}: {} -> pool {} ({}: {})",
+            text("frontend"),
+            v["rule"].as_str().unwrap_or("default_pool"),
+            text("reason"),
+            text("pool"),
+            text("balance"),
+            members.join(", ")
+        );
+    } else {
+        println!(
+            "{} frontend {}: {}",
+            v["status"],
+            text("frontend"),
+            text("reason")
+        );
+    }
+    if routed {
+        0
+    } else {
+        1
+    }
+}
+
+fn text_of(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// What `explain --frontend` answers for a request to frontend `fe`, as
+/// the JSON object it prints (`status` null when routed): the proxy's own
+/// decision ([`crate::policy::routes::RouteTable::decide`]) explained.
+pub(crate) fn explain_route(
+    policy: &Policy,
+    lb: &crate::balance::Balancer,
+    fe: &crate::policy::routes::RouteTable,
+    request: &crate::policy::route_decision::FrontendRequest<'_>,
+) -> Result<serde_json::Value, String> {
+    use crate::policy::route_decision::RouteRefusal;
+    use crate::policy::routes::{HostClass, RouteMatch};
+    let refused = |status: u16, reason: &str| {
+        serde_json::json!({
+            "verdict": status.to_string(),
+            "layer": "frontend",
+            "frontend": fe.name,
+            "rule": null,
+            "pool": null,
+            "reason": reason,
+            "status": status,
+        })
+    };
+    let routed = match fe.decide(&policy.fields, request) {
         Ok(r) => r,
         Err(RouteRefusal::NoRoute { host, path }) => {
             let shown_host = host.as_deref().unwrap_or("(none)");
             let reason = format!(
                 "no route matches host {shown_host} and path {path}, and there is no default_pool"
             );
-            return not_routed(a.json, &fe.name, 404, &reason);
+            return Ok(refused(404, &reason));
         }
-        Err(e) => return not_routed(a.json, &fe.name, e.status(), &e.to_string()),
+        Err(e) => return Ok(refused(e.status(), &e.to_string())),
     };
     let (m, path) = (routed.matched, &routed.path);
     let shown_host = routed.host.as_deref().unwrap_or("(none)");
     let Some(pool) = lb.pool(m.pool()) else {
-        return fail("internal error: route names a missing pool", 2);
+        return Err("internal error: route names a missing pool".to_owned());
     };
     let (rule, why) = match m {
         RouteMatch::Route { index, class, .. } => {
             let r = &fe.routes[index];
             let host_part = match class {
-                crate::policy::routes::HostClass::Exact => {
-                    format!("host {}", r.host.as_deref().unwrap_or(""))
-                }
-                crate::policy::routes::HostClass::Wildcard => {
+                HostClass::Exact => format!("host {}", r.host.as_deref().unwrap_or("")),
+                HostClass::Wildcard => {
                     format!("wildcard host {}", r.host.as_deref().unwrap_or(""))
                 }
-                crate::policy::routes::HostClass::Any => "any host".to_owned(),
+                HostClass::Any => "any host".to_owned(),
             };
             let prefix = r.path_prefix.as_deref().unwrap_or("/");
             (
@@ -433,52 +493,17 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
             format!("hash on header:{h}")
         }
     };
-    let members: Vec<String> = pool
-        .members
-        .iter()
-        .map(|m| format!("{} (weight {})", m.target, m.weight))
-        .collect();
-    if a.json {
-        let v = serde_json::json!({
-            "verdict": "routed",
-            "layer": "frontend",
-            "frontend": fe.name,
-            "rule": rule,
-            "pool": pool.name,
-            "balance": balance,
-            "members": pool.members.iter().map(|m| serde_json::json!({"target": m.target, "weight": m.weight})).collect::<Vec<_>>(),
-            "reason": format!("{method} {shown_host} {path}: {why}"),
-            "status": null,
-        });
-        println!("{v}");
-    } else {
-        println!(
-            "routed frontend {} {}: {method} {shown_host} {path}: {why} -> pool {} ({balance}: {})",
-            fe.name,
-            rule.as_deref().unwrap_or("default_pool"),
-            pool.name,
-            members.join(", ")
-        );
-    }
-    0
-}
-
-fn not_routed(json: bool, frontend: &str, status: u16, reason: &str) -> i32 {
-    if json {
-        let v = serde_json::json!({
-            "verdict": status.to_string(),
-            "layer": "frontend",
-            "frontend": frontend,
-            "rule": null,
-            "pool": null,
-            "reason": reason,
-            "status": status,
-        });
-        println!("{v}");
-    } else {
-        println!("{status} frontend {frontend}: {reason}");
-    }
-    1
+    Ok(serde_json::json!({
+        "verdict": "routed",
+        "layer": "frontend",
+        "frontend": fe.name,
+        "rule": rule,
+        "pool": pool.name,
+        "balance": balance,
+        "members": pool.members.iter().map(|m| serde_json::json!({"target": m.target, "weight": m.weight})).collect::<Vec<_>>(),
+        "reason": format!("{} {shown_host} {path}: {why}", request.method),
+        "status": null,
+    }))
 }
 
 /// `--header 'Name: value'` arguments as (name, value); a malformed one

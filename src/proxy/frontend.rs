@@ -535,6 +535,10 @@ impl Streams for FrontendStreams {
     }
 }
 
+#[cfg(test)]
+#[path = "decide_props.rs"]
+mod decide_props;
+
 /// Phase 3: route and prepare the upstream head in `out_head`.
 #[allow(clippy::too_many_arguments)]
 fn route(
