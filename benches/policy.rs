@@ -1,9 +1,12 @@
-//! Hot-path costs: path normalisation, request-head parsing and the access
-//! decision (flow lookup + matchers) on the example rules, plus the flow
+//! Hot-path costs: path normalisation, request-head parsing, the access
+//! decision (flow lookup + matchers, and the whole of `decide_access`) and
+//! the frontend decision on the example rules, plus the flow
 //! lookup in a large policy to show it does not grow with the rule count.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use portcullis::policy::access::{Access, FlowOwner, HttpRequest};
 use portcullis::policy::matcher::RequestView;
+use portcullis::policy::route_decision::FrontendRequest;
 use portcullis::policy::{Policy, L4};
 use portcullis::wire::head::{head_end, parse_request, MAX_HEADERS};
 use portcullis::wire::normalize::normalize_path;
@@ -80,6 +83,59 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+
+    // The proxy's whole decision for an allowed request: fields, target,
+    // path, matchers (`Policy::decide_access`, which explain shares).
+    let access_headers = [
+        httparse::Header {
+            name: "Host",
+            value: b"app1",
+        },
+        httparse::Header {
+            name: "X-Bar",
+            value: b"bar",
+        },
+    ];
+    c.bench_function("decide access, allowed (example rules)", |b| {
+        b.iter(|| {
+            p.flow(app2, app1, L4::Tcp, 80).map(|e| {
+                matches!(
+                    p.decide_access(
+                        FlowOwner::Entry(e),
+                        &HttpRequest {
+                            method: black_box("PUT"),
+                            target: black_box("/bar/item?x=1"),
+                            headers: &access_headers,
+                        },
+                    ),
+                    Access::Allow { .. }
+                )
+            })
+        })
+    });
+
+    // The frontend decision (`RouteTable::decide`) for a routed request.
+    let lb = portcullis::balance::Balancer::compile(&p);
+    if let Some(fe) = lb.frontend("edge") {
+        let host = [httparse::Header {
+            name: "Host",
+            value: b"other.test",
+        }];
+        c.bench_function("decide route (example rules)", |b| {
+            b.iter(|| {
+                fe.decide(
+                    &p.fields,
+                    &FrontendRequest {
+                        method: "GET",
+                        target: black_box("/three/x?y=1"),
+                        headers: &host,
+                    },
+                )
+                .map(|r| r.matched.pool())
+                .ok()
+            })
+        });
+    }
 
     for n in [10usize, 1000] {
         let p = large(n);

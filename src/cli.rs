@@ -13,7 +13,6 @@ use crate::policy::probe::RequestProbe;
 use crate::policy::{Decision, Policy, L4};
 use crate::rules;
 use crate::state::directory::Directory;
-use crate::wire::normalize::{normalize_path, split_target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -331,20 +330,11 @@ fn explain(a: &ExplainArgs) -> i32 {
         Proto::Tcp => L4::Tcp,
         Proto::Udp => L4::Udp,
     };
-    let mut parsed = Vec::with_capacity(a.headers.len());
-    for h in &a.headers {
-        let Some((n, v)) = h.split_once(':') else {
-            return fail(format!("invalid --header {h:?}: expected 'Name: value'"), 2);
-        };
-        parsed.push((n.trim().to_owned(), v.trim().to_owned()));
-    }
-    let headers: Vec<httparse::Header> = parsed
-        .iter()
-        .map(|(n, v)| httparse::Header {
-            name: n,
-            value: v.as_bytes(),
-        })
-        .collect();
+    let parsed = match parse_headers(&a.headers) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let headers = header_view(&parsed);
     let wants_request = a.method.is_some() || a.path.is_some() || !a.headers.is_empty();
     let request = RequestProbe {
         method: a.method.as_deref().unwrap_or("GET"),
@@ -370,7 +360,7 @@ fn explain(a: &ExplainArgs) -> i32 {
 
 /// `explain --frontend`: the route and pool a request would take.
 fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
-    use crate::policy::routes::{route_host, RouteMatch};
+    use crate::policy::route_decision::FrontendRequest;
     let lb = crate::balance::Balancer::compile(policy);
     let Some(fe) = lb.frontend(name) else {
         let known: Vec<&str> = lb.frontends.iter().map(|f| f.name.as_str()).collect();
@@ -379,46 +369,111 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
             2,
         );
     };
-    let host = match a
-        .host
-        .as_deref()
-        .map(|h| route_host(h.as_bytes()))
-        .transpose()
-    {
-        Ok(h) => h,
-        Err(e) => return fail(format!("--host: {e}"), 2),
-    };
-    let method = a.method.as_deref().unwrap_or("GET");
-    let target = a.path.as_deref().unwrap_or("/");
-    let (raw, _) = split_target(target);
-    let shown_host = host.as_deref().unwrap_or("(none)");
-    let path = match normalize_path(raw) {
+    // The request as the proxy would read it: --host is its Host field.
+    let mut parsed = match parse_headers(&a.headers) {
         Ok(p) => p,
-        Err(e) => {
-            let reason = format!("bad request: {e}");
-            return not_routed(a.json, fe.name.as_str(), 400, &reason);
-        }
+        Err(code) => return code,
     };
-    let Some(m) = fe.lookup(host.as_deref(), &path) else {
-        let reason = format!(
-            "no route matches host {shown_host} and path {path}, and there is no default_pool"
+    if let Some(h) = &a.host {
+        parsed.retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
+        parsed.push(("Host".to_owned(), h.clone()));
+    }
+    let headers = header_view(&parsed);
+    let request = FrontendRequest {
+        method: a.method.as_deref().unwrap_or("GET"),
+        target: a.path.as_deref().unwrap_or("/"),
+        headers: &headers,
+    };
+    let v = match explain_route(policy, &lb, fe, &request) {
+        Ok(v) => v,
+        Err(e) => return fail(e, 2),
+    };
+    let text = |k: &str| v[k].as_str().unwrap_or_default();
+    let routed = v["status"].is_null();
+    if a.json {
+        println!("{v}");
+    } else if routed {
+        let members: Vec<String> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| format!("{} (weight {})", text_of(&m["target"]), m["weight"]))
+            .collect();
+        println!(
+            "routed frontend {} {}: {} -> pool {} ({}: {})",
+            text("frontend"),
+            v["rule"].as_str().unwrap_or("default_pool"),
+            text("reason"),
+            text("pool"),
+            text("balance"),
+            members.join(", ")
         );
-        return not_routed(a.json, &fe.name, 404, &reason);
+    } else {
+        println!(
+            "{} frontend {}: {}",
+            v["status"],
+            text("frontend"),
+            text("reason")
+        );
+    }
+    if routed {
+        0
+    } else {
+        1
+    }
+}
+
+fn text_of(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// What `explain --frontend` answers for a request to frontend `fe`, as
+/// the JSON object it prints (`status` null when routed): the proxy's own
+/// decision ([`crate::policy::routes::RouteTable::decide`]) explained.
+pub(crate) fn explain_route(
+    policy: &Policy,
+    lb: &crate::balance::Balancer,
+    fe: &crate::policy::routes::RouteTable,
+    request: &crate::policy::route_decision::FrontendRequest<'_>,
+) -> Result<serde_json::Value, String> {
+    use crate::policy::route_decision::RouteRefusal;
+    use crate::policy::routes::{HostClass, RouteMatch};
+    let refused = |status: u16, reason: &str| {
+        serde_json::json!({
+            "verdict": status.to_string(),
+            "layer": "frontend",
+            "frontend": fe.name,
+            "rule": null,
+            "pool": null,
+            "reason": reason,
+            "status": status,
+        })
     };
+    let routed = match fe.decide(&policy.fields, request) {
+        Ok(r) => r,
+        Err(RouteRefusal::NoRoute { host, path }) => {
+            let shown_host = host.as_deref().unwrap_or("(none)");
+            let reason = format!(
+                "no route matches host {shown_host} and path {path}, and there is no default_pool"
+            );
+            return Ok(refused(404, &reason));
+        }
+        Err(e) => return Ok(refused(e.status(), &e.to_string())),
+    };
+    let (m, path) = (routed.matched, &routed.path);
+    let shown_host = routed.host.as_deref().unwrap_or("(none)");
     let Some(pool) = lb.pool(m.pool()) else {
-        return fail("internal error: route names a missing pool", 2);
+        return Err("internal error: route names a missing pool".to_owned());
     };
     let (rule, why) = match m {
         RouteMatch::Route { index, class, .. } => {
             let r = &fe.routes[index];
             let host_part = match class {
-                crate::policy::routes::HostClass::Exact => {
-                    format!("host {}", r.host.as_deref().unwrap_or(""))
-                }
-                crate::policy::routes::HostClass::Wildcard => {
+                HostClass::Exact => format!("host {}", r.host.as_deref().unwrap_or("")),
+                HostClass::Wildcard => {
                     format!("wildcard host {}", r.host.as_deref().unwrap_or(""))
                 }
-                crate::policy::routes::HostClass::Any => "any host".to_owned(),
+                HostClass::Any => "any host".to_owned(),
             };
             let prefix = r.path_prefix.as_deref().unwrap_or("/");
             (
@@ -438,52 +493,43 @@ fn explain_frontend(policy: &Policy, name: &str, a: &ExplainArgs) -> i32 {
             format!("hash on header:{h}")
         }
     };
-    let members: Vec<String> = pool
-        .members
-        .iter()
-        .map(|m| format!("{} (weight {})", m.target, m.weight))
-        .collect();
-    if a.json {
-        let v = serde_json::json!({
-            "verdict": "routed",
-            "layer": "frontend",
-            "frontend": fe.name,
-            "rule": rule,
-            "pool": pool.name,
-            "balance": balance,
-            "members": pool.members.iter().map(|m| serde_json::json!({"target": m.target, "weight": m.weight})).collect::<Vec<_>>(),
-            "reason": format!("{method} {shown_host} {path}: {why}"),
-            "status": null,
-        });
-        println!("{v}");
-    } else {
-        println!(
-            "routed frontend {} {}: {method} {shown_host} {path}: {why} -> pool {} ({balance}: {})",
-            fe.name,
-            rule.as_deref().unwrap_or("default_pool"),
-            pool.name,
-            members.join(", ")
-        );
-    }
-    0
+    Ok(serde_json::json!({
+        "verdict": "routed",
+        "layer": "frontend",
+        "frontend": fe.name,
+        "rule": rule,
+        "pool": pool.name,
+        "balance": balance,
+        "members": pool.members.iter().map(|m| serde_json::json!({"target": m.target, "weight": m.weight})).collect::<Vec<_>>(),
+        "reason": format!("{} {shown_host} {path}: {why}", request.method),
+        "status": null,
+    }))
 }
 
-fn not_routed(json: bool, frontend: &str, status: u16, reason: &str) -> i32 {
-    if json {
-        let v = serde_json::json!({
-            "verdict": status.to_string(),
-            "layer": "frontend",
-            "frontend": frontend,
-            "rule": null,
-            "pool": null,
-            "reason": reason,
-            "status": status,
-        });
-        println!("{v}");
-    } else {
-        println!("{status} frontend {frontend}: {reason}");
+/// `--header 'Name: value'` arguments as (name, value); a malformed one
+/// is a usage error (exit 2).
+fn parse_headers(args: &[String]) -> Result<Vec<(String, String)>, i32> {
+    let mut parsed = Vec::with_capacity(args.len());
+    for h in args {
+        let Some((n, v)) = h.split_once(':') else {
+            return Err(fail(
+                format!("invalid --header {h:?}: expected 'Name: value'"),
+                2,
+            ));
+        };
+        parsed.push((n.trim().to_owned(), v.trim().to_owned()));
     }
-    1
+    Ok(parsed)
+}
+
+fn header_view(parsed: &[(String, String)]) -> Vec<httparse::Header<'_>> {
+    parsed
+        .iter()
+        .map(|(n, v)| httparse::Header {
+            name: n,
+            value: v.as_bytes(),
+        })
+        .collect()
 }
 
 fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {

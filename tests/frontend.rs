@@ -946,3 +946,90 @@ async fn bodies_are_checked_before_a_member_is_picked() {
     assert_eq!(posts(&seen), 1);
     rec_task.abort();
 }
+
+/// What `portcullis explain --frontend edge --json` says about a request:
+/// the pool it routes to, or the status. `PORTCULLIS_BIN` picks another
+/// binary (to see this test fail against one whose explain disagrees).
+fn explained(rules: &std::path::Path, host: &str, target: &str) -> String {
+    let bin = std::env::var("PORTCULLIS_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_portcullis").to_owned());
+    let out = std::process::Command::new(bin)
+        .arg("explain")
+        .arg(rules)
+        .args([
+            "--frontend",
+            "edge",
+            "--host",
+            host,
+            "--path",
+            target,
+            "--json",
+        ])
+        .output()
+        .expect("run portcullis explain");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "explain {host} {target}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    match v["status"].as_u64() {
+        Some(status) => status.to_string(),
+        None => v["pool"].as_str().unwrap_or("no pool").to_owned(),
+    }
+}
+
+/// The proxy and `explain --frontend` decide with one function: on hostile
+/// hosts and targets the real frontend's answer (the member's pool, or the
+/// status) is what explain prints, and what the test expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frontend_does_what_explain_says() {
+    let two = Upstream::start(ip(2), "app2").await;
+    let three = Upstream::start(ip(3), "app3").await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "app2": {{ "docker": "127.0.0.2" }}, "app3": {{ "docker": "127.0.0.3" }} }},
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [
+    {{ "host": "two.example", "pool": "two" }},
+    {{ "path_prefix": "/three", "pool": "three" }} ] }} ],
+  "pools": {{ "two": {{ "members": ["app2:{}"] }}, "three": {{ "members": ["app3:{}"] }} }} }}"#,
+        two.addr.port(),
+        three.addr.port()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("rules.json");
+    std::fs::write(&file, rules.replace("@FRONT@", "127.0.0.1:1")).expect("write rules");
+    let lab = lab(&rules).await;
+    let cases = [
+        ("two.example", "/x", "two"),
+        ("TWO.Example:8080", "/x", "two"),
+        ("two.example.", "/three", "two"),
+        ("two.example", "http://two.example/three", "two"),
+        ("two.example", "HTTP://TWO.EXAMPLE/three", "two"),
+        ("three.example", "http://two.example/x", "400"),
+        ("other.test", "/three/x?a=%2f..", "three"),
+        ("other.test", "/x/../three/y", "three"),
+        ("other.test", "/thre%65/y", "three"),
+        ("other.test", "/three/..", "404"),
+        ("other.test", "/three/%2e%2e/x", "404"),
+        ("other.test", "/threex", "404"),
+        ("other.test", "/three%2fx", "400"),
+        ("other.test", "/../three", "400"),
+        ("other.test", "/three/..;/x", "400"),
+        ("other.test", "three", "400"),
+    ];
+    for (host, target, want) in cases {
+        let (status, body) = get_host(lab.front, host, target).await;
+        let proxy = match (status, body.lines().next()) {
+            (200, Some("app2")) => "two".to_owned(),
+            (200, Some("app3")) => "three".to_owned(),
+            _ => status.to_string(),
+        };
+        let said = explained(&file, host, target);
+        assert_eq!(
+            (proxy.as_str(), said.as_str()),
+            (want, want),
+            "Host {host}, target {target}: (proxy, explain)"
+        );
+    }
+}

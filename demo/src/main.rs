@@ -163,7 +163,7 @@ fn frontend_probes(policy: &Policy, front: u16) -> usize {
         "frontend request (host -> edge)", "route", "expected", "ok"
     );
     for f in FRONTEND_PROBES {
-        let said = f.routed(&lb);
+        let said = f.routed(policy, &lb);
         let mut opts = ProbeOpts::new(format!("http://127.0.0.1:{front}{}", f.path));
         opts.headers.push(("Host".into(), f.host.into()));
         opts.timeout = Duration::from_millis(3000);

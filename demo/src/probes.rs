@@ -3,7 +3,7 @@
 //!
 //! "What the rules say" is computed by the same functions the daemon and
 //! `portcullis explain` decide with ([`Policy::probe`] for access flows,
-//! the frontend's route table for frontend requests), so a demo row where
+//! [`RouteTable::decide`] for frontend requests), so a demo row where
 //! the rules and the expectation disagree means the rules changed, not
 //! that the demo has its own idea of them.
 
@@ -11,8 +11,10 @@ use std::net::Ipv4Addr;
 
 use portcullis::balance::Balancer;
 use portcullis::policy::probe::RequestProbe;
+use portcullis::policy::route_decision::FrontendRequest;
+#[cfg(doc)]
+use portcullis::policy::routes::RouteTable;
 use portcullis::policy::{Layer, Policy, Verdict, L4};
-use portcullis::wire::normalize::{normalize_path, split_target};
 
 /// What a probe is expected to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,9 +176,10 @@ impl Probe {
 pub struct FrontendProbe {
     pub host: &'static str,
     pub path: &'static str,
-    /// The pool the rules are expected to route to (`404`: none).
+    /// The pool the rules are expected to route to (a status such as
+    /// `404`: refused by the frontend).
     pub pool: &'static str,
-    /// The service expected to answer (`404`: the frontend itself).
+    /// The service expected to answer (a status: the frontend itself).
     pub service: &'static str,
 }
 
@@ -194,26 +197,42 @@ const fn fe(
     }
 }
 
-/// Scenarios 3 and 4.
-pub const FRONTEND_PROBES: [FrontendProbe; 6] = [
+/// Scenarios 3 and 4, and two hostile requests the frontend must read as
+/// the rules do (host case and port, a dot segment, an encoded `/`).
+pub const FRONTEND_PROBES: [FrontendProbe; 8] = [
     fe("two.example", "/", "two", "app2"),
     fe("three.example", "/two", "three", "app3"),
     fe("other.test", "/two/x?y=1", "two", "app2"),
     fe("other.test", "/three", "three", "app3"),
     fe("other.test", "/one", "one", "app1"),
     fe("other.test", "/four", "404", "404"),
+    fe("Two.EXAMPLE:8080", "/three/../x/%61", "two", "app2"),
+    fe("other.test", "/two%2f..%2fone", "400", "400"),
 ];
 
 impl FrontendProbe {
-    /// The pool frontend `edge` routes this request to, as `explain
-    /// --frontend` would say (`404` when no route matches).
-    pub fn routed(&self, lb: &Balancer) -> String {
-        let (raw, _) = split_target(self.path);
-        lb.frontend("edge")
-            .zip(normalize_path(raw).ok())
-            .and_then(|(fe, p)| fe.lookup(Some(self.host), &p))
-            .and_then(|m| lb.pool(m.pool()))
-            .map_or_else(|| "404".to_owned(), |p| p.name.clone())
+    /// The pool frontend `edge` routes this request to, or the status it
+    /// refuses it with: what `explain --frontend` says, by the proxy's own
+    /// decision function.
+    pub fn routed(&self, policy: &Policy, lb: &Balancer) -> String {
+        let headers = [httparse::Header {
+            name: "Host",
+            value: self.host.as_bytes(),
+        }];
+        let request = FrontendRequest {
+            method: "GET",
+            target: self.path,
+            headers: &headers,
+        };
+        let Some(fe) = lb.frontend("edge") else {
+            return "no frontend edge".to_owned();
+        };
+        match fe.decide(&policy.fields, &request) {
+            Ok(r) => lb
+                .pool(r.matched.pool())
+                .map_or_else(|| "missing pool".to_owned(), |p| p.name.clone()),
+            Err(refusal) => refusal.status().to_string(),
+        }
     }
 }
 
@@ -265,7 +284,7 @@ mod tests {
         }
         let lb = Balancer::compile(&policy);
         for f in FRONTEND_PROBES {
-            assert_eq!(f.routed(&lb), f.pool, "{} {}", f.host, f.path);
+            assert_eq!(f.routed(&policy, &lb), f.pool, "{} {}", f.host, f.path);
         }
     }
 

@@ -7,11 +7,13 @@
 //! functions answer `portcullis explain`, the proxy and the nftables
 //! compiler, so the three cannot disagree.
 
+pub mod access;
 pub mod fields;
 pub mod limits;
 pub mod matcher;
 pub use crate::wire::normalize;
 pub mod probe;
+pub mod route_decision;
 pub mod routes;
 
 use crate::rules::model::{Limits, Mode, Protocol, UpstreamProtocol};
@@ -353,13 +355,24 @@ impl Policy {
 
     /// The full decision for a request on an entry's flow, with reasons.
     pub fn decide_request(&self, entry: &Entry, req: &RequestView<'_>) -> Decision {
+        self.explain_request(entry, req, Self::check_request(entry, req))
+    }
+
+    /// The decision `check` (of [`Policy::check_request`] on the same
+    /// request) explained.
+    pub fn explain_request(
+        &self,
+        entry: &Entry,
+        req: &RequestView<'_>,
+        check: RequestCheck,
+    ) -> Decision {
         let from = entry
             .from
             .iter()
             .map(|&i| self.container_name(i))
             .collect::<Vec<_>>()
             .join("|");
-        match (Self::check_request(entry, req), &entry.http) {
+        match (check, &entry.http) {
             (RequestCheck::Allowed(i), Some(ms)) => Decision {
                 verdict: Verdict::Allow,
                 layer: Layer::Proxy,

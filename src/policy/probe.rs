@@ -1,18 +1,16 @@
 //! One probe → one [`Decision`]: the function behind `portcullis explain`
-//! for access flows, shared with `portcullis diff`'s property test so that
-//! what `diff` claims is checked against exactly what `explain` says.
+//! for access flows, shared with `portcullis diff`'s property test and the
+//! demo so that what they claim is checked against exactly what `explain`
+//! says. A request on a proxied flow is decided by the proxy's own
+//! [`Policy::decide_access`]; the flow itself by [`Policy::decide_flow`],
+//! the decision nftables is compiled from.
 
+use super::access::{Access, FlowOwner, HttpRequest};
 use super::matcher::RequestView;
-use super::{Decision, Policy, L4};
+use super::{Decision, Policy, RequestCheck, L4};
 
-/// An HTTP request to probe a flow with.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestProbe<'a> {
-    pub method: &'a str,
-    /// Request target as sent (path and optional query; normalised here).
-    pub target: &'a str,
-    pub headers: &'a [httparse::Header<'a>],
-}
+/// An HTTP request to probe a flow with: the request the proxy decides on.
+pub type RequestProbe<'a> = HttpRequest<'a>;
 
 /// A probe that names something the rule file does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,21 +36,20 @@ impl Policy {
         let entry = self.flow(from_id, to_id, proto, port);
         Ok(match (entry, request) {
             (Some(e), Some(req)) if e.http.is_some() => {
-                // The proxy's order: fields, then the path, then the rules.
-                if let Err(err) = self.fields.check(req.headers) {
-                    Policy::refuse_fields(&err)
-                } else {
-                    match Policy::request_path(req.method, req.target) {
-                        Err(err) => Policy::refuse_path(err),
-                        Ok((path, _)) => self.decide_request(
-                            e,
-                            &RequestView {
-                                method: req.method,
-                                path: &path,
-                                headers: req.headers,
-                            },
-                        ),
-                    }
+                // The proxy's own decision; only an allowed request, which
+                // the proxy does not explain, is explained here.
+                match self.decide_access(FlowOwner::Entry(e), req) {
+                    Access::Allow { path, matcher, .. } => self.explain_request(
+                        e,
+                        &RequestView {
+                            method: req.method,
+                            path: &path,
+                            headers: req.headers,
+                        },
+                        RequestCheck::Allowed(matcher),
+                    ),
+                    Access::Audited { decision, .. } | Access::Deny { decision, .. } => decision,
+                    Access::Bad(bad) => bad.decision(),
                 }
             }
             _ => self.decide_flow(from_id, to_id, proto, port),

@@ -43,8 +43,8 @@ use super::outbound;
 use super::pipeline::{self, Target};
 use super::refusal::{write_refusal, At, Refusal};
 use super::ProxyCtx;
-use crate::policy::matcher::RequestView;
-use crate::policy::{ContainerId, Entry, Policy, RequestCheck, L4};
+use crate::policy::access::{Access, FlowOwner, HttpRequest};
+use crate::policy::{ContainerId, Entry, Policy, L4};
 use crate::rules::model::UpstreamProtocol;
 use crate::state::directory::Directory;
 use crate::state::metrics::Metrics;
@@ -115,7 +115,7 @@ pub struct AccessFlow {
 }
 
 impl EntryPath for AccessFlow {
-    type Streams = Access;
+    type Streams = AccessStreams;
 
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
@@ -153,8 +153,8 @@ impl EntryPath for AccessFlow {
         one_exchange(ctx, &self.flow, inbound, out_head).await
     }
 
-    fn streams(self, ctx: Arc<ProxyCtx>) -> Access {
-        Access {
+    fn streams(self, ctx: Arc<ProxyCtx>) -> AccessStreams {
+        AccessStreams {
             ctx,
             flow: self.flow,
         }
@@ -166,12 +166,12 @@ impl EntryPath for AccessFlow {
 }
 
 /// Redirected access flows: the rules decide, the original destination serves.
-pub struct Access {
+pub struct AccessStreams {
     pub ctx: Arc<ProxyCtx>,
     pub flow: Flow,
 }
 
-impl Streams for Access {
+impl Streams for AccessStreams {
     fn peer(&self) -> SocketAddr {
         self.flow.peer
     }
@@ -371,66 +371,54 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
             return refuse(too_large, None);
         }
     }
-    let bad = |e: &dyn std::fmt::Display| refuse(Refusal::Malformed(e.to_string()), None);
-    // Fields that would change after the decision: 400 before any rule.
-    if let Err(e) = c.policy.fields.check(req.headers) {
-        return bad(&e);
-    }
+    // The decision is `Policy::decide_access`, the function `explain`, the
+    // demo and `diff` answer with: fields, target (CONNECT's authority
+    // form), path, then the rules. An allowed request is not explained.
     let connect = req.tunnel == Some(Tunnel::Connect);
-    let target = if connect {
-        // Authority form: only the matchers that name CONNECT can allow it,
-        // and their path conditions see "/" (`Policy::request_path`).
-        if !head::valid_host(req.target.as_bytes()) || !req.target.contains(':') {
-            return bad(&"CONNECT target is not host:port");
-        }
-        req.target
-    } else {
-        match head::origin_form(req.target, req.headers) {
-            Ok(t) => t,
-            Err(e) => return bad(&e),
-        }
-    };
-    let (path, query) = match Policy::request_path(req.method, target) {
-        Ok(pq) => pq,
-        Err(e) => return bad(&Policy::refuse_path(e).reason),
-    };
     let source_name = c.resolved.from.map(|f| c.policy.container_name(f));
-    let view = RequestView {
-        method: req.method,
-        path: &path,
-        headers: req.headers,
-    };
-    // The hot path checks without building an explanation; a denial is
-    // explained by the same decision `explain` prints.
-    let denial = match c.resolved.entry {
-        None => Some(
-            c.policy
-                .decide_unowned(source_name.unwrap_or("an unmanaged address"), flow.dst),
-        ),
-        Some(entry) => match Policy::check_request(entry, &view) {
-            RequestCheck::Denied => Some(c.policy.decide_request(entry, &view)),
-            RequestCheck::Allowed(_) => None,
+    let owner = match c.resolved.entry {
+        Some(entry) => FlowOwner::Entry(entry),
+        None => FlowOwner::Unowned {
+            source: source_name.unwrap_or("an unmanaged address"),
+            destination: &flow.dst,
         },
     };
-    match denial {
-        None => Metrics::inc(&metrics.requests_allowed_total),
-        Some(d) => {
+    let request = HttpRequest {
+        method: req.method,
+        target: req.target,
+        headers: req.headers,
+    };
+    let (path, query) = match c.policy.decide_access(owner, &request) {
+        Access::Allow { path, query, .. } => {
+            Metrics::inc(&metrics.requests_allowed_total);
+            (path, query)
+        }
+        Access::Audited {
+            path,
+            query,
+            decision: d,
+        } => {
             let rule = d
                 .rule
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
-            if d.audit_deny {
-                Metrics::inc(&metrics.requests_audit_denied_total);
-                warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
-            } else {
-                let denied = Refusal::Denied {
-                    rule,
-                    reason: d.reason,
-                };
-                return refuse(denied, Some(&path));
-            }
+            Metrics::inc(&metrics.requests_audit_denied_total);
+            warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
+            (path, query)
         }
-    }
+        Access::Deny { path, decision: d } => {
+            let rule = d
+                .rule
+                .as_ref()
+                .map_or_else(|| "default".to_owned(), ToString::to_string);
+            let denied = Refusal::Denied {
+                rule,
+                reason: d.reason,
+            };
+            return refuse(denied, Some(&path));
+        }
+        Access::Bad(e) => return refuse(Refusal::Malformed(e.to_string()), None),
+    };
 
     // Phase 4 preparation: the head sent upstream, from the checked request.
     if connect {

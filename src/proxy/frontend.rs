@@ -54,11 +54,11 @@ use super::pipeline::{self, PoolTarget, Target};
 use super::refusal::{write_refusal, At, Refusal};
 use super::{ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
-use crate::policy::routes::{route_host, RouteMatch, RouteTable};
+use crate::policy::route_decision::{FrontendRequest, RouteRefusal, Routed};
+use crate::policy::routes::{RouteMatch, RouteTable};
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
-use crate::wire::normalize::{normalize_path, split_target};
 
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -524,13 +524,9 @@ impl Streams for FrontendStreams {
     }
 }
 
-/// The authority of an absolute-form target (`http://host[:port]/…`).
-fn target_authority(target: &str) -> Option<&str> {
-    let rest = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("HTTP://"))?;
-    Some(rest.find(['/', '?']).map_or(rest, |i| &rest[..i]))
-}
+#[cfg(test)]
+#[path = "decide_props.rs"]
+mod decide_props;
 
 /// Phase 3: route and prepare the upstream head in `out_head`.
 #[allow(clippy::too_many_arguments)]
@@ -558,50 +554,45 @@ fn route(
         let close = has_body || !req.keep_alive || code == 400 || code == 501;
         Plan::Refuse { refusal, close }
     };
-    // A WebSocket upgrade is routed like the GET it is and tunnelled once
-    // the member answers 101. CONNECT has no route to match (its target is
-    // an authority, not a path, and a frontend is no forward proxy): 501.
-    // Other upgrades (h2c) are ignored, their headers being hop-by-hop.
-    if req.tunnel == Some(Tunnel::Connect) {
-        let r = Refusal::Unsupported(
-            "CONNECT is not supported on frontends (they route by path; no forward proxying)",
-        );
-        return refuse(r, req.target);
-    }
-    // Fields that would change after the decision: 400 before routing.
-    if let Err(e) = snap.policy.fields.check(req.headers) {
-        return refuse(Refusal::Malformed(e.to_string()), req.target);
-    }
-    // Host or absolute-form authority; origin_form refuses the two disagreeing.
-    let target = match head::origin_form(req.target, req.headers) {
-        Ok(t) => t,
-        Err(e) => return refuse(Refusal::Malformed(e.to_string()), req.target),
+    // The decision is `RouteTable::decide`, the function `explain
+    // --frontend` and the demo answer with. A WebSocket upgrade is routed
+    // like the GET it is and tunnelled once the member answers 101;
+    // CONNECT is refused there (501). Other upgrades (h2c) are ignored,
+    // their headers being hop-by-hop.
+    let request = FrontendRequest {
+        method: req.method,
+        target: req.target,
+        headers: req.headers,
     };
-    let host_header = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| head::trim(h.value));
-    let raw_host = host_header
-        .or_else(|| target_authority(req.target).map(str::as_bytes))
-        .filter(|h| !h.is_empty());
-    let host = match raw_host.map(route_host).transpose() {
-        Ok(h) => h,
-        Err(e) => return refuse(Refusal::Malformed(e.to_string()), req.target),
+    let routed = match fe.decide(&snap.policy.fields, &request) {
+        Ok(r) => r,
+        Err(e) => {
+            let refusal = match &e {
+                RouteRefusal::NoRoute { .. } => Refusal::NoRoute(e.to_string()),
+                RouteRefusal::Connect => Refusal::Unsupported(
+                    "CONNECT is not supported on frontends (they route by path; no forward proxying)",
+                ),
+                RouteRefusal::Fields(x) => Refusal::Malformed(x.to_string()),
+                RouteRefusal::Target(x) => Refusal::Malformed(x.to_string()),
+                RouteRefusal::Host(x) => Refusal::Malformed(x.to_string()),
+                RouteRefusal::Path { error, .. } => Refusal::Malformed(error.to_string()),
+            };
+            let path = match &e {
+                RouteRefusal::NoRoute { path, .. } => path.to_string(),
+                RouteRefusal::Path { raw, .. } => (*raw).to_owned(),
+                _ => req.target.to_owned(),
+            };
+            return refuse(refusal, &path);
+        }
     };
-    let (raw_path, query) = split_target(target);
-    let path = match normalize_path(raw_path) {
-        Ok(p) => p,
-        Err(e) => return refuse(Refusal::Malformed(e.to_string()), raw_path),
-    };
-    let Some(m) = fe.lookup(host.as_deref(), &path) else {
-        let shown = host.as_deref().unwrap_or("(none)");
-        let reason = format!(
-            "no route in frontend {} for host {shown} and path {path}",
-            fe.name
-        );
-        return refuse(Refusal::NoRoute(reason), &path);
-    };
+    let Routed {
+        matched: m,
+        host_header,
+        raw_host,
+        path,
+        query,
+        ..
+    } = routed;
     let Some(pool) = snap.lb.pool(m.pool()) else {
         return refuse(Refusal::Internal("route names a missing pool"), &path);
     };
@@ -721,15 +712,5 @@ mod tests {
         );
         assert_eq!(forwarded("::1", None), "for=\"[::1]\";proto=http");
         assert_eq!(forwarded("::1", Some(b"a\"b")), "for=\"[::1]\";proto=http");
-    }
-
-    #[test]
-    fn absolute_form_authority() {
-        assert_eq!(
-            target_authority("http://a.example:81/x?y"),
-            Some("a.example:81")
-        );
-        assert_eq!(target_authority("http://a.example"), Some("a.example"));
-        assert_eq!(target_authority("/x"), None);
     }
 }
