@@ -22,33 +22,29 @@
 //! 5. **respond** — the upstream response head is checked and relayed, the
 //!    body streamed back; the connection is kept if both sides allow it.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Buf;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::body::{HeadWait, Inbound};
-use super::client_io::{ClientIo, ConnLimits};
-use super::connection::{EntryPath, NotAdmitted};
-use super::downstream::{ClientProtocol, Downstream};
+use super::client_io::ConnLimits;
+use super::connection::{Decision, EntryPath, NotAdmitted};
+use super::downstream::ClientProtocol;
 use super::exchange::{self, Exchange};
-use super::h2::{Decision as H2Decision, Streams};
 use super::limits::{
     self, ConnectionPermit, Effective, Key, Scope, Source, SourceName, SourceTable,
 };
 use super::outbound;
-use super::pipeline::{self, Target};
-use super::refusal::{write_refusal, At, Refusal};
+use super::pipeline::Target;
+use super::refusal::{At, Refusal};
 use super::ProxyCtx;
 use crate::policy::access::{Access, FlowOwner, HttpRequest};
 use crate::policy::{ContainerId, Entry, Policy, L4};
 use crate::rules::model::UpstreamProtocol;
 use crate::state::directory::Directory;
 use crate::state::metrics::Metrics;
-use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
+use crate::wire::head::{self, Framing, Tunnel};
 
 /// Who is talking to whom on this connection.
 #[derive(Debug, Clone, Copy)]
@@ -115,8 +111,6 @@ pub struct AccessFlow {
 }
 
 impl EntryPath for AccessFlow {
-    type Streams = AccessStreams;
-
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
         let r = resolve(&snap.policy, &snap.dir, &self.flow);
@@ -144,196 +138,46 @@ impl EntryPath for AccessFlow {
         }
     }
 
-    async fn exchange(
+    fn decide(
         &self,
         ctx: &ProxyCtx,
-        inbound: &mut Inbound<ClientIo>,
+        req: &head::RequestHead<'_, '_>,
+        client: ClientProtocol,
         out_head: &mut Vec<u8>,
-    ) -> io::Result<bool> {
-        one_exchange(ctx, &self.flow, inbound, out_head).await
-    }
-
-    fn streams(self, ctx: Arc<ProxyCtx>) -> AccessStreams {
-        AccessStreams {
-            ctx,
-            flow: self.flow,
+    ) -> Decision {
+        let snap = ctx.state.load_full();
+        let resolved = resolve(&snap.policy, &snap.dir, &self.flow);
+        let lim = limits::effective(&snap.policy, resolved.entry);
+        let check = Check {
+            policy: &snap.policy,
+            resolved: &resolved,
+            flow: &self.flow,
+            limits: &lim,
+            metrics: &ctx.metrics,
+            sources: &ctx.sources,
+            client,
+        };
+        match authorise(&check, req, out_head) {
+            Plan::Refuse { refusal, close } => Decision::Refuse { refusal, close },
+            Plan::Forward(exchange) => Decision::Forward {
+                exchange,
+                target: Target::Direct(self.flow.dst),
+            },
         }
     }
 
-    fn describe(&self) -> String {
-        format!("{} -> {}", self.flow.peer, self.flow.dst)
-    }
-}
-
-/// Redirected access flows: the rules decide, the original destination serves.
-pub struct AccessStreams {
-    pub ctx: Arc<ProxyCtx>,
-    pub flow: Flow,
-}
-
-impl Streams for AccessStreams {
     fn peer(&self) -> SocketAddr {
         self.flow.peer
     }
 
-    fn decide(
-        &self,
-        method: &http::Method,
-        target: &str,
-        headers: &[httparse::Header<'_>],
-        framing: Framing,
-    ) -> H2Decision {
-        let (ctx, flow) = (&self.ctx, &self.flow);
-        let snap = ctx.state.load_full();
-        let resolved = resolve(&snap.policy, &snap.dir, flow);
-        let lim = limits::effective(&snap.policy, resolved.entry);
-        if let Err(e) = head::check_h2_request(target, headers) {
-            let source = SourceName(&snap.policy, resolved.key.source);
-            let r = Refusal::Malformed(e.to_string());
-            let at = At {
-                source: Some(&source),
-                peer: Some(flow.peer),
-                destination: Some(&flow.dst),
-                method: Some(method.as_str()),
-                path: Some(target),
-            };
-            r.record(&ctx.metrics, &at);
-            return H2Decision::Refuse(r);
-        }
-        let head = head::RequestHead {
-            method: method.as_str(),
-            target,
-            http10: false,
-            headers,
-            framing,
-            keep_alive: true,
-            expect_continue: false,
-            tunnel: None,
-        };
-        let check = Check {
-            policy: &snap.policy,
-            resolved: &resolved,
-            flow,
-            limits: &lim,
-            metrics: &ctx.metrics,
-            sources: &ctx.sources,
-            client: ClientProtocol::Http2,
-        };
-        let mut out_head = Vec::with_capacity(512);
-        match authorise(&check, &head, &mut out_head) {
-            Plan::Refuse { refusal, .. } => H2Decision::Refuse(refusal),
-            Plan::Forward(exchange) => H2Decision::Forward {
-                out_head,
-                exchange,
-                target: Target::Direct(flow.dst),
-            },
-        }
+    fn endpoints(&self, ctx: &ProxyCtx) -> (String, String) {
+        let snap = ctx.state.load();
+        let r = resolve(&snap.policy, &snap.dir, &self.flow);
+        (
+            SourceName(&snap.policy, r.key.source).to_string(),
+            self.flow.dst.to_string(),
+        )
     }
-}
-
-/// Handles one request/response exchange. `Ok(true)`: keep the connection.
-async fn one_exchange(
-    ctx: &ProxyCtx,
-    flow: &Flow,
-    inbound: &mut Inbound<ClientIo>,
-    out_head: &mut Vec<u8>,
-) -> io::Result<bool> {
-    let snap = ctx.state.load_full();
-    let policy = &snap.policy;
-    let resolved = resolve(policy, &snap.dir, flow);
-    let lim = limits::effective(policy, resolved.entry);
-    let metrics: &Metrics = &ctx.metrics;
-    let source = SourceName(policy, resolved.key.source);
-
-    // Phase 1: read head. The idle timeout covers the wait for a first
-    // byte, the header timeout the rest of the head (slowloris).
-    let head_len = match inbound
-        .next_head(lim.idle_timeout, lim.header_timeout, lim.max_header_bytes)
-        .await?
-    {
-        HeadWait::Head(n) => n,
-        HeadWait::Closed => return Ok(false),
-        HeadWait::Idle => {
-            Metrics::inc(&metrics.connections_idle_closed_total);
-            debug!(source = %source, peer = %flow.peer, "idle keep-alive connection closed");
-            return Ok(false);
-        }
-        HeadWait::HeaderTimeout => {
-            return refuse_head(inbound, flow, &source, Refusal::HeadTimeout, metrics).await
-        }
-        HeadWait::Bad(e) => {
-            return refuse_head(inbound, flow, &source, Refusal::Head(e), metrics).await
-        }
-    };
-    // The request is decided by the rules in force now that it is here, not
-    // by those loaded when the connection went idle before it: a reload
-    // (or a container moving) in between applies to it.
-    drop(snap);
-    let snap = ctx.state.load_full();
-    let policy = &snap.policy;
-    let resolved = resolve(policy, &snap.dir, flow);
-    let lim = limits::effective(policy, resolved.entry);
-    let source = SourceName(policy, resolved.key.source);
-
-    // Phases 2 and 3: parse and authorise, writing the upstream head.
-    let plan = {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match head::parse_request(&inbound.buf[..head_len], &mut storage) {
-            Err(e) => Err(e),
-            Ok(req) => {
-                let check = Check {
-                    policy,
-                    resolved: &resolved,
-                    flow,
-                    limits: &lim,
-                    metrics,
-                    sources: &ctx.sources,
-                    client: ClientProtocol::Http1,
-                };
-                Ok(authorise(&check, &req, out_head))
-            }
-        }
-    };
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => return refuse_head(inbound, flow, &source, Refusal::Head(e), metrics).await,
-    };
-    inbound.buf.advance(head_len);
-
-    match plan {
-        Plan::Refuse { refusal, close } => {
-            write_refusal(&mut inbound.io, &refusal, close).await?;
-            Ok(!close)
-        }
-        Plan::Forward(exchange) => {
-            let mut client = Downstream::H1 {
-                send_timeout: exchange.send_timeout,
-                inbound,
-            };
-            let target = Target::Direct(flow.dst);
-            pipeline::serve(ctx, flow.peer, &mut client, out_head, exchange, target).await
-        }
-    }
-}
-
-/// A request refused before it could be parsed (timeout, malformed head):
-/// recorded, answered, and the connection closes.
-async fn refuse_head(
-    inbound: &mut Inbound<ClientIo>,
-    flow: &Flow,
-    source: &SourceName<'_>,
-    refusal: Refusal,
-    metrics: &Metrics,
-) -> io::Result<bool> {
-    let at = At {
-        source: Some(source),
-        peer: Some(flow.peer),
-        destination: Some(&flow.dst),
-        ..At::default()
-    };
-    refusal.record(metrics, &at);
-    write_refusal(&mut inbound.io, &refusal, true).await?;
-    Ok(false)
 }
 
 /// The authorise phase, shared by HTTP/1 and HTTP/2 streams: limits,

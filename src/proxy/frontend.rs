@@ -35,30 +35,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::body::{HeadWait, Inbound};
 use super::client_io::{ClientIo, ConnLimits};
-use super::connection::{self, EntryPath, NotAdmitted};
-use super::downstream::Downstream;
+use super::connection::{self, Decision, EntryPath, NotAdmitted};
+use super::downstream::ClientProtocol;
 use super::exchange::Exchange;
-use super::h2::{Decision, Streams};
 use super::limits;
 use super::limits::ConnectionPermit;
 use super::outbound;
-use super::pipeline::{self, PoolTarget, Target};
-use super::refusal::{write_refusal, At, Refusal};
+use super::pipeline::{PoolTarget, Target};
+use super::refusal::{At, Refusal};
 use super::{ActiveGuard, ProxyCtx};
 use crate::balance::PickInput;
 use crate::policy::route_decision::{FrontendRequest, RouteRefusal, Routed};
 use crate::policy::routes::{RouteMatch, RouteTable};
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
-use crate::wire::head::{self, Framing, Tunnel, MAX_HEADERS};
+use crate::wire::head::{self, Framing, Tunnel};
 
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,8 +183,6 @@ struct FrontendConn {
 }
 
 impl EntryPath for FrontendConn {
-    type Streams = FrontendStreams;
-
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
         let Some(fe) = snap.lb.frontend_at(self.listen) else {
@@ -229,29 +224,81 @@ impl EntryPath for FrontendConn {
         }
     }
 
-    async fn exchange(
+    fn decide(
         &self,
         ctx: &ProxyCtx,
-        inbound: &mut Inbound<ClientIo>,
+        req: &head::RequestHead<'_, '_>,
+        _client: ClientProtocol,
         out_head: &mut Vec<u8>,
-    ) -> io::Result<bool> {
-        one_exchange(ctx, self.listen, self.peer, inbound, out_head).await
-    }
-
-    fn streams(self, ctx: Arc<ProxyCtx>) -> FrontendStreams {
-        FrontendStreams {
-            ctx,
-            peer: self.peer,
-            listen: self.listen,
+    ) -> Decision {
+        let (peer, listen) = (self.peer, self.listen);
+        let metrics: &Metrics = &ctx.metrics;
+        let snap = ctx.state.load_full();
+        let Some(fe) = snap.lb.frontend_at(listen) else {
+            let r = Refusal::NoRoute("frontend removed by a reload".into());
+            r.record(metrics, &At::default());
+            return Decision::Refuse {
+                refusal: r,
+                close: true,
+            };
+        };
+        Metrics::inc(&metrics.frontend_requests_total);
+        let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
+        if rate.is_some_and(|r| {
+            !ctx.sources
+                .take_token(client_key(peer, listen), r, tokio::time::Instant::now())
+        }) {
+            let at = At {
+                source: Some(&peer),
+                destination: Some(&fe.name),
+                method: Some(req.method),
+                path: Some(req.target),
+                ..At::default()
+            };
+            Refusal::RateLimited.record(metrics, &at);
+            return Decision::Refuse {
+                refusal: Refusal::RateLimited,
+                close: true,
+            };
+        }
+        let lim = limits_for(&snap.policy, fe);
+        match route(&snap, fe, peer, listen, req, &lim, out_head, metrics) {
+            Plan::Refuse { refusal, close } => Decision::Refuse { refusal, close },
+            Plan::Forward {
+                pool,
+                key,
+                exchange,
+                replayable,
+                method,
+                path,
+            } => Decision::Forward {
+                exchange,
+                target: Target::Pool(PoolTarget {
+                    frontend: fe.name.to_string(),
+                    snap: snap.clone(),
+                    pool,
+                    key,
+                    replayable,
+                    method,
+                    path,
+                }),
+            },
         }
     }
 
-    fn describe(&self) -> String {
-        format!("{} on frontend {}", self.peer, self.listen)
+    fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn endpoints(&self, ctx: &ProxyCtx) -> (String, String) {
+        let snap = ctx.state.load();
+        let frontend = snap
+            .lb
+            .frontend_at(self.listen)
+            .map_or_else(|| self.listen.to_string(), |fe| fe.name.to_string());
+        (self.peer.ip().to_string(), frontend)
     }
 }
-
-// === one exchange ===
 
 /// The per-client limit key of a frontend connection.
 fn client_key(peer: SocketAddr, listen: SocketAddr) -> limits::Key {
@@ -303,226 +350,8 @@ enum Plan {
     Refuse { refusal: Refusal, close: bool },
 }
 
-async fn one_exchange(
-    ctx: &ProxyCtx,
-    listen: SocketAddr,
-    peer: SocketAddr,
-    inbound: &mut Inbound<ClientIo>,
-    out_head: &mut Vec<u8>,
-) -> io::Result<bool> {
-    let snap = ctx.state.load_full();
-    // The frontend may have been removed by a reload.
-    let Some(fe) = snap.lb.frontend_at(listen) else {
-        return Ok(false);
-    };
-    let lim = limits_for(&snap.policy, fe);
-    let metrics: &Metrics = &ctx.metrics;
-
-    let head_len = match inbound
-        .next_head(lim.idle_timeout, lim.header_timeout, lim.max_header_bytes)
-        .await?
-    {
-        HeadWait::Head(n) => n,
-        HeadWait::Closed => return Ok(false),
-        HeadWait::Idle => {
-            Metrics::inc(&metrics.connections_idle_closed_total);
-            return Ok(false);
-        }
-        HeadWait::HeaderTimeout => {
-            return refuse_head(inbound, fe, peer, Refusal::HeadTimeout, metrics).await
-        }
-        HeadWait::Bad(e) => return refuse_head(inbound, fe, peer, Refusal::Head(e), metrics).await,
-    };
-    // Route by the rules in force now that the request is here, not by
-    // those loaded when the connection went idle before it.
-    drop(snap);
-    let snap = ctx.state.load_full();
-    let Some(fe) = snap.lb.frontend_at(listen) else {
-        return Ok(false);
-    };
-    let lim = limits_for(&snap.policy, fe);
-    Metrics::inc(&metrics.frontend_requests_total);
-    let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
-
-    let plan = {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match head::parse_request(&inbound.buf[..head_len], &mut storage) {
-            Err(e) => Err(e),
-            Ok(_)
-                if rate.is_some_and(|r| {
-                    !ctx.sources.take_token(
-                        client_key(peer, listen),
-                        r,
-                        tokio::time::Instant::now(),
-                    )
-                }) =>
-            {
-                let at = At {
-                    source: Some(&peer),
-                    destination: Some(&fe.name),
-                    ..At::default()
-                };
-                Refusal::RateLimited.record(metrics, &at);
-                Ok(Plan::Refuse {
-                    refusal: Refusal::RateLimited,
-                    close: true,
-                })
-            }
-            Ok(req) => Ok(route(
-                &snap, fe, peer, listen, &req, &lim, out_head, metrics,
-            )),
-        }
-    };
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => return refuse_head(inbound, fe, peer, Refusal::Head(e), metrics).await,
-    };
-    inbound.buf.advance(head_len);
-
-    let (pool_id, key, exchange, replayable, method, path) = match plan {
-        Plan::Refuse { refusal, close } => {
-            write_refusal(&mut inbound.io, &refusal, close).await?;
-            return Ok(!close);
-        }
-        Plan::Forward {
-            pool,
-            key,
-            exchange,
-            replayable,
-            method,
-            path,
-        } => (pool, key, exchange, replayable, method, path),
-    };
-    let mut client = Downstream::H1 {
-        send_timeout: exchange.send_timeout,
-        inbound,
-    };
-    let target = Target::Pool(PoolTarget {
-        snap: snap.clone(),
-        frontend: fe.name.to_string(),
-        pool: pool_id,
-        key,
-        replayable,
-        method,
-        path,
-    });
-    pipeline::serve(ctx, peer, &mut client, out_head, exchange, target).await
-}
-
-/// A request refused before it could be parsed (timeout, malformed head):
-/// recorded, answered, and the connection closes.
-async fn refuse_head(
-    inbound: &mut Inbound<ClientIo>,
-    fe: &RouteTable,
-    peer: SocketAddr,
-    refusal: Refusal,
-    metrics: &Metrics,
-) -> io::Result<bool> {
-    let at = At {
-        source: Some(&peer),
-        destination: Some(&fe.name),
-        ..At::default()
-    };
-    refusal.record(metrics, &at);
-    write_refusal(&mut inbound.io, &refusal, true).await?;
-    Ok(false)
-}
-
-// === HTTP/2 ===
-
-/// The streams of a frontend's HTTP/2 connection: each one is routed as an
-/// HTTP/1 request is ([`route`]: Host from `:authority`, normalised path,
-/// forwarding headers), goes to one member of the pool, and reports that
-/// member's health. A failed stream is not retried on another member (the
-/// client may retry it: HTTP/2 says which streams were not processed).
-struct FrontendStreams {
-    ctx: Arc<ProxyCtx>,
-    peer: SocketAddr,
-    listen: SocketAddr,
-}
-
-/// Fields of the frontend's upstream head that HTTP/2 streams carry too.
+/// Fields of the frontend's upstream head the proxy restates itself.
 const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "forwarded"];
-
-impl Streams for FrontendStreams {
-    fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    fn decide(
-        &self,
-        method: &http::Method,
-        target: &str,
-        headers: &[httparse::Header<'_>],
-        framing: Framing,
-    ) -> Decision {
-        let (ctx, peer, listen) = (&self.ctx, self.peer, self.listen);
-        let metrics: &Metrics = &ctx.metrics;
-        let snap = ctx.state.load_full();
-        let Some(fe) = snap.lb.frontend_at(listen) else {
-            let r = Refusal::NoRoute("frontend removed by a reload".into());
-            r.record(metrics, &At::default());
-            return Decision::Refuse(r);
-        };
-        Metrics::inc(&metrics.frontend_requests_total);
-        let refused = |r: Refusal| {
-            let at = At {
-                source: Some(&peer),
-                destination: Some(&fe.name),
-                method: Some(method.as_str()),
-                path: Some(target),
-                ..At::default()
-            };
-            r.record(metrics, &at);
-            Decision::Refuse(r)
-        };
-        if let Err(e) = head::check_h2_request(target, headers) {
-            return refused(Refusal::Malformed(e.to_string()));
-        }
-        let rate = limits::effective_over(&snap.policy.limits, Some(&fe.limits)).rate;
-        if rate.is_some_and(|r| {
-            !ctx.sources
-                .take_token(client_key(peer, listen), r, tokio::time::Instant::now())
-        }) {
-            return refused(Refusal::RateLimited);
-        }
-        let lim = limits_for(&snap.policy, fe);
-        let req = head::RequestHead {
-            method: method.as_str(),
-            target,
-            http10: false,
-            headers,
-            framing,
-            keep_alive: true,
-            expect_continue: false,
-            tunnel: None,
-        };
-        let mut out_head = Vec::with_capacity(512);
-        match route(&snap, fe, peer, listen, &req, &lim, &mut out_head, metrics) {
-            Plan::Refuse { refusal, .. } => Decision::Refuse(refusal),
-            Plan::Forward {
-                pool,
-                key,
-                exchange,
-                replayable,
-                method,
-                path,
-            } => Decision::Forward {
-                out_head,
-                exchange,
-                target: Target::Pool(PoolTarget {
-                    frontend: fe.name.to_string(),
-                    snap: snap.clone(),
-                    pool,
-                    key,
-                    replayable,
-                    method,
-                    path,
-                }),
-            },
-        }
-    }
-}
 
 #[cfg(test)]
 #[path = "decide_props.rs"]

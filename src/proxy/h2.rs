@@ -1,16 +1,13 @@
 //! HTTP/2 with prior knowledge on redirected flows and on frontends.
 //!
 //! A client that opens with the connection preface (`PRI * HTTP/2.0`) is
-//! served by the `h2` crate. Every stream is one request and goes through
-//! the same decision as an HTTP/1 request of its entry path, given as a
-//! [`Streams`] implementation: on access flows [`Access`] runs
-//! [`super::conn::authorise`] (limits, path normalisation, access
-//! matchers); on frontends `frontend::FrontendStreams` routes by
-//! `:authority` and path and picks a pool member. So the two protocols
-//! cannot disagree about what is allowed or where it goes. An allowed
-//! stream is forwarded over HTTP/2 too (one upstream connection per
-//! client connection and destination, opened on first use): a client that
-//! speaks HTTP/2 with prior knowledge expects the service to.
+//! served by the `h2` crate. Every stream is one request, viewed as the
+//! HTTP/1 parser would give it (`:authority` as `host`) and decided by the
+//! same [`EntryPath::decide`] as an HTTP/1 request of its entry path, then
+//! served by the same pipeline ([`super::pipeline`]) with the stream as
+//! its [`Downstream`]. So the two protocols cannot disagree about what is
+//! allowed, where it goes, or what the upstream receives; the upstream
+//! speaks what its pool or access entry says, whatever the client speaks.
 //!
 //! Hostile-client bounds: at most [`MAX_STREAMS`] concurrent streams, and
 //! as many streams *being worked on* (a stream's task holds a permit until
@@ -50,15 +47,15 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use super::body::Inbound;
-use super::downstream::{Downstream, H2Body, H2Down};
-use super::exchange::Exchange;
-use super::pipeline::{self, Target};
+use super::connection::{Decision, EntryPath};
+use super::downstream::{ClientProtocol, Downstream, H2Body, H2Down};
+use super::pipeline;
 use super::refusal::{At, Refusal};
 use super::respond::h2_refuse;
 use super::send::SendTimeout;
 use super::ProxyCtx;
 use crate::state::metrics::Metrics;
-use crate::wire::head::{self, Framing};
+use crate::wire::head::{self, Framing, RequestHead};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -159,46 +156,18 @@ impl AsyncWrite for Rewind {
     }
 }
 
-/// What an entry path decided for one stream: the same plan an HTTP/1
-/// request of that entry path gets. Made once per stream and taken apart
-/// at once: its size does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Decision {
-    /// Refused (already counted and logged by the entry path).
-    Refuse(Refusal),
-    Forward {
-        out_head: Vec<u8>,
-        exchange: Exchange,
-        target: Target,
-    },
-}
-
-/// The per-stream step of an entry path: its checks and its target.
-pub trait Streams: Send + Sync + 'static {
-    /// The client (for logs).
-    fn peer(&self) -> SocketAddr;
-    /// Decides one stream; `headers` shows `:authority` as `host`.
-    fn decide(
-        &self,
-        method: &Method,
-        target: &str,
-        headers: &[httparse::Header<'_>],
-        framing: Framing,
-    ) -> Decision;
-}
-
 /// What the streams of one client connection share.
-struct Shared<S> {
+struct Shared<E> {
     ctx: Arc<ProxyCtx>,
-    streams: S,
+    entry: Arc<E>,
 }
 
 /// Serves one HTTP/2 client connection until it ends, each stream decided
-/// by `streams`.
-pub async fn serve_with<S: Streams>(
+/// by `entry` as an HTTP/1 request of it is.
+pub async fn serve_with<E: EntryPath>(
     ctx: Arc<ProxyCtx>,
     inbound: Inbound<ClientIo>,
-    streams: S,
+    entry: Arc<E>,
     lim: ConnLimits,
 ) {
     Metrics::inc(&ctx.metrics.h2_connections_total);
@@ -208,7 +177,7 @@ pub async fn serve_with<S: Streams>(
         idle_timeout,
         send_timeout,
     } = lim;
-    let peer = streams.peer();
+    let peer = entry.peer();
     let io = Rewind {
         pre: inbound.buf,
         io: SendTimeout::new(inbound.io, send_timeout),
@@ -225,7 +194,7 @@ pub async fn serve_with<S: Streams>(
         Ok(Err(e)) => return debug!(peer = %peer, error = %e, "HTTP/2 handshake failed"),
         Err(_) => return debug!(peer = %peer, "HTTP/2 handshake timed out"),
     };
-    let shared = Arc::new(Shared { ctx, streams });
+    let shared = Arc::new(Shared { ctx, entry });
     let working = Arc::new(Semaphore::new(MAX_STREAMS as usize));
     loop {
         // No permit, no new stream: work per connection stays bounded
@@ -350,13 +319,13 @@ fn authority<'a>(
 
 /// One stream: the entry path decides, then the shared pipeline serves it
 /// with this stream as the downstream.
-async fn stream<S: Streams>(
-    shared: &Shared<S>,
+async fn stream<E: EntryPath>(
+    shared: &Shared<E>,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
     let ctx = &shared.ctx;
-    let peer = shared.streams.peer();
+    let peer = shared.entry.peer();
     let (parts, body) = req.into_parts();
 
     let refuse = |respond: &mut SendResponse<Bytes>, r: Refusal| {
@@ -395,19 +364,33 @@ async fn stream<S: Streams>(
             None => Framing::Chunked,
         }
     };
+    let mut out_head = Vec::with_capacity(512);
     let decision = {
         let headers = header_view(authority, &parts.headers);
-        shared
-            .streams
-            .decide(&parts.method, target, &headers, framing)
-    };
-    let (out_head, mut exchange, target) = match decision {
-        Decision::Refuse(r) => return h2_refuse(&mut respond, r.status(), &r.reason()),
-        Decision::Forward {
-            out_head,
-            exchange,
+        if let Err(e) = head::check_h2_request(target, &headers) {
+            return refuse(&mut respond, Refusal::Malformed(e.to_string()));
+        }
+        // The request as an HTTP/1 parser would have given it: the entry
+        // path decides it with the same function.
+        let req = RequestHead {
+            method: parts.method.as_str(),
             target,
-        } => (out_head, exchange, target),
+            http10: false,
+            headers: &headers,
+            framing,
+            keep_alive: true,
+            expect_continue: false,
+            tunnel: None,
+        };
+        shared
+            .entry
+            .decide(ctx, &req, ClientProtocol::Http2, &mut out_head)
+    };
+    let (mut exchange, target) = match decision {
+        Decision::Refuse { refusal, .. } => {
+            return h2_refuse(&mut respond, refusal.status(), &refusal.reason())
+        }
+        Decision::Forward { exchange, target } => (exchange, target),
     };
     if exchange.framing == Framing::Chunked {
         // No declared length: the end of the stream ends the body (an
