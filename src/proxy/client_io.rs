@@ -93,6 +93,17 @@ impl AsyncWrite for ClientIo {
     }
 }
 
+impl From<&crate::policy::limits::Effective> for ConnLimits {
+    fn from(e: &crate::policy::limits::Effective) -> Self {
+        ConnLimits {
+            max_header_bytes: e.max_header_bytes,
+            header_timeout: e.header_timeout,
+            idle_timeout: e.idle_timeout,
+            send_timeout: e.send_timeout,
+        }
+    }
+}
+
 /// The time limits of a connection before and between requests.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {

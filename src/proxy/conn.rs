@@ -129,13 +129,7 @@ impl EntryPath for AccessFlow {
     fn limits(&self, ctx: &ProxyCtx) -> ConnLimits {
         let snap = ctx.state.load();
         let r = resolve(&snap.policy, &snap.dir, &self.flow);
-        let lim = limits::effective(&snap.policy, r.entry);
-        ConnLimits {
-            max_header_bytes: lim.max_header_bytes,
-            header_timeout: lim.header_timeout,
-            idle_timeout: lim.idle_timeout,
-            send_timeout: lim.send_timeout,
-        }
+        ConnLimits::from(&limits::effective(&snap.policy, r.entry))
     }
 
     fn decide(

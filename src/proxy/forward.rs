@@ -16,7 +16,7 @@ use super::body::{copy_body, copy_payload, BodyError, ChunkedWriter, Inbound, Re
 use super::buffer::refuse_body;
 use super::downstream::{ClientProtocol, Downstream, OutHead};
 use super::exchange::{failure, Exchange, Relayed, Upstream, UpstreamFailure};
-use super::tap::Tee;
+use super::tap::copy_response;
 use super::tap::{NoTap, Tap, TapAction};
 use super::upstream::UpstreamPool;
 use super::ProxyCtx;
@@ -272,17 +272,7 @@ pub async fn forward_once_h1(
             continue;
         }
         let mut to_client = client.body(res_framing);
-        let copied = if tee {
-            // The tap learns the body is complete as soon as the upstream
-            // sent it all, before the client has taken it (see `Tee`).
-            let mut w = Tee::new(&mut to_client, &mut *tap);
-            match copy_payload(&mut upstream, &mut w, res_framing, None).await {
-                Ok(n) => w.finish().await.map(|()| n).map_err(BodyError::Write),
-                Err(e) => Err(e),
-            }
-        } else {
-            copy_payload(&mut upstream, &mut to_client, res_framing, None).await
-        };
+        let copied = copy_response(&mut upstream, &mut to_client, tap, tee, res_framing).await;
         match copied {
             Ok(_) => {}
             Err(BodyError::Write(e)) => return Err(e),

@@ -45,7 +45,7 @@ use super::connection::{self, Decision, EntryPath, NotAdmitted};
 use super::downstream::ClientProtocol;
 use super::exchange::Exchange;
 use super::limits;
-use super::limits::ConnectionPermit;
+use super::limits::{ConnectionPermit, Effective};
 use super::outbound;
 use super::pipeline::{PoolTarget, Target};
 use super::refusal::{At, Refusal};
@@ -56,10 +56,6 @@ use crate::policy::routes::{RouteMatch, RouteTable};
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, Tunnel};
-
-const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
-const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 // === listeners ===
 
@@ -205,22 +201,10 @@ impl EntryPath for FrontendConn {
 
     fn limits(&self, ctx: &ProxyCtx) -> ConnLimits {
         let snap = ctx.state.load();
-        let Some(fe) = snap.lb.frontend_at(self.listen) else {
+        match snap.lb.frontend_at(self.listen) {
+            Some(fe) => ConnLimits::from(&limits_for(&snap.policy, fe)),
             // Removed by a reload: the global limits.
-            let e = limits::effective_over(&snap.policy.limits, None);
-            return ConnLimits {
-                max_header_bytes: e.max_header_bytes,
-                header_timeout: e.header_timeout,
-                idle_timeout: e.idle_timeout,
-                send_timeout: e.send_timeout,
-            };
-        };
-        let lim = limits_for(&snap.policy, fe);
-        ConnLimits {
-            max_header_bytes: lim.max_header_bytes,
-            header_timeout: lim.header_timeout,
-            idle_timeout: lim.idle_timeout,
-            send_timeout: lim.send_timeout,
+            None => ConnLimits::from(&limits::effective_over(&snap.policy.limits, None)),
         }
     }
 
@@ -308,31 +292,9 @@ fn client_key(peer: SocketAddr, listen: SocketAddr) -> limits::Key {
     }
 }
 
-struct Limits {
-    max_header_bytes: usize,
-    header_timeout: Duration,
-    idle_timeout: Duration,
-    max_body_bytes: Option<u64>,
-    request_buffer_bytes: usize,
-    body_timeout: Duration,
-    send_timeout: Duration,
-}
-
-fn limits_for(policy: &Policy, fe: &RouteTable) -> Limits {
-    let (g, f) = (&policy.limits, &fe.limits);
-    let pick = |x: fn(&crate::rules::model::Limits) -> Option<u64>| x(f).or_else(|| x(g));
-    let eff = limits::effective_over(g, Some(f));
-    Limits {
-        max_header_bytes: pick(|l| l.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES) as usize,
-        header_timeout: pick(|l| l.header_timeout_ms)
-            .map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
-        idle_timeout: pick(|l| l.idle_timeout_ms)
-            .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
-        max_body_bytes: pick(|l| l.max_body_bytes),
-        request_buffer_bytes: eff.request_buffer_bytes,
-        body_timeout: eff.body_timeout,
-        send_timeout: eff.send_timeout,
-    }
+/// The limits of a frontend: its own `limits` over the global ones.
+fn limits_for(policy: &Policy, fe: &RouteTable) -> Effective {
+    limits::effective_over(&policy.limits, Some(&fe.limits))
 }
 
 /// What routing decided, owning what the forward phase needs.
@@ -365,7 +327,7 @@ fn route(
     peer: SocketAddr,
     listen: SocketAddr,
     req: &head::RequestHead<'_, '_>,
-    lim: &Limits,
+    lim: &Effective,
     out_head: &mut Vec<u8>,
     metrics: &Metrics,
 ) -> Plan {

@@ -238,7 +238,9 @@ pub async fn serve_with<E: EntryPath>(
                 Metrics::inc(&shared.ctx.metrics.h2_streams_total);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    stream(&shared, req, respond).await;
+                    // Boxed: the pipeline future is large, and moving it
+                    // into and out of the task per stream showed in profiles.
+                    Box::pin(stream(&shared, req, respond)).await;
                     drop(permit);
                 });
             }

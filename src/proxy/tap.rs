@@ -63,6 +63,32 @@ impl Tap for NoTap {
     fn end(&mut self) {}
 }
 
+/// Copies a response payload (read by `framing`) to the client writer,
+/// through the tap when it keeps the body (`tee`): the one body copy of
+/// every upstream protocol.
+pub async fn copy_response<R, W>(
+    src: &mut super::body::Inbound<R>,
+    to_client: &mut W,
+    tap: &mut dyn Tap,
+    tee: bool,
+    framing: crate::wire::head::Framing,
+) -> Result<u64, super::body::BodyError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use super::body::{copy_payload, BodyError};
+    if !tee {
+        return copy_payload(src, to_client, framing, None).await;
+    }
+    // The tap learns the body is complete as soon as the upstream sent it
+    // all, before the client has taken it (see `Tee`).
+    let mut w = Tee::new(to_client, tap);
+    let n = copy_payload(src, &mut w, framing, None).await?;
+    w.finish().await.map_err(BodyError::Write)?;
+    Ok(n)
+}
+
 /// A writer that hands every body byte to a [`Tap`] and, while the tap
 /// keeps them, queues them for the client instead of waiting for it.
 ///

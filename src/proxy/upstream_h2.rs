@@ -370,15 +370,7 @@ async fn relay_response(
         Framing::UntilClose
     };
     let mut to_client = client.body(framing);
-    let copied = if tee {
-        let mut w = super::tap::Tee::new(&mut to_client, &mut *tap);
-        match copy_payload(&mut src, &mut w, source, None).await {
-            Ok(n) => w.finish().await.map(|()| n).map_err(BodyError::Write),
-            Err(e) => Err(e),
-        }
-    } else {
-        copy_payload(&mut src, &mut to_client, source, None).await
-    };
+    let copied = super::tap::copy_response(&mut src, &mut to_client, tap, tee, source).await;
     match copied {
         Ok(_) => {}
         Err(BodyError::Write(e)) => return Err(e),
