@@ -608,6 +608,10 @@ H2_VERSION=''
 	printf 'measured runs, as a share of the requests completed (a cached setup should show ~0 %%).\n'
 	if [[ -n $H2LOAD ]]; then
 		printf 'h2load reports no latency percentiles, so the HTTP/2 row has none.\n'
+		if [[ -n $COMPARE ]]; then
+			printf 'The HTTP/2 row runs on the current binary only: its peak RSS includes %s HTTP/2 client\n' "$CONNS"
+			printf 'connections (and their buffers) that the baseline never served; compare RSS with h2load absent.\n'
+		fi
 	fi
 	[[ -n $H2_NOTE ]] && printf '\n%s\n' "$H2_NOTE"
 	if [[ -n $COMPARE ]]; then
