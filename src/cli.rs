@@ -323,6 +323,15 @@ fn explain(a: &ExplainArgs) -> i32 {
     let Some((to_name, port)) = to
         .rsplit_once(':')
         .and_then(|(n, p)| Some((n, p.parse::<u16>().ok().filter(|&p| p != 0)?)))
+        // `[fd00::5]:80`: an IPv6 address in brackets.
+        .map(|(n, p)| {
+            (
+                n.strip_prefix('[')
+                    .and_then(|n| n.strip_suffix(']'))
+                    .unwrap_or(n),
+                p,
+            )
+        })
     else {
         return fail(format!("invalid --to {to:?}: expected NAME:PORT"), 2);
     };

@@ -23,7 +23,7 @@ use nftnl::{
 
 use super::expr::{comment_udata, set_udata, Expr, Reg, SetElemsMsg, SetMsg, ELEMS_PER_MSG};
 use super::layout::{ChainKind, Family, HookPoint, Layout, SetLayout, Stmt, AUDIT_PREFIX};
-use super::ruleset::{Ruleset, L4, TABLE};
+use super::ruleset::{Cidr, Ruleset, L4, TABLE};
 
 /// Errors from talking to nftables. The messages are for an operator.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +233,7 @@ fn lookup(set: &str, id_of: &dyn Fn(&str) -> u32) -> Expr {
         sreg: Reg::word(0),
         set: set.to_string(),
         set_id: id_of(set),
+        invert: false,
     }
 }
 
@@ -247,6 +248,32 @@ fn flow_lookup(family: Family, set: &str, id_of: &dyn Fn(&str) -> u32) -> Vec<Ex
         dport(Reg::word(2 * words + 1)),
         lookup(set, id_of),
     ]
+}
+
+/// `ip daddr 198.19.0.0/16` as nft 1.0.6 compiles it: a byte-aligned
+/// prefix loads and compares only its bytes, any other prefix loads the
+/// whole address and masks it first.
+fn prefix_match(offset: u32, net: &Cidr) -> Vec<Expr> {
+    let octets = net.octets();
+    let len = octets.len() as u32;
+    if net.prefix % 8 == 0 {
+        let bytes = u32::from(net.prefix) / 8;
+        vec![
+            network(offset, bytes, Reg::word(0)),
+            cmp_eq(octets[..bytes as usize].to_vec()),
+        ]
+    } else {
+        vec![
+            network(offset, len, Reg::word(0)),
+            Expr::Bitwise {
+                sreg: Reg::word(0),
+                dreg: Reg::word(0),
+                mask: net.mask(),
+                xor: vec![0; len as usize],
+            },
+            cmp_eq(octets),
+        ]
+    }
 }
 
 fn audit_log_accept() -> [Expr; 2] {
@@ -344,6 +371,45 @@ fn stmt_exprs(stmt: &Stmt, id_of: &dyn Fn(&str) -> u32) -> Vec<Expr> {
                 Reg::word(0),
             ));
             v.push(lookup(set, id_of));
+            v.push(Expr::Counter);
+            if *audit {
+                v.extend(audit_log_accept());
+            } else {
+                v.push(Expr::Verdict(libc::NF_DROP));
+            }
+        }
+        Stmt::Guard {
+            family,
+            set,
+            net,
+            outbound,
+            audit,
+        } => {
+            v.extend(nfproto(*family));
+            let managed = |offset| {
+                [
+                    network(offset, family.addr_len(), Reg::word(0)),
+                    lookup(set, id_of),
+                ]
+            };
+            let unplaced = |offset| {
+                let mut u = prefix_match(offset, net);
+                u.push(network(offset, family.addr_len(), Reg::word(0)));
+                u.push(Expr::Lookup {
+                    sreg: Reg::word(0),
+                    set: set.clone(),
+                    set_id: id_of(set),
+                    invert: true,
+                });
+                u
+            };
+            if *outbound {
+                v.extend(managed(family.saddr_offset()));
+                v.extend(unplaced(family.daddr_offset()));
+            } else {
+                v.extend(unplaced(family.saddr_offset()));
+                v.extend(managed(family.daddr_offset()));
+            }
             v.push(Expr::Counter);
             if *audit {
                 v.extend(audit_log_accept());

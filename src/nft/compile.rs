@@ -2,7 +2,7 @@
 //! nftables layer. Every set element carries a comment naming the access
 //! entry it came from, so `nft list` explains itself.
 
-use super::ruleset::{AddrPair, FlowKey, Managed, Ruleset};
+use super::ruleset::{AddrPair, FlowKey, GuardNet, Managed, Ruleset};
 use crate::policy::Policy;
 use crate::state::directory::Directory;
 use std::net::IpAddr;
@@ -58,6 +58,12 @@ pub fn compile(policy: &Policy, dir: &Directory) -> Ruleset {
                 }
             }
         }
+    }
+    for g in &policy.guard {
+        rs.guard.push(GuardNet {
+            net: g.net,
+            comment: format!("{}:{}:{}", g.rule.path, g.rule.pos.line, g.rule.pos.col),
+        });
     }
     rs.managed.sort();
     rs.allow.sort();

@@ -106,6 +106,8 @@ pub(crate) enum Expr {
         sreg: Reg,
         set: String,
         set_id: u32,
+        /// `!= @set`: match if the key is *not* in the set.
+        invert: bool,
     },
     Counter,
     Log {
@@ -208,11 +210,20 @@ impl Expression for Expr {
                 set_u32(e, sys::NFTNL_EXPR_CT_DREG, dreg.raw());
                 e
             }
-            Expr::Lookup { sreg, set, set_id } => {
+            Expr::Lookup {
+                sreg,
+                set,
+                set_id,
+                invert,
+            } => {
                 let e = new_expr(c"lookup");
                 set_u32(e, sys::NFTNL_EXPR_LOOKUP_SREG, sreg.raw());
                 set_str(e, sys::NFTNL_EXPR_LOOKUP_SET, set);
                 set_u32(e, sys::NFTNL_EXPR_LOOKUP_SET_ID, *set_id);
+                if *invert {
+                    // NFT_LOOKUP_F_INV
+                    set_u32(e, sys::NFTNL_EXPR_LOOKUP_FLAGS, 1);
+                }
                 e
             }
             Expr::Counter => new_expr(c"counter"),

@@ -14,7 +14,7 @@
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
-use super::ruleset::{Ruleset, L4};
+use super::ruleset::{Cidr, Ruleset, L4};
 
 /// Longest comment kept, in bytes. nft accepts 128, but libnftnl's rule
 /// comment buffer holds 128 bytes *including* the 2-byte TLV header and the
@@ -411,6 +411,18 @@ pub(crate) enum Stmt {
         set: String,
         audit: bool,
     },
+    /// `ip saddr @managed4 ip daddr NET ip daddr != @managed4 counter drop`
+    /// (`outbound`), or `ip saddr NET ip saddr != @managed4 ip daddr
+    /// @managed4 counter drop`: a managed container and an address of a
+    /// guarded network that belongs to no known container. In global
+    /// audit mode `... counter log prefix "portcullis audit_deny " accept`.
+    Guard {
+        family: Family,
+        set: String,
+        net: Cidr,
+        outbound: bool,
+        audit: bool,
+    },
     /// `tcp dport PORT ct status dnat counter accept`
     ProxyRedirected { port: u16 },
     /// `tcp dport PORT counter drop`
@@ -561,6 +573,34 @@ impl Layout {
                 },
                 comment,
             ));
+        }
+
+        // After default deny: no packet matches both (default deny needs
+        // both ends known, these one end unknown), and accepted flows only
+        // ever hold known addresses, so they still win.
+        for g in &rs.guard {
+            let f = Family::of(&g.net.addr);
+            for outbound in [true, false] {
+                let what = if outbound {
+                    "managed -> unplaced"
+                } else {
+                    "unplaced -> managed"
+                };
+                let verdict = if rs.audit { "audit" } else { "deny" };
+                forward.push(rule(
+                    Stmt::Guard {
+                        family: f,
+                        set: set("managed", f),
+                        net: g.net,
+                        outbound,
+                        audit: rs.audit,
+                    },
+                    sanitize_comment(&format!(
+                        "guard {verdict} {what} in {} {}",
+                        g.net, g.comment
+                    )),
+                ));
+            }
         }
 
         let input = vec![

@@ -138,6 +138,27 @@ fn stmt_text(stmt: &Stmt) -> String {
             let verdict = if *audit { audit_log.as_str() } else { "drop" };
             format!("{ip} saddr @{set} {ip} daddr @{set} counter {verdict}")
         }
+        Stmt::Guard {
+            family,
+            set,
+            net,
+            outbound,
+            audit,
+        } => {
+            let ip = family.keyword();
+            let verdict = if *audit { audit_log.as_str() } else { "drop" };
+            // nft lists a full-length prefix as the bare address.
+            let net = if u32::from(net.prefix) == family.addr_len() * 8 {
+                net.addr.to_string()
+            } else {
+                net.to_string()
+            };
+            if *outbound {
+                format!("{ip} saddr @{set} {ip} daddr {net} {ip} daddr != @{set} counter {verdict}")
+            } else {
+                format!("{ip} saddr {net} {ip} saddr != @{set} {ip} daddr @{set} counter {verdict}")
+            }
+        }
         Stmt::ProxyRedirected { port } => {
             format!("tcp dport {port} ct status dnat counter accept")
         }
@@ -192,6 +213,7 @@ mod tests {
                 dst: v4(3),
                 comment: "access[2] app1->app2".into(),
             }],
+            guard: vec![],
         }
     }
 
@@ -267,6 +289,52 @@ mod tests {
         assert!(!text.contains("@managed4 counter drop"));
         // The proxy port stays closed to direct connections either way.
         assert!(text.contains("tcp dport 15001 counter drop"));
+    }
+
+    fn guarded(audit: bool) -> Ruleset {
+        let mut rs = sample();
+        rs.audit = audit;
+        for (net, comment) in [
+            ("198.19.0.0/16", "guard.networks[0]:3:17"),
+            ("fd00::/64", "guard.networks[1]:3:34"),
+        ] {
+            rs.guard.push(crate::nft::ruleset::GuardNet {
+                net: crate::nft::ruleset::Cidr::parse(net).expect("cidr"),
+                comment: comment.into(),
+            });
+        }
+        rs
+    }
+
+    #[test]
+    fn guarded_networks_drop_unplaced_addresses_both_ways_after_the_accepts() {
+        let text = table_text(&guarded(false));
+        let out = "ip saddr @managed4 ip daddr 198.19.0.0/16 ip daddr != @managed4 counter drop \
+                   comment \"guard deny managed -> unplaced in 198.19.0.0/16 guard.networks[0]:3:17\"";
+        let inb = "ip saddr 198.19.0.0/16 ip saddr != @managed4 ip daddr @managed4 counter drop \
+                   comment \"guard deny unplaced -> managed in 198.19.0.0/16 guard.networks[0]:3:17\"";
+        let out6 = "ip6 saddr @managed6 ip6 daddr fd00::/64 ip6 daddr != @managed6 counter drop";
+        let inb6 = "ip6 saddr fd00::/64 ip6 saddr != @managed6 ip6 daddr @managed6 counter drop";
+        let pos = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in\n{text}"))
+        };
+        let established = pos("ct state established,related accept");
+        let last_accept = pos("@audit6 counter log");
+        for rule in [out, inb, out6, inb6] {
+            assert!(pos(rule) > established && pos(rule) > last_accept, "{rule}");
+        }
+        // Without `guard` nothing of it is there.
+        assert!(!table_text(&sample()).contains("!= @managed"));
+    }
+
+    #[test]
+    fn guard_in_global_audit_logs_and_accepts() {
+        let text = table_text(&guarded(true));
+        assert!(text.contains(
+            "ip saddr 198.19.0.0/16 ip saddr != @managed4 ip daddr @managed4 counter log prefix \"portcullis audit_deny \" accept"
+        ));
+        assert!(!text.contains("!= @managed4 counter drop"));
     }
 
     #[test]

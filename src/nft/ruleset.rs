@@ -9,6 +9,7 @@ use std::net::IpAddr;
 /// Name of the one table Portcullis owns (family `inet`).
 pub const TABLE: &str = "portcullis";
 
+pub use crate::policy::guard::Cidr;
 pub use crate::policy::L4;
 
 /// One (source, destination, protocol, destination port) key. `src` and
@@ -40,6 +41,15 @@ pub struct Managed {
     pub comment: String,
 }
 
+/// A guarded network: within it, an address that is not in `managedN`
+/// is denied to and from managed containers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardNet {
+    pub net: Cidr,
+    /// Where it came from, e.g. `guard.networks[0]:3:17`.
+    pub comment: String,
+}
+
 /// Everything Portcullis installs, in table `inet portcullis`.
 ///
 /// Shape (`nft list table inet portcullis`; the full expected listing for
@@ -57,7 +67,10 @@ pub struct Managed {
 ///     ct state established,related accept
 ///     ip saddr . ip daddr . meta l4proto . tcp dport @allow4 counter accept   (+ udp)
 ///     ip saddr . ip daddr @audit4 counter log prefix "portcullis audit_deny " accept
-///     ip saddr @managed4 ip daddr @managed4 counter drop   (global audit: log "audit_deny" + accept) }
+///     ip saddr @managed4 ip daddr @managed4 counter drop   (global audit: log "audit_deny" + accept)
+///     per guarded network (none without `guard`; global audit: log + accept):
+///     ip saddr @managed4 ip daddr NET ip daddr != @managed4 counter drop
+///     ip saddr NET ip saddr != @managed4 ip daddr @managed4 counter drop }
 ///   chain input { type filter hook input priority filter - 10; policy accept;
 ///     tcp dport PROXY ct status dnat counter accept
 ///     tcp dport PROXY counter drop }
@@ -78,4 +91,6 @@ pub struct Ruleset {
     pub redirect: Vec<FlowKey>,
     /// Pairs whose denied traffic is audited rather than dropped.
     pub audit_pairs: Vec<AddrPair>,
+    /// Guarded networks, in rule-file order (both families mixed).
+    pub guard: Vec<GuardNet>,
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use super::layout::{Key, Layout};
-use super::ruleset::{AddrPair, FlowKey, Managed, Ruleset, L4};
+use super::ruleset::{AddrPair, Cidr, FlowKey, GuardNet, Managed, Ruleset, L4};
 use super::{apply, render};
 
 fn v4(d: u8) -> IpAddr {
@@ -61,6 +61,7 @@ fn example() -> Ruleset {
             "access[0] rules.json:9:5 app2->app1",
         )],
         audit_pairs: vec![],
+        guard: vec![],
     }
 }
 
@@ -95,6 +96,24 @@ fn rich(audit: bool) -> Ruleset {
         dst: v6(2),
         comment: "access[4] audit v6".into(),
     });
+    // Byte-aligned and unaligned prefixes, a host, both families: nft
+    // compiles each differently.
+    for (i, net) in [
+        "198.19.0.0/16",
+        "10.78.0.0/25",
+        "10.79.0.9/32",
+        "fd00::/64",
+        "fd01:19::/61",
+        "fd02::9/128",
+    ]
+    .iter()
+    .enumerate()
+    {
+        rs.guard.push(GuardNet {
+            net: Cidr::parse(net).expect("cidr"),
+            comment: format!("guard.networks[{i}]:3:{} \"net\"", 5 + i),
+        });
+    }
     rs
 }
 

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod fields;
+pub mod guard;
 pub mod limits;
 pub mod matcher;
 pub use crate::wire::normalize;
@@ -93,6 +94,8 @@ pub struct Policy {
     pub limits: Limits,
     /// Fields the proxy and the rules rely on ([`fields`]).
     pub fields: fields::FieldGuard,
+    /// Guarded networks (`guard.networks`), in file order.
+    pub guard: Vec<guard::Guarded>,
     /// The validated rule file, for the layers compiled elsewhere
     /// (frontends, pools, cache).
     pub source: RuleSet,
@@ -260,6 +263,18 @@ impl Policy {
             .unwrap_or(DEFAULT_ADMIN)
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)));
+        let guard = r
+            .guard
+            .iter()
+            .flat_map(|g| g.networks.iter().enumerate())
+            .filter_map(|(i, s)| {
+                let path = format!("guard.networks[{i}]");
+                Some(guard::Guarded {
+                    net: guard::Cidr::parse(s).ok()?,
+                    rule: set.rule_ref(&path),
+                })
+            })
+            .collect();
         Ok(Policy {
             file: set.file.clone(),
             audit: global_audit,
@@ -271,6 +286,7 @@ impl Policy {
             admin,
             limits: r.limits.clone().unwrap_or_default(),
             fields: fields::FieldGuard::of_rules(r),
+            guard,
             source: set,
         })
     }

@@ -8,6 +8,7 @@
 use super::access::{Access, FlowOwner, HttpRequest};
 use super::matcher::RequestView;
 use super::{Decision, Policy, RequestCheck, L4};
+use std::net::IpAddr;
 
 /// An HTTP request to probe a flow with: the request the proxy decides on.
 pub type RequestProbe<'a> = HttpRequest<'a>;
@@ -15,13 +16,37 @@ pub type RequestProbe<'a> = HttpRequest<'a>;
 /// A probe that names something the rule file does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
-    #[error("unknown container {0:?}")]
+    #[error("unknown container {0:?} (and not an IP address)")]
     UnknownContainer(String),
 }
 
+/// One end of a probe: a container, or an address that belongs to none.
+enum Endpoint {
+    Container(super::ContainerId),
+    Unplaced(IpAddr),
+}
+
 impl Policy {
+    /// A container name, or an address: a fixed container address names
+    /// its container; any other address is unplaced (explain does not ask
+    /// Docker, so a Docker container's current address is unplaced here).
+    fn endpoint(&self, s: &str) -> Result<Endpoint, ProbeError> {
+        if let Some(id) = self.container_id(s) {
+            return Ok(Endpoint::Container(id));
+        }
+        let ip: IpAddr = s
+            .parse()
+            .map_err(|_| ProbeError::UnknownContainer(s.to_owned()))?;
+        Ok(match self.container_with_address(ip) {
+            Some(id) => Endpoint::Container(id),
+            None => Endpoint::Unplaced(ip.to_canonical()),
+        })
+    }
+
     /// What happens to a connection `from -> to:port/proto` and, when the
     /// flow is checked by the proxy and `request` is given, to that request.
+    /// Either end may be an IP address: one that belongs to no container
+    /// is decided by the guarded networks ([`Policy::decide_unplaced`]).
     pub fn probe(
         &self,
         from: &str,
@@ -30,9 +55,27 @@ impl Policy {
         port: u16,
         request: Option<&RequestProbe<'_>>,
     ) -> Result<Decision, ProbeError> {
-        let unknown = |n: &str| ProbeError::UnknownContainer(n.to_owned());
-        let from_id = self.container_id(from).ok_or_else(|| unknown(from))?;
-        let to_id = self.container_id(to).ok_or_else(|| unknown(to))?;
+        let (from_id, to_id) = match (self.endpoint(from)?, self.endpoint(to)?) {
+            (Endpoint::Container(f), Endpoint::Container(t)) => (f, t),
+            (Endpoint::Container(f), Endpoint::Unplaced(ip)) => {
+                return Ok(self.decide_unplaced(self.container_name(f), ip, true))
+            }
+            (Endpoint::Unplaced(ip), Endpoint::Container(t)) => {
+                return Ok(self.decide_unplaced(self.container_name(t), ip, false))
+            }
+            (Endpoint::Unplaced(a), Endpoint::Unplaced(b)) => {
+                return Ok(Decision {
+                    verdict: super::Verdict::Allow,
+                    layer: super::Layer::Nftables,
+                    rule: None,
+                    reason: format!(
+                        "neither {a} nor {b} belongs to a managed container: Portcullis does not filter {a} -> {b}"
+                    ),
+                    audit_deny: false,
+                    status: None,
+                })
+            }
+        };
         let entry = self.flow(from_id, to_id, proto, port);
         Ok(match (entry, request) {
             (Some(e), Some(req)) if e.http.is_some() => {

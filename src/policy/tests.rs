@@ -212,6 +212,12 @@ fn bad_rule_files_name_their_position() {
         (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"},"b":{"address":"198.19.0.3"}},"access":[{"from":"a","to":"b","ports":[80],"http":[{"headers":{"X":{"contains":"y"}}}]}]}"#, "unknown field `contains`"),
         (r#"{"version":1,"containers":{"a":{"address":"198.19.0.2"}},"cache":{"a:0":{"max_bytes":1}}}"#, "invalid target \"a:0\""),
         ("{\"version\":1,\"containers\":{", "unexpected end of file"),
+        ("{\"version\":1,\"containers\":{},\n\"guard\":{\"networks\":[\"198.19.0.0/16\",\n \"198.19.7.0/24\"]}}", "3:2: guarded network 198.19.7.0/24 overlaps guard.networks[0] (198.19.0.0/16)"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":["198.19.0.1/16"]}}"#, "invalid guarded network \"198.19.0.1/16\": host bits are set: the network is 198.19.0.0/16"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":["appnet"]}}"#, "expected a network \"ADDRESS/PREFIX\""),
+        (r#"{"version":1,"containers":{},"guard":{"networks":["::/0"]}}"#, "prefix /0 is out of range for IPv6"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[]}}"#, "1:50: no networks"),
+        (r#"{"version":1,"containers":{},"guard":{"network":["198.19.0.0/16"]}}"#, "unknown field `network`"),
     ];
     for (text, want) in cases {
         let err = crate::rules::parse("r.json", text)
@@ -279,4 +285,54 @@ fn the_proxys_default_deny_is_audited_in_audit_mode() {
     let d = audit.decide_unowned("app3", "198.19.0.2:80");
     assert_eq!((d.verdict, d.status), (Verdict::Allow, None));
     assert!(d.audit_deny && d.reason.starts_with("audit_deny: denied by default"));
+}
+
+#[test]
+fn explain_denies_an_unplaced_address_in_a_guarded_network_both_ways() {
+    let p = policy(
+        r#"{"version": 1,
+  "guard": {"networks": ["198.19.0.0/16", "fd00:19::/64"]},
+  "containers": {"app1": {"address": ["198.19.0.2", "fd00:19::2"]}, "app2": {"address": "198.19.0.3"}},
+  "access": [{"from": "app2", "to": "app1", "ports": [80]}]}"#,
+    );
+    for (from, to) in [
+        ("198.19.9.9", "app1"),
+        ("app1", "198.19.9.9"),
+        ("fd00:19::99", "app1"),
+    ] {
+        let d = p.probe(from, to, L4::Tcp, 80, None).expect("probe");
+        assert_eq!(d.verdict, Verdict::Deny, "{from} -> {to}");
+        assert_eq!(d.layer, Layer::Nftables);
+        assert!(d.reason.starts_with("denied by guard: "), "{}", d.reason);
+        assert!(
+            d.reason.contains("belongs to no known container"),
+            "{}",
+            d.reason
+        );
+        let rule = d.rule.expect("the guarded network decided");
+        assert!(rule.path.starts_with("guard.networks["), "{}", rule.path);
+        assert_eq!(rule.pos.line, 2);
+    }
+    // A fixed container address is that container: its flow is allowed.
+    let d = p
+        .probe("198.19.0.3", "198.19.0.2", L4::Tcp, 80, None)
+        .expect("probe");
+    assert_eq!(d.verdict, Verdict::Allow, "{}", d.reason);
+    // Outside every guarded network Portcullis does not decide.
+    let d = p
+        .probe("203.0.113.9", "app1", L4::Tcp, 80, None)
+        .expect("probe");
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(d.reason.contains("in no guarded network"), "{}", d.reason);
+    // Names are still checked.
+    assert!(p.probe("app9", "app1", L4::Tcp, 80, None).is_err());
+    // In global audit mode the guard reports instead of dropping.
+    let audit = policy(
+        r#"{"version": 1, "mode": "audit", "guard": {"networks": ["198.19.0.0/16"]},
+  "containers": {"app1": {"address": "198.19.0.2"}}}"#,
+    );
+    let d = audit
+        .probe("198.19.9.9", "app1", L4::Tcp, 80, None)
+        .expect("probe");
+    assert!(d.audit_deny && d.verdict == Verdict::Allow, "{d:?}");
 }

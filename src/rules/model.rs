@@ -31,6 +31,18 @@ pub struct RuleFile {
     pub limits: Option<Limits>,
     #[serde(default)]
     pub proxy: Option<ProxySettings>,
+    /// Networks in which every address must belong to a known container.
+    #[serde(default)]
+    pub guard: Option<Guard>,
+}
+
+/// `guard`: the networks Portcullis guards. An address inside one that
+/// belongs to no known container is denied to and from managed containers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// CIDRs, IPv4 or IPv6 (`"198.19.0.0/16"`, `"fd00:19::/64"`).
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

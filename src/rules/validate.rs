@@ -5,6 +5,7 @@
 
 use super::model::{Balance, HeaderCond, HeadersWithUnderscores, Limits, RuleFile};
 use super::RuleSet;
+use crate::policy::guard::Cidr;
 use crate::wire::normalize::normalize_path;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +72,7 @@ pub fn validate(set: &RuleSet) -> Result<(), Invalid> {
     pools(r)?;
     frontends(r)?;
     cache(r)?;
+    guard(r)?;
     if let Some(l) = &r.limits {
         limits("limits", l)?;
     }
@@ -130,6 +132,35 @@ fn underscore_names(r: &RuleFile, mode: HeadersWithUnderscores) -> Result<(), In
                 return bad(format!("pools.{name}.hash_key"), why(h));
             }
         }
+    }
+    Ok(())
+}
+
+/// `guard.networks`: each a CIDR, none overlapping another (two spellings
+/// of one range are a mistake the author should see), and every fixed
+/// container address inside them is of course a known one.
+fn guard(r: &RuleFile) -> Result<(), Invalid> {
+    let Some(g) = &r.guard else { return Ok(()) };
+    if g.networks.is_empty() {
+        return bad(
+            "guard.networks",
+            "no networks: list the CIDRs to guard, or remove \"guard\"",
+        );
+    }
+    let mut seen: Vec<Cidr> = Vec::with_capacity(g.networks.len());
+    for (i, s) in g.networks.iter().enumerate() {
+        let path = format!("guard.networks[{i}]");
+        let net = match Cidr::parse(s) {
+            Ok(n) => n,
+            Err(e) => return bad(path, format!("invalid guarded network {s:?}: {e}")),
+        };
+        if let Some((j, other)) = seen.iter().enumerate().find(|(_, o)| o.overlaps(&net)) {
+            return bad(
+                path,
+                format!("guarded network {net} overlaps guard.networks[{j}] ({other}): list each range once"),
+            );
+        }
+        seen.push(net);
     }
     Ok(())
 }

@@ -315,6 +315,66 @@ impl Lab {
         s
     }
 
+    /// A connection from `src` in namespace `ns` to `dst` that gives up
+    /// after `patience` (`SO_SNDTIMEO` bounds a blocking connect): for
+    /// flows the kernel is expected to drop.
+    pub fn try_connect_in(
+        &self,
+        ns: &str,
+        src: Ipv4Addr,
+        dst: SocketAddrV4,
+        patience: Duration,
+    ) -> io::Result<TcpStream> {
+        let (dst, bind) = (
+            SockaddrIn::from(dst),
+            SockaddrIn::from(SocketAddrV4::new(src, 0)),
+        );
+        in_ns(ns, move || -> io::Result<TcpStream> {
+            let fd: OwnedFd = socket::socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            let tv = nix::sys::time::TimeVal::new(
+                patience.as_secs() as i64,
+                patience.subsec_micros() as i64,
+            );
+            socket::setsockopt(&fd, socket::sockopt::SendTimeout, &tv)?;
+            socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &bind)?;
+            socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &dst)?;
+            let s = TcpStream::from(fd);
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_write_timeout(None)?;
+            Ok(s)
+        })
+    }
+
+    /// The forward chain of the daemon's table, as `nft list` prints it.
+    pub fn forward_chain(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.host,
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "portcullis",
+                "forward",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nft in the host namespace");
+        assert!(
+            out.status.success(),
+            "nft list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// A listener bound inside the upstream namespace, for test-made
     /// upstreams (raw responses, WebSocket, HTTP/2).
     pub fn listen_upstream(&self, port: u16) -> TcpListener {

@@ -8,6 +8,7 @@ mod cache;
 mod corpus;
 mod docker_down;
 mod drift;
+mod guard;
 mod http2;
 mod integrity;
 #[allow(dead_code)] // each test uses the helpers it needs
