@@ -63,7 +63,16 @@ pub fn check(proc_root: &Path, needed: bool) -> BridgeNetfilter {
     if !needed {
         return BridgeNetfilter::NotNeeded;
     }
-    let dir = proc_root.join("sys/net/bridge");
+    let net = proc_root.join("sys/net");
+    if !net.is_dir() {
+        // Not seeing /proc/sys is not knowing: say so, not "not loaded".
+        return BridgeNetfilter::NotEnforced(format!(
+            "cannot check: {} is not visible to the daemon (a unit with ProcSubset=pid hides it), \
+             so whether traffic between containers on one bridge reaches nftables is unknown",
+            net.display()
+        ));
+    }
+    let dir = net.join("bridge");
     if !dir.is_dir() {
         return BridgeNetfilter::NotEnforced(format!(
             "the br_netfilter module is not loaded ({} is absent): traffic between containers on one \
@@ -160,6 +169,16 @@ mod tests {
             assert!(s.describe().contains(off), "{}", s.describe());
             let _ = std::fs::remove_dir_all(root);
         }
+    }
+
+    #[test]
+    fn a_hidden_proc_sys_is_not_enforced_and_not_called_a_missing_module() {
+        let root = proc_root(None);
+        std::fs::remove_dir_all(root.join("sys")).expect("remove");
+        let s = check(&root, true);
+        assert!(!s.ok());
+        assert!(s.describe().contains("cannot check"), "{}", s.describe());
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]
