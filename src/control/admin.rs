@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::drift::Kernel;
+use super::report::Report;
 use crate::cache::CacheLayer;
 use crate::discovery::Discovery;
 use crate::state::metrics::Metrics;
@@ -29,26 +30,33 @@ pub type ReloadReply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 /// Docker containers and installing the ruleset normally take milliseconds).
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// What the admin endpoint reads from (and asks of) the daemon.
+#[derive(Clone)]
+pub struct Admin {
+    pub state: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub cache: Arc<CacheLayer>,
+    pub kernel: Arc<Kernel>,
+    pub source: Arc<dyn Discovery>,
+    pub report: Arc<Report>,
+    pub reload: tokio::sync::mpsc::Sender<ReloadReply>,
+}
+
 /// Serves the admin endpoint on `listener` until the runtime stops.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
-    cache: Arc<CacheLayer>,
-    kernel: Arc<Kernel>,
-    source: Arc<dyn Discovery>,
-    reload: tokio::sync::mpsc::Sender<ReloadReply>,
-) {
+pub async fn serve(listener: TcpListener, admin: Admin) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
-        let metrics = metrics.clone();
-        let cache = cache.clone();
-        let kernel = kernel.clone();
-        let source = source.clone();
-        let reload = reload.clone();
+        let Admin {
+            state,
+            metrics,
+            cache,
+            kernel,
+            source,
+            report,
+            reload,
+        } = admin.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut n = 0;
@@ -83,7 +91,7 @@ pub async fn serve(
                 "/status" => (
                     200,
                     "application/json",
-                    status_json(&state.load(), &metrics, &kernel, &*source),
+                    status_json(&state.load(), &metrics, &kernel, &*source, &report),
                 ),
                 _ => (404, "text/plain", "not found\n".to_owned()),
             };
@@ -218,6 +226,7 @@ fn status_json(
     metrics: &Metrics,
     kernel: &Kernel,
     source: &dyn Discovery,
+    report: &Report,
 ) -> String {
     let p = &snap.policy;
     let containers: serde_json::Map<String, serde_json::Value> = p
@@ -273,6 +282,11 @@ fn status_json(
             None => serde_json::json!({ "in_sync": true }),
             Some(d) => serde_json::json!({ "in_sync": false, "differs": d }),
         },
+        // The last refused reload (until a later one applies) and the last
+        // applied one, with their times.
+        "reload": report.reload_json(),
+        // Whether nftables sees traffic between containers on one bridge.
+        "bridge_netfilter": report.bridge_json(),
     });
     // The discovery source's section (`"docker"`): null while the rules
     // name none of its containers.

@@ -19,8 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::bridge::{self, BridgeNetfilter};
 use super::drift::Kernel;
 use super::notify;
+use super::report::Report;
 use super::rulefile::RuleFileWatch;
 use crate::balance::{health, Balancer};
 use crate::discovery::{self, Discovery};
@@ -112,6 +114,8 @@ pub async fn run(
     install(&kernel, nft::compile::compile(&policy, &dir)).await?;
     info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
     kernel.watch();
+    let report = Report::new(metrics.clone());
+    check_bridge(&report, &policy);
 
     let state = Arc::new(ArcSwap::from_pointee(Snapshot {
         policy: policy.clone(),
@@ -126,12 +130,15 @@ pub async fn run(
         tokio::sync::mpsc::channel::<super::admin::ReloadReply>(8);
     spawn_admin(
         admin_listener,
-        state.clone(),
-        metrics.clone(),
-        ctx.cache.clone(),
-        kernel.clone(),
-        source.clone(),
-        reload_req_tx,
+        super::admin::Admin {
+            state: state.clone(),
+            metrics: metrics.clone(),
+            cache: ctx.cache.clone(),
+            kernel: kernel.clone(),
+            source: source.clone(),
+            report: report.clone(),
+            reload: reload_req_tx,
+        },
     );
     frontends.commit(bound, &ctx);
     let mut checks = health::spawn(lb, placement(&state));
@@ -155,8 +162,7 @@ pub async fn run(
         admin: admin_addr,
     });
     // Only now: the ruleset is in the kernel and every listener is bound.
-    let mut last_error: Option<String> = None;
-    notify::ready(&status_line(&path, &state, last_error.as_deref()));
+    notify::ready(&status_line(&path, &state, &report));
 
     let mut file = RuleFileWatch::new(&path);
     let (resync_tx, mut resync) = tokio::sync::mpsc::channel::<()>(1);
@@ -199,13 +205,18 @@ pub async fn run(
                 Err(e) => Err(e.to_string()),
             });
         }
-        last_error = match &result {
-            Ok(false) => last_error,
-            Ok(true) => None,
-            Err(e) => Some(e.to_string()),
-        };
+        match &result {
+            Ok(false) => {}
+            Ok(true) => report.reload_applied(),
+            Err(e) => report.reload_refused(e.to_string()),
+        }
+        // A reload of the file (refused or not) checks the bridges again:
+        // the rules may now name containers, or the host may have changed.
+        if !resync_only {
+            check_bridge(&report, &state.load().policy);
+        }
         if !resync_only || !matches!(result, Ok(false)) {
-            notify::ready(&status_line(&path, &state, last_error.as_deref()));
+            notify::ready(&status_line(&path, &state, &report));
         }
         match result {
             Ok(true) => {
@@ -265,26 +276,34 @@ fn bind_proxy_v6(port: u16) -> Option<TcpListener> {
     }
 }
 
-fn status_line(path: &Path, state: &ArcSwap<Snapshot>, last_error: Option<&str>) -> String {
+fn status_line(path: &Path, state: &ArcSwap<Snapshot>, report: &Report) -> String {
     let snap = state.load();
-    notify::status_line(
+    let mut line = notify::status_line(
         path,
         snap.version,
         snap.policy.containers.len(),
         snap.policy.entries.len(),
-        last_error,
-    )
+        report.last_error().as_deref(),
+    );
+    if let Some(b @ BridgeNetfilter::NotEnforced(_)) = report.bridge() {
+        line.push_str("; ");
+        line.push_str(&b.describe());
+    }
+    line
 }
 
-fn spawn_admin(
-    listener: std::net::TcpListener,
-    state: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
-    cache: Arc<crate::cache::CacheLayer>,
-    kernel: Arc<Kernel>,
-    source: Arc<dyn Discovery>,
-    reload: tokio::sync::mpsc::Sender<super::admin::ReloadReply>,
-) {
+/// Checks that traffic between containers on one bridge reaches nftables
+/// ([`bridge`]) for the rules in force, records it for `status` and the
+/// metric, and logs an ERROR while it does not.
+fn check_bridge(report: &Report, policy: &Policy) {
+    let found = bridge::check(Path::new("/proc"), !policy.containers.is_empty());
+    if let BridgeNetfilter::NotEnforced(_) = &found {
+        error!(problem = %found.describe(), "access rules between containers on one bridge are NOT enforced");
+    }
+    report.set_bridge(found);
+}
+
+fn spawn_admin(listener: std::net::TcpListener, admin: super::admin::Admin) {
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
@@ -298,9 +317,7 @@ fn spawn_admin(
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
                 match TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        super::admin::serve(l, state, metrics, cache, kernel, source, reload).await
-                    }
+                    Ok(l) => super::admin::serve(l, admin).await,
                     Err(e) => error!(error = %e, "admin listener failed"),
                 }
             });

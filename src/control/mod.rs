@@ -3,7 +3,9 @@
 //! notification. Container addresses come from [`crate::discovery`].
 
 pub mod admin;
+pub mod bridge;
 pub mod daemon;
 pub mod drift;
 pub mod notify;
+pub mod report;
 pub mod rulefile;

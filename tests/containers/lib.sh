@@ -104,16 +104,25 @@ pc_check_forward_policy() {
 	esac
 }
 
-# nftables sees traffic between containers on one bridge only through br_netfilter.
+# nftables sees traffic between containers on one bridge only through
+# br_netfilter (both keys: the daemon reports anything less as "same-bridge
+# traffic NOT enforced").
+PC_BRIDGE_KEYS=(net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables)
 pc_ensure_bridge_netfilter() {
-	local key=net.bridge.bridge-nf-call-iptables value
-	value=$(sysctl -n "$key" 2>/dev/null) || value=''
-	[[ $value == 1 ]] && return 0
-	pc_log "enabling $key (was '${value:-absent}')"
-	[[ -n $value ]] || modprobe br_netfilter 2>/dev/null || true
-	sysctl -qw "$key=1" 2>/dev/null ||
-		pc_die "$key is '${value:-absent}' and cannot be set: without br_netfilter nftables never sees traffic between containers on a bridge (load the br_netfilter module)"
+	local key value
+	for key in "${PC_BRIDGE_KEYS[@]}"; do
+		value=$(sysctl -n "$key" 2>/dev/null) || value=''
+		[[ $value == 1 ]] && continue
+		pc_log "enabling $key (was '${value:-absent}')"
+		[[ -n $value ]] || modprobe br_netfilter 2>/dev/null || true
+		sysctl -qw "$key=1" 2>/dev/null ||
+			pc_die "$key is '${value:-absent}' and cannot be set: without br_netfilter nftables never sees traffic between containers on a bridge (load the br_netfilter module)"
+	done
 }
+
+# A check that turned a bridge sysctl off sets this to the key; the EXIT trap
+# turns it on again if the check could not.
+PC_BRIDGE_RESTORE=''
 
 # === one run ===
 
@@ -133,6 +142,9 @@ pc_cleanup() {
 	set +e
 	trap - EXIT INT TERM
 	if ((rc != 0)); then pc_dump_logs; fi
+	if [[ -n $PC_BRIDGE_RESTORE ]]; then
+		sysctl -qw "$PC_BRIDGE_RESTORE=1" || rc=1
+	fi
 	pc_portcullis_stop || rc=1
 	pc_lab_down
 	[[ -n $PC_TMP ]] && rm -rf "$PC_TMP"
@@ -290,6 +302,12 @@ pc_wait_http() {
 		sleep 0.3
 	done
 	return 1
+}
+
+# pc_metric ADMIN NAME: the value of portcullis_NAME on /metrics ('absent' if not there).
+pc_metric() {
+	pc_probe --timeout-ms 2000 "http://$1/metrics" | jq -r .body 2>/dev/null |
+		awk -v n="portcullis_$2" '$1 == n { print $2; found = 1 } END { if (!found) print "absent" }'
 }
 
 # pc_counter APP: APP's request counter, read from the host (not counted itself).

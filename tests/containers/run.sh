@@ -17,6 +17,9 @@ UNTIL=${HARNESS_UNTIL:-all}
 PROBE_TIMEOUT_MS=${PROBE_TIMEOUT_MS:-2000}
 TEMPLATE=$HERE/rules/three-containers.json.tmpl
 RULES=''
+WATCHED='' # the file the daemon runs on and watches
+LIVE_STOP=''
+LIVE_SEEN=''
 ALLOWED_TO_APP1=0
 
 # === what a probe saw, as one comparable phrase ===
@@ -177,9 +180,37 @@ ruleset_shape() {
 	nft list table "${PC_NFT_TABLE[@]}" 2>/dev/null | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'
 }
 
+# delta AFTER BEFORE: AFTER - BEFORE, or why it cannot be computed.
+delta() {
+	if [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]]; then echo $(($1 - $2)); else echo "unreadable ($2 -> $1)"; fi
+}
+
+# How many log lines of the daemon contain TEXT.
+log_count() { grep -c -- "$1" "$PC_TMP/portcullis.log" || true; }
+
+# Replaces the watched rule file by FILE through a rename, as deployment
+# tools do: one change of the file, one reload.
+replace_rules() {
+	cp "$1" "$WATCHED.tmp"
+	mv "$WATCHED.tmp" "$WATCHED"
+}
+
+# wait_metric NAME VALUE: until portcullis_NAME reaches VALUE (5 s at most).
+wait_metric() {
+	local v i
+	for ((i = 0; i < 100; i++)); do
+		v=$(pc_metric "$ADMIN" "$1")
+		[[ $v =~ ^[0-9]+$ ]] && ((v >= $2)) && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
 # A rule file with a mistake: `check` names file:line:col and exits 1; the
 # running daemon refuses the reload and nothing changes, in the kernel or
-# in the proxy.
+# in the proxy. The refusal is counted once (reload_failures_total), logged
+# once ("reload refused"), and shown by `status` with its time until a later
+# good reload clears it.
 bad_rules_checks() {
 	local good=$PC_TMP/rules.good.json before after rc=0 msg
 	cp "$RULES" "$good"
@@ -189,11 +220,28 @@ bad_rules_checks() {
 	pc_expect "check: a misspelt field is one sentence with file:line:col, exit 1" \
 		"rc=1 position=yes lines=1" \
 		"rc=$rc position=$([[ $msg =~ rules\.bad\.json:[0-9]+:[0-9]+:\ unknown\ field ]] && echo yes || echo no) lines=$(wc -l <<<"$msg")"
-	local watched=$RULES
-	cp "$PC_TMP/rules.bad.json" "$watched"
+	local fails0 refused0 status
+	fails0=$(pc_metric "$ADMIN" reload_failures_total)
+	refused0=$(log_count 'reload refused')
+	replace_rules "$PC_TMP/rules.bad.json"
 	RULES=$good # explain answers from the rules still in force
-	kill -HUP "$PC_PORTCULLIS_PID"
-	sleep 3
+	wait_metric reload_failures_total $((fails0 + 1)) || true
+	sleep 1 # a second refusal of the same change would show by now
+	pc_expect "reload of a bad file: reload_failures_total rose by exactly 1" 1 \
+		"$(delta "$(pc_metric "$ADMIN" reload_failures_total)" "$fails0")"
+	pc_expect "reload of a bad file: exactly one 'reload refused' log line" 1 \
+		"$(delta "$(log_count 'reload refused')" "$refused0")"
+	status=$("$PC_PORTCULLIS" status --admin "$ADMIN")
+	pc_expect "status: the refused reload is shown with its error and time" "unknown field, at yes" \
+		"$(jq -r '.reload.last_error | if . == null then "none" else
+			"\(if (.error | test("unknown field")) then "unknown field" else .error end), at \(if .at_unix > 0 and (.at | endswith("GMT")) then "yes" else "no" end)" end' <<<"$status")"
+	# `portcullis reload` (the unit's ExecReload) is answered with the refusal.
+	rc=0
+	msg=$("$PC_PORTCULLIS" reload --admin "$ADMIN" 2>&1) || rc=$?
+	pc_expect "portcullis reload of the bad file: exit 1, 'reload refused' with the reason" "rc=1 refused" \
+		"rc=$rc $([[ $msg == *'reload refused'*'unknown field'* ]] && echo refused || echo "said: $msg")"
+	pc_expect "reload_failures_total counts the second refusal too" 2 \
+		"$(delta "$(pc_metric "$ADMIN" reload_failures_total)" "$fails0")"
 	after=$(ruleset_shape)
 	pc_expect "reload of a bad rule file changes nothing in nftables" same \
 		"$([[ -n $before && $before == "$after" ]] && echo same || echo changed)"
@@ -202,32 +250,104 @@ bad_rules_checks() {
 	local alive=exited
 	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
 	pc_expect "portcullis kept running on its previous rules" running "$alive"
-	cp "$good" "$watched"
-	RULES=$watched
+
+	local oks0
+	oks0=$(pc_metric "$ADMIN" reloads_total)
+	replace_rules "$good"
+	RULES=$WATCHED
+	wait_metric reloads_total $((oks0 + 1)) || true
+	status=$("$PC_PORTCULLIS" status --admin "$ADMIN")
+	pc_expect "status: a later good reload clears the refused one" "null applied" \
+		"$(jq -r '"\(.reload.last_error) \(if (.reload.last_applied.at_unix // 0) > 0 then "applied" else "no last_applied" end)"' <<<"$status")"
 }
 
-# A rule change is applied while traffic flows: app2 sends GET /foo in a
-# loop while the file gains a matcher for /baz; no request fails, and /baz
-# is allowed afterwards.
+# Same-bridge traffic reaches nftables only with br_netfilter and both
+# bridge-nf-call sysctls at 1. The lab sets them (pc_ensure_bridge_netfilter)
+# and the daemon reports enforcement; with one turned off, the next reload
+# reports it NOT enforced (status, metric, ERROR line) instead of claiming
+# it, and reports it enforced again once it is back.
+bridge_checks() {
+	local key=net.bridge.bridge-nf-call-ip6tables status rc=0
+	status=$("$PC_PORTCULLIS" status --admin "$ADMIN")
+	pc_expect "status: same-bridge traffic enforced (br_netfilter on), metric 1" "true 1" \
+		"$(jq -r .bridge_netfilter.enforced <<<"$status") $(pc_metric "$ADMIN" bridge_netfilter_ok)"
+	PC_BRIDGE_RESTORE=$key
+	sysctl -qw "$key=0"
+	"$PC_PORTCULLIS" reload --admin "$ADMIN" >/dev/null || rc=$?
+	status=$("$PC_PORTCULLIS" status --admin "$ADMIN")
+	pc_expect "$key=0: the reload applies, status says NOT enforced and why, metric 0" "rc=0 false named 0" \
+		"rc=$rc $(jq -r '"\(.bridge_netfilter.enforced) \(if (.bridge_netfilter.detail | test("^same-bridge traffic NOT enforced: .*bridge-nf-call-ip6tables is 0")) then "named" else .bridge_netfilter.detail end)"' <<<"$status") $(pc_metric "$ADMIN" bridge_netfilter_ok)"
+	pc_expect "$key=0: an ERROR log line says so" yes \
+		"$(grep -q 'same-bridge traffic NOT enforced' "$PC_TMP/portcullis.log" && echo yes || echo no)"
+	sysctl -qw "$key=1"
+	PC_BRIDGE_RESTORE=''
+	rc=0
+	"$PC_PORTCULLIS" reload --admin "$ADMIN" >/dev/null || rc=$?
+	status=$("$PC_PORTCULLIS" status --admin "$ADMIN")
+	pc_expect "$key=1 again: the next reload reports enforcement" "rc=0 true 1" \
+		"rc=$rc $(jq -r .bridge_netfilter.enforced <<<"$status") $(pc_metric "$ADMIN" bridge_netfilter_ok)"
+}
+
+# live_client ID: GET /foo?live=ID-N from app2 to app1 until $LIVE_STOP
+# exists (10 at least), each query unique so the cache never answers: every
+# request must reach app1 itself. One phrase per request in $LIVE_SEEN.
+live_client() {
+	local n=0
+	while [[ ! -e $LIVE_STOP ]] || ((n < 10)); do
+		n=$((n + 1))
+		seen_http "$(pc_probe_in app2 --timeout-ms "$PROBE_TIMEOUT_MS" \
+			"http://${PC_IP[app1]}/foo?live=$1-$n-$PC_RUN_ID")" >>"$LIVE_SEEN"
+	done
+}
+
+# 20 reloads under concurrent load: two clients in app2 stream uncached
+# requests through the proxy to app1 while the rule file alternates between
+# two valid versions that both allow them (one adds GET /qux, the other GET
+# /baz). No request fails, app1's own counter rises by exactly the number of
+# requests (the upstream served every one, not the cache), every reload is
+# applied, none refused, and the last file is the one in force.
 live_reload_checks() {
-	local statuses=$PC_TMP/live.statuses i
-	: >"$statuses"
-	(
-		for i in $(seq 1 40); do
-			pc_probe_in app2 --timeout-ms "$PROBE_TIMEOUT_MS" "http://${PC_IP[app1]}/foo" | jq -r '.status // .result' >>"$statuses"
-		done
-	) &
-	local loop=$!
+	local base=$PC_TMP/rules.base.json i
+	cp "$RULES" "$base"
+	local foo='{ "methods": \["GET"\], "path_prefix": "/foo" }'
+	sed "s|$foo|&, { \"methods\": [\"GET\"], \"path\": \"/qux\" }|" "$base" >"$PC_TMP/rules.qux.json"
+	sed "s|$foo|&, { \"methods\": [\"GET\"], \"path\": \"/baz\" }|" "$base" >"$PC_TMP/rules.baz.json"
+	grep -q '"/qux"' "$PC_TMP/rules.qux.json" && grep -q '"/baz"' "$PC_TMP/rules.baz.json" ||
+		pc_die "the live reload rule files were not derived from $base"
+	local reloads0 fails0 before after reloaded=0
+	reloads0=$(pc_metric "$ADMIN" reloads_total)
+	fails0=$(pc_metric "$ADMIN" reload_failures_total)
+	before=$(pc_counter app1)
+	LIVE_STOP=$PC_TMP/live.stop
+	LIVE_SEEN=$PC_TMP/live.seen
+	rm -f "$LIVE_STOP"
+	: >"$LIVE_SEEN"
+	live_client a &
+	local client_a=$!
+	live_client b &
+	local client_b=$!
 	sleep 0.5
-	sed 's|{ "methods": \["GET"\], "path_prefix": "/foo" }|{ "methods": ["GET"], "path_prefix": "/foo" }, { "methods": ["GET"], "path": "/baz" }|' \
-		"$RULES" >"$PC_TMP/rules.next.json"
-	cp "$PC_TMP/rules.next.json" "$RULES"
-	kill -HUP "$PC_PORTCULLIS_PID"
-	wait "$loop"
-	ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + 40))
-	pc_expect "reload under traffic: 40 GET /foo during the change all answered 200" \
-		"40 x 200" "$(sort "$statuses" | uniq -c | awk '{printf "%s%s x %s", sep, $1, $2; sep=", "}')"
+	for ((i = 1; i <= 20; i++)); do
+		if ((i % 2)); then replace_rules "$PC_TMP/rules.qux.json"; else replace_rules "$PC_TMP/rules.baz.json"; fi
+		wait_metric reloads_total $((reloads0 + i)) && reloaded=$i
+		sleep 0.2
+	done
+	touch "$LIVE_STOP"
+	wait "$client_a" "$client_b"
+	sleep 1 # a late extra reload would show by now
+	after=$(pc_counter app1)
+	local total
+	total=$(wc -l <"$LIVE_SEEN")
+	ALLOWED_TO_APP1=$((ALLOWED_TO_APP1 + total))
+	pc_log "live reload: $total requests during 20 reloads"
+	pc_expect "reload under load: every request reached app1 (none failed)" \
+		"$total x reached app1 source=app2" "$(sort "$LIVE_SEEN" | uniq -c | awk '{c=$1; $1=""; printf "%s%s x%s", sep, c, $0; sep=", "}')"
+	pc_expect "reload under load: app1's counter rose by the $total requests (no cache hit)" "$total" \
+		"$(delta "$after" "$before")"
+	pc_expect "reload under load: 20 file changes, 20 reloads applied, none refused" "20 20 0" \
+		"$reloaded $(delta "$(pc_metric "$ADMIN" reloads_total)" "$reloads0") $(delta "$(pc_metric "$ADMIN" reload_failures_total)" "$fails0")"
 	expect_http app2 80 GET /baz allow
+	expect_http app2 80 GET /qux deny
 }
 
 # {"docker": NAME} containers are followed through the engine's event
@@ -328,6 +448,7 @@ start_portcullis() {
 	pc_free_port proxy
 	pc_free_port admin_port
 	RULES=$PC_TMP/rules.json
+	WATCHED=$RULES
 	pc_render_rules "$TEMPLATE" "$RULES" \
 		APP1_ADDRESS="${PC_IP[app1]}" APP2_DOCKER="$PC_NAME-app2" APP3_ADDRESS="${PC_IP[app3]}" \
 		FRONTEND_LISTEN="127.0.0.1:$frontend" PROXY_PORT="$proxy" ADMIN_ADDRESS="127.0.0.1:$admin_port"
@@ -346,6 +467,7 @@ main() {
 		start_portcullis
 		firewall_checks
 		bad_rules_checks
+		bridge_checks
 		docker_follow_checks
 		live_reload_checks
 		crash_checks

@@ -307,6 +307,12 @@ st=$(status_text)
 [[ $st == "enforcing /etc/portcullis/rules.json (rules version 1: 2 containers, 1 access entries)" ]] ||
 	fail "STATUS= says '$st'"
 pass "systemctl status says: $st"
+# The sandbox still lets the daemon read /proc/sys/net/bridge (no
+# ProcSubset=pid): it reports same-bridge enforcement, not "cannot read"
+# (a fresh network namespace starts with bridge-nf-call-* at 1).
+bridge=$(C /usr/local/bin/portcullis status | jq -r '"\(.bridge_netfilter.enforced) \(.counters.bridge_netfilter_ok) \(.bridge_netfilter.detail)"')
+[[ $bridge == "true 1 "* ]] || fail "under the unit, status does not report same-bridge enforcement: $bridge"
+pass "status under the unit: bridge_netfilter enforced (the daemon reads /proc/sys/net/bridge)"
 
 # The daemon's identity and capabilities (/proc inside the container).
 pid=$(C systemctl show -p MainPID --value portcullis)
