@@ -1033,3 +1033,85 @@ async fn the_frontend_does_what_explain_says() {
         );
     }
 }
+
+/// One request from the client address `from` (a managed container's, or
+/// not): (status, body).
+async fn get_from(from: [u8; 4], front: SocketAddr, raw_head: &str) -> (u16, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind client address");
+    let mut s = socket.connect(front).await.expect("connect frontend");
+    s.write_all(raw_head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The host is no way around the rules: a managed container that is a
+/// frontend's client reaches only the members it may reach directly, by
+/// the same matchers; other clients are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_containers_are_held_to_their_rules_on_frontends() {
+    let two = Upstream::start(ip(2), "app2").await;
+    let three = Upstream::start(ip(3), "app3").await;
+    let rules = format!(
+        r#"{{ "version": 1,
+  "containers": {{ "app2": {{ "docker": "127.0.0.2" }}, "app3": {{ "docker": "127.0.0.3" }},
+                  "app5": {{ "docker": "127.0.0.5" }}, "app6": {{ "docker": "127.0.0.6" }} }},
+  "access": [
+    {{ "from": "app6", "to": "app2", "ports": [{p2}], "http": [ {{ "methods": ["GET"], "path_prefix": "/ok" }} ] }},
+    {{ "from": "app5", "to": "app3", "ports": [{p3}] }}
+  ],
+  "frontends": [ {{ "name": "edge", "listen": "@FRONT@", "routes": [ {{ "path_prefix": "/", "pool": "both" }} ] }} ],
+  "pools": {{ "both": {{ "members": ["app2:{p2}", "app3:{p3}"] }} }} }}"#,
+        p2 = two.addr.port(),
+        p3 = three.addr.port()
+    );
+    let lab = lab(&rules).await;
+    let req = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let who = |r: &(u16, String)| (r.0, r.1.lines().next().unwrap_or("").to_owned());
+
+    // An outside client (127.0.0.9 is no container) reaches both members.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let r = get_from([127, 0, 0, 9], lab.front, &req("/any")).await;
+        assert_eq!(r.0, 200, "{r:?}");
+        seen.insert(who(&r).1);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "both members serve outside clients: {seen:?}"
+    );
+
+    // app5 may reach app3 (L4 entry) but not app2: always app3.
+    for _ in 0..6 {
+        let r = get_from([127, 0, 0, 5], lab.front, &req("/any")).await;
+        assert_eq!(who(&r), (200, "app3".to_owned()), "{r:?}");
+    }
+    // app6 may reach app2 only with GET /ok…: app2 for that, 403 otherwise.
+    for _ in 0..4 {
+        let r = get_from([127, 0, 0, 6], lab.front, &req("/ok/x")).await;
+        assert_eq!(who(&r), (200, "app2".to_owned()), "{r:?}");
+    }
+    let (status, body) = get_from([127, 0, 0, 6], lab.front, &req("/admin")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.starts_with("portcullis: denied by rules.json:") && body.contains("(access[0])"),
+        "the denial names the rule, as on a direct request: {body}"
+    );
+}

@@ -51,6 +51,8 @@ pub struct NotAdmitted {
 
 /// What an entry path decided for one request, whichever protocol it
 /// came in: the same plan for an HTTP/1 request and an HTTP/2 stream.
+/// Made once per request and taken apart at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// Refused (already counted and logged). `close`: an HTTP/1 connection
     /// must close (a body is left unread, or the request was malformed).

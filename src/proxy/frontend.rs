@@ -50,10 +50,12 @@ use super::outbound;
 use super::pipeline::{PoolTarget, Target};
 use super::refusal::{At, Refusal};
 use super::{ActiveGuard, ProxyCtx};
-use crate::balance::PickInput;
+use crate::balance::{PickInput, Pool};
+use crate::policy::access::{Access, FlowOwner, HttpRequest};
 use crate::policy::route_decision::{FrontendRequest, RouteRefusal, Routed};
 use crate::policy::routes::{RouteMatch, RouteTable};
 use crate::policy::Policy;
+use crate::policy::{ContainerId, L4};
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, Tunnel};
 
@@ -250,6 +252,7 @@ impl EntryPath for FrontendConn {
             Plan::Refuse { refusal, close } => Decision::Refuse { refusal, close },
             Plan::Forward {
                 pool,
+                excluded,
                 key,
                 exchange,
                 replayable,
@@ -261,6 +264,7 @@ impl EntryPath for FrontendConn {
                     frontend: fe.name.to_string(),
                     snap: snap.clone(),
                     pool,
+                    excluded,
                     key,
                     replayable,
                     method,
@@ -301,6 +305,8 @@ fn limits_for(policy: &Policy, fe: &RouteTable) -> Effective {
 enum Plan {
     Forward {
         pool: usize,
+        /// Members the client may not reach (see [`members_out_of_reach`]).
+        excluded: Vec<usize>,
         key: u64,
         exchange: Exchange,
         /// Safe to send again after the upstream saw it (idempotent, no body).
@@ -390,6 +396,16 @@ fn route(
     if let RouteMatch::Route { index, .. } = m {
         debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
     }
+    // A managed container is held to its own access rules on a frontend
+    // too: it reaches only the members it could reach directly, by the
+    // same matchers. The host is no way around the rules.
+    let excluded = match snap.dir.container_at(peer.ip()) {
+        None => Vec::new(),
+        Some(from) => match members_out_of_reach(&snap.policy, from, pool, req) {
+            Ok(excluded) => excluded,
+            Err(denied) => return refuse(denied, &path),
+        },
+    };
     let key = pool.request_key(&PickInput {
         client: peer.ip(),
         headers: req.headers,
@@ -435,6 +451,7 @@ fn route(
     );
     Plan::Forward {
         pool: m.pool(),
+        excluded,
         key,
         exchange: Exchange {
             framing: req.framing,
@@ -455,6 +472,55 @@ fn route(
         replayable: idempotent && !has_body,
         method: req.method.to_owned(),
         path: path.into_owned(),
+    }
+}
+
+/// The members of `pool` a managed container `from` may not reach with
+/// this request (no access entry to the member's port, or its matchers
+/// refuse the request), decided as a direct request would be; `Err` with
+/// the denial when it may reach none of them.
+fn members_out_of_reach(
+    policy: &Policy,
+    from: ContainerId,
+    pool: &Pool,
+    req: &head::RequestHead<'_, '_>,
+) -> Result<Vec<usize>, Refusal> {
+    let request = HttpRequest {
+        method: req.method,
+        target: req.target,
+        headers: req.headers,
+    };
+    let source = policy.container_name(from);
+    let mut excluded = Vec::new();
+    let mut first_denial = None;
+    for (i, member) in pool.members.iter().enumerate() {
+        let entry = policy
+            .flow_index(from, member.container, L4::Tcp, member.port)
+            .and_then(|e| policy.entries.get(e as usize));
+        let owner = match entry {
+            Some(e) => FlowOwner::Entry(e),
+            None => FlowOwner::Unowned {
+                source,
+                destination: &member.target,
+            },
+        };
+        let denial = match policy.decide_access(owner, &request) {
+            Access::Allow { .. } | Access::Audited { .. } => continue,
+            Access::Deny { decision, .. } => Refusal::Denied {
+                rule: decision
+                    .rule
+                    .as_ref()
+                    .map_or_else(|| "default".to_owned(), ToString::to_string),
+                reason: decision.reason,
+            },
+            Access::Bad(e) => Refusal::Malformed(e.to_string()),
+        };
+        excluded.push(i);
+        first_denial.get_or_insert(denial);
+    }
+    match first_denial {
+        Some(denied) if excluded.len() == pool.members.len() => Err(denied),
+        _ => Ok(excluded),
     }
 }
 

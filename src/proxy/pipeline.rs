@@ -49,6 +49,9 @@ pub struct PoolTarget {
     pub snap: Arc<Snapshot>,
     pub frontend: String,
     pub pool: usize,
+    /// Members this client may not reach (a managed container's access
+    /// rules): never picked.
+    pub excluded: Vec<usize>,
     /// The balancing key (hash policies).
     pub key: u64,
     /// Safe to send again after a member saw it (idempotent, no body).
@@ -133,7 +136,7 @@ async fn to_pool(
     };
     // A refusal keeps the connection only if no body is left unread.
     let close_on_refusal = exchange.framing != Framing::None || !exchange.keep_alive;
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried: Vec<usize> = t.excluded.clone();
     let mut last = None;
     for attempt in 0..=pool.retries {
         let Some(pick) = pool.pick(&snap.dir, t.key, &tried) else {
