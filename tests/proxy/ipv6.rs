@@ -35,6 +35,16 @@ pub const RULES: &str = r#"{
 
 /// Packets counted by the IPv6 default-deny rule of the lab's table.
 fn v6_drops(lab: &Lab) -> u64 {
+    forward_counter(lab, "default deny between managed containers (ipv6)")
+}
+
+/// Packets accepted by the neighbour-discovery rule of the lab's table.
+fn nd_accepted(lab: &Lab) -> u64 {
+    forward_counter(lab, "ipv6 neighbour discovery on the link is never dropped")
+}
+
+/// The packet counter of the `forward` rule whose comment contains `which`.
+fn forward_counter(lab: &Lab, which: &str) -> u64 {
     let out = lab.run_in(
         &lab.host,
         &["nft", "list", "chain", "inet", "portcullis", "forward"],
@@ -43,8 +53,8 @@ fn v6_drops(lab: &Lab) -> u64 {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = text
         .lines()
-        .find(|l| l.contains("default deny between managed containers (ipv6)"))
-        .unwrap_or_else(|| panic!("no IPv6 default deny rule in:\n{text}"));
+        .find(|l| l.contains(which))
+        .unwrap_or_else(|| panic!("no rule {which:?} in:\n{text}"));
     line.split_whitespace()
         .skip_while(|w| *w != "packets")
         .nth(1)
@@ -168,7 +178,46 @@ fn l4_allow_and_drop(lab: &Lab) {
     );
 }
 
+/// A neighbour solicitation sent from the client to the upstream is
+/// routed by the host namespace, so it reaches `forward` with hop limit
+/// 254: not on-link ND, and the default deny drops it like any other
+/// ICMPv6 between managed containers (the ND exception is no tunnel).
+fn routed_nd_stays_denied(lab: &Lab) {
+    let (nd_before, drops_before) = (nd_accepted(lab), v6_drops(lab));
+    let src = SocketAddr::new(lab.client_ip6().into(), 0);
+    let dst = SocketAddr::new(lab.upstream_ip6().into(), 0);
+    in_ns(&lab.client, move || -> std::io::Result<()> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+        sock.bind(&src.into())?;
+        sock.set_unicast_hops_v6(255)?;
+        // Type 135, code 0, checksum (the kernel fills it in for ICMPv6
+        // raw sockets), reserved, then the target address.
+        let mut ns = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+        if let SocketAddr::V6(d) = dst {
+            ns.extend_from_slice(&d.ip().octets());
+        }
+        for _ in 0..3 {
+            sock.send_to(&ns, &dst.into())?;
+        }
+        Ok(())
+    })
+    .expect("send a neighbour solicitation over the routed path");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        nd_accepted(lab),
+        nd_before,
+        "a routed (hop limit 254) solicitation was accepted as ND"
+    );
+    assert!(
+        v6_drops(lab) >= drops_before + 3,
+        "the routed solicitations were dropped by the default deny ({drops_before} -> {})",
+        v6_drops(lab)
+    );
+}
+
 fn neighbour_discovery(lab: &mut Lab) {
+    let nd_before = nd_accepted(lab);
     let (nd1, nd2) = lab.add_bridged_pair();
     let dst = SocketAddr::new(lab.nd_ip(2).into(), 7000);
     let listener: TcpListener =
@@ -185,6 +234,10 @@ fn neighbour_discovery(lab: &mut Lab) {
     );
     let (_accepted, peer) = listener.accept().expect("accept in nd2");
     assert_eq!(peer.ip(), lab.nd_ip(1));
+    assert!(
+        nd_accepted(lab) > nd_before,
+        "the bridged ND went through the table's ND rule"
+    );
     let entry = neigh
         .lines()
         .find(|l| l.starts_with(&lab.nd_ip(2).to_string()))
@@ -209,5 +262,6 @@ pub fn run() {
     let mut lab = Lab::start_dual_stack(RULES);
     allow_and_deny_at_l7(&lab);
     l4_allow_and_drop(&lab);
+    routed_nd_stays_denied(&lab);
     neighbour_discovery(&mut lab);
 }
