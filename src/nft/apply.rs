@@ -178,12 +178,22 @@ fn add_set(
 // === rule bytecode ===
 
 fn cmp_eq(data: Vec<u8>) -> Expr {
+    cmp(libc::NFT_CMP_EQ, data)
+}
+
+fn cmp(op: c_int, data: Vec<u8>) -> Expr {
     Expr::Cmp {
-        op: libc::NFT_CMP_EQ as u32,
+        op: op as u32,
         sreg: Reg::word(0),
         data,
     }
 }
+
+/// `meta l4proto ipv6-icmp`.
+const IPPROTO_ICMPV6: u8 = 58;
+/// ICMPv6 router solicitation (133) .. redirect (137): neighbour discovery.
+const ND_FIRST: u8 = 133;
+const ND_LAST: u8 = 137;
 
 fn meta(key: c_int, dreg: Reg) -> Expr {
     Expr::Meta {
@@ -332,6 +342,25 @@ fn stmt_exprs(stmt: &Stmt, id_of: &dyn Fn(&str) -> u32) -> Vec<Expr> {
         }
         Stmt::Established => {
             v.extend(ct_bits(libc::NFT_CT_STATE, CT_ESTABLISHED_RELATED));
+            v.push(Expr::Verdict(libc::NF_ACCEPT));
+        }
+        Stmt::NeighbourDiscovery => {
+            // nft 1.0.6: the type range as two compares on one register,
+            // then the hop limit (IPv6 header byte 7).
+            v.extend(nfproto(Family::V6));
+            v.push(meta(libc::NFT_META_L4PROTO, Reg::word(0)));
+            v.push(cmp_eq(vec![IPPROTO_ICMPV6]));
+            v.push(Expr::Payload {
+                base: libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
+                offset: 0,
+                len: 1,
+                dreg: Reg::word(0),
+            });
+            v.push(cmp(libc::NFT_CMP_GTE, vec![ND_FIRST]));
+            v.push(cmp(libc::NFT_CMP_LTE, vec![ND_LAST]));
+            v.push(network(7, 1, Reg::word(0)));
+            v.push(cmp_eq(vec![255]));
+            v.push(Expr::Counter);
             v.push(Expr::Verdict(libc::NF_ACCEPT));
         }
         Stmt::Allow { family, proto, set } => {

@@ -396,6 +396,17 @@ pub(crate) enum Stmt {
     },
     /// `ct state established,related accept`
     Established,
+    /// `icmpv6 type 133-137 ip6 hoplimit 255 counter accept`: IPv6
+    /// neighbour discovery (router/neighbour solicitation and advertisement,
+    /// redirect) is never dropped. Between containers on one bridge
+    /// (`br_netfilter`) the unicast advertisements and the reachability
+    /// probes go from one managed address to another and conntrack leaves
+    /// them untracked, so the default deny would drop them and the
+    /// containers could not resolve each other at all, whatever the access
+    /// entries allow. RFC 4861 makes receivers discard ND whose hop limit
+    /// is not 255; a routed packet reaches the forward hook with its hop
+    /// limit already decremented, so only on-link ND passes here.
+    NeighbourDiscovery,
     /// `ip saddr . ip daddr . meta l4proto . tcp dport @allow4 counter accept`
     Allow {
         family: Family,
@@ -534,10 +545,16 @@ impl Layout {
             })
             .collect();
 
-        let mut forward = vec![rule(
-            Stmt::Established,
-            "replies and related traffic of accepted connections".to_string(),
-        )];
+        let mut forward = vec![
+            rule(
+                Stmt::Established,
+                "replies and related traffic of accepted connections".to_string(),
+            ),
+            rule(
+                Stmt::NeighbourDiscovery,
+                "ipv6 neighbour discovery on the link is never dropped".to_string(),
+            ),
+        ];
         for f in Family::BOTH {
             for proto in [L4::Tcp, L4::Udp] {
                 forward.push(rule(
@@ -676,6 +693,36 @@ mod tests {
         assert!(cut.len() <= COMMENT_MAX);
         assert_eq!(cut.len(), 124); // 62 two-byte chars; a 63rd would make 126
         assert_eq!(sanitize_comment(&"x".repeat(300)).len(), COMMENT_MAX);
+    }
+
+    /// Neighbour discovery between bridged managed containers is unicast
+    /// from one managed address to another and untracked by conntrack: it
+    /// must be accepted before the default deny (and in audit mode too),
+    /// or containers on one bridge cannot resolve each other (issue 11).
+    #[test]
+    fn neighbour_discovery_is_accepted_before_the_default_deny() {
+        for audit in [false, true] {
+            let rs = Ruleset {
+                audit,
+                ..Ruleset::default()
+            };
+            let l = Layout::new(&rs);
+            let forward = l
+                .chains
+                .iter()
+                .find(|c| c.name == "forward")
+                .expect("forward chain");
+            let at =
+                |want: &dyn Fn(&Stmt) -> bool| forward.rules.iter().position(|r| want(&r.stmt));
+            let nd = at(&|s| *s == Stmt::NeighbourDiscovery).expect("an ND rule");
+            let first_deny = at(&|s| matches!(s, Stmt::DefaultDeny { .. })).expect("default deny");
+            assert!(nd < first_deny, "ND at {nd}, default deny at {first_deny}");
+            for c in &l.chains {
+                if c.name != "forward" {
+                    assert!(c.rules.iter().all(|r| r.stmt != Stmt::NeighbourDiscovery));
+                }
+            }
+        }
     }
 
     #[test]

@@ -126,6 +126,9 @@ fn stmt_text(stmt: &Stmt) -> String {
             )
         }
         Stmt::Established => "ct state established,related accept".to_string(),
+        Stmt::NeighbourDiscovery => {
+            "icmpv6 type 133-137 ip6 hoplimit 255 counter accept".to_string()
+        }
         Stmt::Allow { family, proto, set } => {
             format!("{} counter accept", flow_match(*family, proto.name(), set))
         }

@@ -14,6 +14,11 @@
 //!                                       (nft table, proxy, admin)       + test-made servers
 //! ```
 //!
+//! The lab is dual stack: each namespace also has an IPv6 ULA address in
+//! `fd00:198:19:N::/64` (`::2`, `::5`, `::1`, `::3`, the same host parts;
+//! `N` written as the same decimal digits as the IPv4 `N`), routed through
+//! the host namespace like the IPv4 ones. Nothing leaves the namespaces.
+//!
 //! Sockets are made inside a namespace by a short-lived thread that enters
 //! it with `setns` (a socket keeps the namespace it was created in), so the
 //! test itself sends and reads the bytes. Everything made is removed by
@@ -21,7 +26,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
+};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -86,13 +93,27 @@ pub struct Lab {
 impl Lab {
     /// Builds the lab and starts `portcullis run` with `rules`, a rule file
     /// in which `@CLIENT@`, `@CLIENT2@` and `@UP@` stand for the addresses,
-    /// and `@HOST@` for the host namespace's (where frontends listen).
+    /// and `@HOST@` for the host namespace's (where frontends listen);
+    /// `@CLIENT6@`, `@CLIENT26@`, `@UP6@`, `@HOST6@` for their IPv6 twins,
+    /// and `@ND1@`, `@ND2@` for the two bridged namespaces
+    /// [`Lab::add_bridged_pair`] makes.
     pub fn start(rules: &str) -> Lab {
         Lab::start_with(rules, &[])
     }
 
     /// [`Lab::start`] with more arguments for `portcullis run`.
     pub fn start_with(rules: &str, run_args: &[&str]) -> Lab {
+        Lab::start_inner(rules, run_args, Ipv4Addr::UNSPECIFIED.into())
+    }
+
+    /// [`Lab::start`] with the test service listening on `[::]` (dual
+    /// stack: it answers the IPv6 addresses too; IPv4 peers then show as
+    /// `::ffff:a.b.c.d` in its echo, hence not the default).
+    pub fn start_dual_stack(rules: &str) -> Lab {
+        Lab::start_inner(rules, &[], Ipv6Addr::UNSPECIFIED.into())
+    }
+
+    fn start_inner(rules: &str, run_args: &[&str], service_bind: IpAddr) -> Lab {
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "the proxy lab tests need root (network namespaces and nftables); run them as root"
@@ -118,10 +139,16 @@ impl Lab {
             .replace("@CLIENT@", &lab.client_ip().to_string())
             .replace("@CLIENT2@", &lab.client2_ip().to_string())
             .replace("@UP@", &lab.upstream_ip().to_string())
-            .replace("@HOST@", &lab.host_ip().to_string());
+            .replace("@HOST@", &lab.host_ip().to_string())
+            .replace("@CLIENT6@", &lab.client_ip6().to_string())
+            .replace("@CLIENT26@", &lab.client2_ip6().to_string())
+            .replace("@UP6@", &lab.upstream_ip6().to_string())
+            .replace("@HOST6@", &lab.host_ip6().to_string())
+            .replace("@ND1@", &lab.nd_ip(1).to_string())
+            .replace("@ND2@", &lab.nd_ip(2).to_string());
         let path = lab.dir.path().join("rules.json");
         std::fs::write(&path, text).expect("write rules");
-        lab.start_service();
+        lab.start_service(service_bind);
         let rules_path = path.to_string_lossy().into_owned();
         let mut args = vec!["--log-format", "json", "run", &rules_path];
         args.extend_from_slice(run_args);
@@ -137,15 +164,22 @@ impl Lab {
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         let gw = self.ip(1).to_string();
+        let gw6 = self.host_ip6().to_string();
         let pairs = [
             (
                 self.client.clone(),
                 "vc",
                 vec![self.client_ip(), self.client2_ip()],
+                vec![self.client_ip6(), self.client2_ip6()],
             ),
-            (self.upstream.clone(), "vu", vec![self.upstream_ip()]),
+            (
+                self.upstream.clone(),
+                "vu",
+                vec![self.upstream_ip()],
+                vec![self.upstream_ip6()],
+            ),
         ];
-        for (ns, veth, addrs) in pairs {
+        for (ns, veth, addrs, addrs6) in pairs {
             sh(&[
                 "ip", "-n", &self.host, "link", "add", veth, "type", "veth", "peer", "name",
                 "eth0", "netns", &ns,
@@ -160,7 +194,41 @@ impl Lab {
                 "dev",
                 veth,
             ]);
+            sh(&[
+                "ip",
+                "-n",
+                &self.host,
+                "addr",
+                "add",
+                &format!("{gw6}/128"),
+                "dev",
+                veth,
+                "nodad",
+            ]);
             sh(&["ip", "-n", &self.host, "link", "set", veth, "up"]);
+            for a in &addrs6 {
+                sh(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{a}/128"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ]);
+                sh(&[
+                    "ip",
+                    "-n",
+                    &self.host,
+                    "route",
+                    "add",
+                    &format!("{a}/128"),
+                    "dev",
+                    veth,
+                ]);
+            }
             for a in &addrs {
                 sh(&[
                     "ip",
@@ -188,7 +256,20 @@ impl Lab {
             sh(&[
                 "ip", "-n", &ns, "route", "add", "default", "via", &gw, "dev", "eth0",
             ]);
+            sh(&["ip", "-n", &ns, "-6", "route", "add", &gw6, "dev", "eth0"]);
+            sh(&[
+                "ip", "-n", &ns, "-6", "route", "add", "default", "via", &gw6, "dev", "eth0",
+            ]);
         }
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.host,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
         sh(&[
             "ip",
             "netns",
@@ -203,12 +284,12 @@ impl Lab {
     /// The test service (`up`, HTTP on 80, 8080 and 8081) in the upstream
     /// namespace, served by threads of this process: its listeners are
     /// made inside the namespace and stay there, like the test-made servers.
-    fn start_service(&mut self) {
+    fn start_service(&mut self, bind: IpAddr) {
         let config = testsvc::server::Config {
             name: "up".into(),
             http: vec![80, 8080, 8081],
             udp: Vec::new(),
-            bind: Ipv4Addr::UNSPECIFIED.into(),
+            bind,
             quiet: true,
         };
         let service = in_ns(&self.upstream, || testsvc::server::Server::start(config))
@@ -274,6 +355,30 @@ impl Lab {
     pub fn host_ip(&self) -> Ipv4Addr {
         self.ip(1)
     }
+    /// `fd00:198:19:N::host`, `N` spelled with the IPv4 `N`'s digits.
+    pub fn ip6(&self, host: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x198, 0x19, self.net6(), 0, 0, 0, host)
+    }
+    fn net6(&self) -> u16 {
+        u16::from_str_radix(&self.net.to_string(), 16).expect("a decimal u8 is valid hex")
+    }
+    pub fn client_ip6(&self) -> Ipv6Addr {
+        self.ip6(2)
+    }
+    pub fn client2_ip6(&self) -> Ipv6Addr {
+        self.ip6(5)
+    }
+    pub fn upstream_ip6(&self) -> Ipv6Addr {
+        self.ip6(3)
+    }
+    pub fn host_ip6(&self) -> Ipv6Addr {
+        self.ip6(1)
+    }
+    /// Addresses of the bridged pair (`@ND1@`, `@ND2@`): one on-link /64,
+    /// `fd00:198:19:N:1::/64`.
+    pub fn nd_ip(&self, n: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x198, 0x19, self.net6(), 1, 0, 0, n)
+    }
     pub fn upstream(&self, port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(self.upstream_ip(), port))
     }
@@ -293,6 +398,67 @@ impl Lab {
     /// the host namespace's `port` (no redirect involved).
     pub fn connect_frontend(&self, port: u16) -> TcpStream {
         self.connect_between(self.client_ip(), SocketAddrV4::new(self.host_ip(), port))
+    }
+
+    /// A TCP connection from the client namespace's IPv6 `src` to the
+    /// upstream's IPv6 address and `port`, or the error if it does not
+    /// connect within `timeout` (a dropped SYN times out).
+    pub fn try_connect6(
+        &self,
+        src: Ipv6Addr,
+        port: u16,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
+        let dst = SocketAddr::V6(SocketAddrV6::new(self.upstream_ip6(), port, 0, 0));
+        try_connect_in(&self.client, SocketAddr::new(src.into(), 0), dst, timeout)
+    }
+
+    /// Makes two more namespaces, each with one veth into a bridge `br6`
+    /// in the host namespace, addressed `@ND1@` and `@ND2@` on one on-link
+    /// /64: traffic between them is bridged, not routed, and passes the
+    /// daemon's `inet` hooks only through `br_netfilter` (turned on for
+    /// the host namespace here). Returns the two namespaces' names.
+    pub fn add_bridged_pair(&mut self) -> (String, String) {
+        let host = self.host.clone();
+        sh(&["ip", "-n", &host, "link", "add", "br6", "type", "bridge"]);
+        sh(&["ip", "-n", &host, "link", "set", "br6", "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &host,
+            "sysctl",
+            "-qw",
+            "net.bridge.bridge-nf-call-ip6tables=1",
+        ]);
+        let mut names = Vec::new();
+        for n in [1u16, 2] {
+            let ns = format!("{}n{n}", self.host);
+            sh(&["ip", "netns", "add", &ns]);
+            self.namespaces.push(ns.clone());
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            let veth = format!("vn{n}");
+            sh(&[
+                "ip", "-n", &host, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
+            sh(&["ip", "-n", &host, "link", "set", &veth, "master", "br6"]);
+            sh(&["ip", "-n", &host, "link", "set", &veth, "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/64", self.nd_ip(n)),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            names.push(ns);
+        }
+        (names[0].clone(), names[1].clone())
     }
 
     fn connect_between(&self, src: Ipv4Addr, dst: SocketAddrV4) -> TcpStream {
@@ -431,6 +597,16 @@ impl Lab {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// Runs a program inside namespace `ns` and returns its output.
+    pub fn run_in(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in namespace {ns}: {e}"))
+    }
+
     /// Runs a program inside the client namespace and returns its output.
     pub fn run_in_client(&self, args: &[&str]) -> std::process::Output {
         Command::new("ip")
@@ -485,6 +661,29 @@ impl Drop for Lab {
             eprintln!("--- daemon log of the failed lab ---\n{}", self.log());
         }
     }
+}
+
+/// A TCP connection made inside namespace `ns` from `src` to `dst`, or the
+/// error if it is not up within `timeout`.
+pub fn try_connect_in(
+    ns: &str,
+    src: SocketAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let s = in_ns(ns, move || -> io::Result<TcpStream> {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        sock.bind(&src.into())?;
+        sock.connect_timeout(&dst.into(), timeout)?;
+        Ok(sock.into())
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 fn now_nanos() -> u64 {

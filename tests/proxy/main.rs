@@ -11,6 +11,7 @@ mod drift;
 mod guard;
 mod http2;
 mod integrity;
+mod ipv6;
 #[allow(dead_code)] // each test uses the helpers it needs
 mod lab;
 mod limits;
@@ -182,4 +183,13 @@ fn starts_without_the_docker_engine() {
 #[test]
 fn protocols_are_translated_both_ways() {
     translate::run();
+}
+
+/// IPv6 end to end (issue 11): allowed HTTP is redirected into the proxy,
+/// refused requests get 403 and never reach the upstream, ports without an
+/// entry are dropped, L4-only ports connect, and neighbour discovery works
+/// between bridged managed containers.
+#[test]
+fn ipv6_allow_deny_redirect_and_neighbour_discovery() {
+    ipv6::run();
 }
