@@ -384,6 +384,8 @@ impl Settings {
 /// The cache of one `container:port`.
 pub struct ServiceCache {
     pub name: String,
+    /// `name`, as the metrics' `service` label.
+    pub label: Arc<str>,
     pub settings: Settings,
     entries: moka::sync::Cache<Id, Held>,
     index: moka::sync::Cache<Id, Arc<Variants>>,
@@ -465,6 +467,7 @@ impl ServiceCache {
             })
             .build();
         ServiceCache {
+            label: name.into(),
             name: name.to_owned(),
             settings,
             entries,

@@ -115,6 +115,7 @@ pub struct AccessFlow {
 }
 
 impl EntryPath for AccessFlow {
+    const PATH: &'static str = crate::state::metrics::labelled::ACCESS;
     type Streams = AccessStreams;
 
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
@@ -391,6 +392,7 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
     let (path, query) = match c.policy.decide_access(owner, &request) {
         Access::Allow { path, query, .. } => {
             Metrics::inc(&metrics.requests_allowed_total);
+            count(metrics, c.resolved.entry, "allowed");
             (path, query)
         }
         Access::Audited {
@@ -403,6 +405,7 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
             Metrics::inc(&metrics.requests_audit_denied_total);
+            count(metrics, c.resolved.entry, "audit_denied");
             warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
             (path, query)
         }
@@ -462,4 +465,11 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
                 ClientProtocol::Http2 => UpstreamProtocol::H2c,
             }),
     })
+}
+
+/// Counts an access decision under its entry's `rule` label.
+fn count(metrics: &Metrics, entry: Option<&Entry>, decision: &'static str) {
+    let l = &metrics.labelled;
+    let rule = entry.map_or(&l.default_rule, |e| &e.label);
+    l.request(crate::state::metrics::labelled::ACCESS, decision, rule);
 }

@@ -45,6 +45,8 @@ pub struct NotAdmitted {
 
 /// What an entry path (access flows, frontends) brings to the skeleton.
 pub trait EntryPath: Send + Sync + Sized + 'static {
+    /// The metrics' `entry_path` label.
+    const PATH: &'static str;
     /// Per-stream decisions of its HTTP/2 connections.
     type Streams: Streams;
     /// Counts the connection against its source; `Ok(None)`: the entry is
@@ -67,6 +69,7 @@ pub trait EntryPath: Send + Sync + Sized + 'static {
 
 /// Serves one accepted connection of `entry` until either side is done.
 pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
+    let _active = ctx.metrics.labelled.connection(E::PATH);
     let mut inbound = Inbound::new(io);
     let _permit = match entry.admit(&ctx) {
         Ok(Some(p)) => p,

@@ -186,6 +186,7 @@ struct FrontendConn {
 }
 
 impl EntryPath for FrontendConn {
+    const PATH: &'static str = crate::state::metrics::labelled::FRONTEND;
     type Streams = FrontendStreams;
 
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
@@ -399,7 +400,7 @@ async fn one_exchange(
     };
     let target = Target::Pool(PoolTarget {
         snap: snap.clone(),
-        frontend: fe.name.to_string(),
+        frontend: fe.label.clone(),
         pool: pool_id,
         key,
         replayable,
@@ -511,7 +512,7 @@ impl Streams for FrontendStreams {
                 out_head,
                 exchange,
                 target: Target::Pool(PoolTarget {
-                    frontend: fe.name.to_string(),
+                    frontend: fe.label.clone(),
                     snap: snap.clone(),
                     pool,
                     key,
@@ -596,9 +597,15 @@ fn route(
     let Some(pool) = snap.lb.pool(m.pool()) else {
         return refuse(Refusal::Internal("route names a missing pool"), &path);
     };
-    if let RouteMatch::Route { index, .. } = m {
-        debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
-    }
+    let rule = match m {
+        RouteMatch::Route { index, .. } => {
+            debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
+            fe.routes.get(index).map_or(&fe.default_label, |r| &r.label)
+        }
+        RouteMatch::Default { .. } => &fe.default_label,
+    };
+    let frontend_path = crate::state::metrics::labelled::FRONTEND;
+    metrics.labelled.request(frontend_path, "routed", rule);
     let key = pool.request_key(&PickInput {
         client: peer.ip(),
         headers: req.headers,

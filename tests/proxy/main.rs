@@ -14,6 +14,7 @@ mod integrity;
 mod lab;
 mod limits;
 mod member;
+mod metrics;
 mod pool_health;
 mod reload;
 mod retries;
@@ -181,4 +182,12 @@ fn starts_without_the_docker_engine() {
 #[test]
 fn protocols_are_translated_both_ways() {
     translate::run();
+}
+
+/// `/metrics` passes `promtool check metrics` after allowed, denied and
+/// frontend traffic, and its labelled series count that traffic under the
+/// rule file's positions and names.
+#[test]
+fn metrics_are_labelled_by_rule_and_pass_promtool() {
+    metrics::run();
 }

@@ -1,16 +1,30 @@
 //! Counters of the data plane, exposed in Prometheus text format on the
-//! admin endpoint. Plain atomics: incremented on the request path without
-//! locks.
+//! admin endpoint.
+//!
+//! Two kinds, rendered one after the other: the plain totals below (one
+//! atomic each, the names tests and scripts read since the start), and the
+//! labelled families of [`labelled`] (through the `prometheus-client`
+//! crate): requests by decision and rule, responses by frontend, pool,
+//! member and status class, latency histograms, active connections, cache
+//! per service, reloads and build info.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod labelled;
+pub use labelled::Labelled;
+
 macro_rules! counters {
     ($($name:ident: $help:literal),* $(,)?) => {
         #[derive(Debug, Default)]
-        pub struct Metrics { $(pub $name: AtomicU64,)* }
+        pub struct Metrics {
+            $(pub $name: AtomicU64,)*
+            /// The labelled families.
+            pub labelled: Labelled,
+        }
         impl Metrics {
-            /// Prometheus exposition text.
+            /// Prometheus exposition text (format 0.0.4, which
+            /// `promtool check metrics` reads).
             pub fn render(&self) -> String {
                 let mut s = String::new();
                 $(
@@ -20,6 +34,7 @@ macro_rules! counters {
                     let _ = writeln!(s, "# TYPE portcullis_{} {kind}", stringify!($name));
                     let _ = writeln!(s, "portcullis_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
+                self.labelled.render(&mut s);
                 s
             }
             /// Name/value pairs, for `portcullis status`.
