@@ -67,6 +67,14 @@ pub fn run() {
     assert_eq!(ask(lab.connect_frontend(8803), "/api/missing"), 404);
     assert_eq!(ask(lab.connect_frontend(8803), "/nowhere"), 404);
 
+    // No entry allows client → up:9399: nftables drops the SYN (and its
+    // retransmissions), counted by the default-deny rule.
+    let up = std::net::SocketAddr::from((lab.upstream_ip(), 9399));
+    let refused = in_ns(&lab.client, || {
+        std::net::TcpStream::connect_timeout(&up, Duration::from_millis(1500))
+    });
+    assert!(refused.is_err(), "a flow no entry allows was let through");
+
     let raw = in_ns(&lab.host, || get("127.0.0.1:9901", "/metrics")).expect("GET /metrics");
     let page = raw
         .split_once("\r\n\r\n")
@@ -169,7 +177,14 @@ pub fn run() {
         ),
         Some(2.0)
     );
-    // No connection is open any more (the scrape is not a proxied one).
-    std::thread::sleep(Duration::from_millis(200));
+    // Kernel drops, read from the default-deny rule's nftables counter.
+    let drops = series(&page, "portcullis_kernel_drops_total", "family=\"ipv4\"")
+        .unwrap_or_else(|| panic!("no kernel drop counter:\n{page}"));
+    assert!(drops >= 1.0, "the dropped SYN was not counted: {drops}");
+    assert_eq!(
+        series(&page, "portcullis_kernel_drops_total", "family=\"ipv6\""),
+        Some(0.0)
+    );
+
     assert!(page.contains("portcullis_build_info{version=\""), "{page}");
 }
