@@ -19,8 +19,10 @@ const RULES: &str = r#"{
   },
   "access": [
     { "from": "client", "to": "up", "ports": [9301], "http": [ { "path_prefix": "/ok" } ] },
-    { "name": "named-entry", "from": "client", "to": "up", "ports": [9302], "http": [ { "path_prefix": "/" } ] }
+    { "name": "named-entry", "from": "client", "to": "up", "ports": [9302], "http": [ { "path_prefix": "/" } ] },
+    { "name": "cached", "from": "client", "to": "up", "ports": [80], "http": [ { "path_prefix": "/" } ] }
   ],
+  "cache": { "up:80": { "max_bytes": 1048576, "default_ttl_s": 600 } },
   "frontends": [
     { "name": "edge", "listen": "@HOST@:8803", "routes": [ { "path_prefix": "/api", "pool": "api" } ] }
   ],
@@ -63,6 +65,10 @@ pub fn run() {
     assert_eq!(ask(lab.connect(9301), "/ok/2"), 200);
     assert_eq!(ask(lab.connect(9301), "/denied"), 403);
     assert_eq!(ask(lab.connect(9302), "/any"), 200);
+    // A cached service: the first GET is fetched and stored, the second
+    // answered from the cache.
+    assert_eq!(ask(lab.connect(80), "/cached"), 200);
+    assert_eq!(ask(lab.connect(80), "/cached"), 200);
     assert_eq!(ask(lab.connect_frontend(8803), "/api/x"), 200);
     assert_eq!(ask(lab.connect_frontend(8803), "/api/missing"), 404);
     assert_eq!(ask(lab.connect_frontend(8803), "/nowhere"), 404);
@@ -106,7 +112,7 @@ pub fn run() {
     );
 
     // The unlabelled totals keep their names and meaning.
-    assert_eq!(lab.metric("requests_allowed_total"), 3);
+    assert_eq!(lab.metric("requests_allowed_total"), 5);
     assert_eq!(lab.metric("requests_denied_total"), 1);
 
     // Access decisions under the entry's file position, or its name.
@@ -167,7 +173,7 @@ pub fn run() {
             "portcullis_request_duration_seconds_count",
             "entry_path=\"access\""
         ),
-        Some(3.0)
+        Some(5.0)
     );
     assert_eq!(
         series(
@@ -177,6 +183,25 @@ pub fn run() {
         ),
         Some(2.0)
     );
+    // The cache, per service.
+    let cache = |result: &str| format!("service=\"up:80\",result=\"{result}\"");
+    assert_eq!(
+        series(&page, "portcullis_cache_requests_total", &cache("miss")),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&page, "portcullis_cache_requests_total", &cache("hit")),
+        Some(1.0)
+    );
+    let held = series(&page, "portcullis_cache_service_bytes", "service=\"up:80\"");
+    assert!(held.is_some_and(|b| b > 0.0), "{page}");
+    let served = series(
+        &page,
+        "portcullis_cache_response_bytes_total",
+        "service=\"up:80\"",
+    );
+    assert!(served.is_some_and(|b| b > 0.0), "{page}");
+
     // Kernel drops, read from the default-deny rule's nftables counter.
     let drops = series(&page, "portcullis_kernel_drops_total", "family=\"ipv4\"")
         .unwrap_or_else(|| panic!("no kernel drop counter:\n{page}"));

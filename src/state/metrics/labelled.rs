@@ -116,6 +116,7 @@ pub struct Labelled {
     pub active_connections: Family<PathLabels, Gauge>,
     pub cache_requests: Family<CacheLabels, Counter>,
     pub cache_response_bytes: Family<ServiceLabels, Counter>,
+    pub cache_bytes: Family<ServiceLabels, Gauge>,
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload: Gauge<f64, AtomicU64>,
     pub last_reload_success: Gauge,
@@ -140,6 +141,7 @@ impl Default for Labelled {
             active_connections: Family::default(),
             cache_requests: Family::default(),
             cache_response_bytes: Family::default(),
+            cache_bytes: Family::default(),
             reloads: Family::default(),
             last_reload: Gauge::default(),
             last_reload_success: Gauge::default(),
@@ -187,6 +189,11 @@ impl Default for Labelled {
             "cache_response_bytes",
             "Response body bytes answered from the cache, by service.",
             l.cache_response_bytes.clone(),
+        );
+        registry.register(
+            "cache_service_bytes",
+            "Bytes held by the cache of each service (status, headers and bodies; their sum is cache_bytes).",
+            l.cache_bytes.clone(),
         );
         registry.register(
             "reload_results",
@@ -293,6 +300,15 @@ impl Labelled {
                 result,
             })
             .inc();
+    }
+
+    /// The gauge of the bytes `service`'s cache holds.
+    pub fn cache_service_bytes(&self, service: &str) -> Gauge {
+        self.cache_bytes
+            .get_or_create(&ServiceLabels {
+                service: service.into(),
+            })
+            .clone()
     }
 
     /// Records a reload attempt: its result and time.
