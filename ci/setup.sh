@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Portcullis needs on a fresh Debian 12 host (as root):
 # nftables + the C libraries the nftnl/mnl crates link to, iproute2 for the
-# namespace labs, curl and h2load (nghttp2-client) for the HTTP/2 tests, and
+# namespace labs, curl and h2load (nghttp2-client) for the HTTP/2 tests,
+# promtool (prometheus, its service never started) for the /metrics check, and
 # (with --docker) the Docker engine, started with IPv4
 # forwarding enabled first so Docker keeps the FORWARD policy at ACCEPT.
 # Idempotent; fails loudly when something cannot be had.
@@ -13,7 +14,7 @@ want_docker=0
 die() { echo "setup: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
 
-pkgs=(nftables libnftnl-dev libmnl-dev iproute2 pkg-config gcc libc6-dev curl ca-certificates nghttp2-client)
+pkgs=(nftables libnftnl-dev libmnl-dev iproute2 pkg-config gcc libc6-dev curl ca-certificates nghttp2-client prometheus)
 [ "$want_docker" = 1 ] && pkgs+=(docker.io)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,8 +24,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  # policy-rc.d 101: install the prometheus package for promtool without
+  # starting its service.
+  policy=/usr/sbin/policy-rc.d made_policy=''
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+  fi
+  rc=0
+  apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+  [ -n "$made_policy" ] && rm -f "$policy"
+  [ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed"
 fi
+command -v promtool >/dev/null || die "promtool not found after installing prometheus"
 
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"

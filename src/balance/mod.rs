@@ -35,7 +35,7 @@ pub mod wrr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -117,6 +117,8 @@ pub struct HealthSpec {
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
+    /// `name`, as the metrics' `pool` label.
+    pub label: Arc<str>,
     pub rule: RuleRef,
     pub members: Vec<Member>,
     pub algo: Algo,
@@ -164,6 +166,8 @@ impl Outcome {
 pub struct Member {
     /// `"container:port"` as written.
     pub target: String,
+    /// `target`, as the metrics' `member` label.
+    pub label: Arc<str>,
     pub container: ContainerId,
     pub port: u16,
     pub weight: u32,
@@ -262,6 +266,7 @@ impl Balancer {
                 }),
             };
             pools.push(Pool {
+                label: name.as_str().into(),
                 name: name.clone(),
                 rule: set.rule_ref(&path),
                 members,
@@ -483,6 +488,7 @@ impl Member {
     pub fn new(target: &str, container: ContainerId, port: u16, weight: u32) -> Member {
         Member {
             target: target.to_owned(),
+            label: target.into(),
             container,
             port,
             weight,

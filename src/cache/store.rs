@@ -384,6 +384,8 @@ impl Settings {
 /// The cache of one `container:port`.
 pub struct ServiceCache {
     pub name: String,
+    /// `name`, as the metrics' `service` label.
+    pub label: Arc<str>,
     pub settings: Settings,
     entries: moka::sync::Cache<Id, Held>,
     index: moka::sync::Cache<Id, Arc<Variants>>,
@@ -396,6 +398,8 @@ pub struct ServiceCache {
     /// Bytes held by fetches still filling (see [`Reservation`]).
     filling: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Bytes this service holds (`portcullis_cache_service_bytes`).
+    bytes: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for ServiceCache {
@@ -429,26 +433,32 @@ impl ServiceCache {
             std::hash::RandomState::new(),
         ));
         let m = metrics.clone();
+        // This service's share of `cache_bytes`, labelled by its name.
+        let bytes = metrics.labelled.cache_service_bytes(name);
+        let b = bytes.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(settings.store_limit())
             .weigher(|_: &Id, h: &Held| as_weight(entry_weight(&h.key, &h.entry)))
             .eviction_listener(move |_, h: Held, cause| {
-                m.cache_bytes
-                    .fetch_sub(entry_weight(&h.key, &h.entry), Ordering::Relaxed);
+                let w = entry_weight(&h.key, &h.entry);
+                m.cache_bytes.fetch_sub(w, Ordering::Relaxed);
+                b.dec_by(w as i64);
                 if cause == RemovalCause::Size {
                     Metrics::inc(&m.cache_evictions_total);
                 }
             })
             .build();
         let m = metrics.clone();
+        let b = bytes.clone();
         let held = entries.clone();
         let by = ider.clone();
         let index = moka::sync::Cache::builder()
             .max_capacity(settings.index_limit())
             .weigher(|_: &Id, v: &Arc<Variants>| as_weight(variants_weight(v)))
             .eviction_listener(move |_, v: Arc<Variants>, cause| {
-                m.cache_bytes
-                    .fetch_sub(variants_weight(&v), Ordering::Relaxed);
+                let w = variants_weight(&v);
+                m.cache_bytes.fetch_sub(w, Ordering::Relaxed);
+                b.dec_by(w as i64);
                 // A URL the index forgot has entries nothing could find or
                 // invalidate any more: they go with it.
                 if cause.was_evicted() {
@@ -465,6 +475,7 @@ impl ServiceCache {
             })
             .build();
         ServiceCache {
+            label: name.into(),
             name: name.to_owned(),
             settings,
             entries,
@@ -474,6 +485,7 @@ impl ServiceCache {
             inflight: Mutex::new(HashMap::new()),
             filling: AtomicU64::new(0),
             metrics,
+            bytes,
         }
     }
 
@@ -571,15 +583,15 @@ impl ServiceCache {
         // The URL's record is in place before its entry, so an entry can
         // always be found by invalidation.
         if let Some(record) = record {
-            self.metrics
-                .cache_bytes
-                .fetch_add(variants_weight(&record), Ordering::Relaxed);
+            let w = variants_weight(&record);
+            self.metrics.cache_bytes.fetch_add(w, Ordering::Relaxed);
+            self.bytes.inc_by(w as i64);
             self.index
                 .insert(self.ider.id(&req.primary), Arc::new(record));
         }
-        self.metrics
-            .cache_bytes
-            .fetch_add(entry_weight(&key, &entry), Ordering::Relaxed);
+        let w = entry_weight(&key, &entry);
+        self.metrics.cache_bytes.fetch_add(w, Ordering::Relaxed);
+        self.bytes.inc_by(w as i64);
         Metrics::inc(&self.metrics.cache_stores_total);
         self.entries.insert(
             self.ider.id(&key),
@@ -965,5 +977,8 @@ mod tests {
         assert_eq!(filling, 0);
         assert!(metrics.cache_evictions_total.load(Ordering::Relaxed) > 0);
         assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), stored + index);
+        // The service's own gauge holds the same bytes.
+        let own = metrics.labelled.cache_service_bytes("app1:80").get();
+        assert_eq!(own as u64, stored + index);
     }
 }

@@ -19,7 +19,7 @@ use super::drift::Kernel;
 use super::report::Report;
 use crate::cache::CacheLayer;
 use crate::discovery::Discovery;
-use crate::state::metrics::Metrics;
+use crate::state::metrics::{render_kernel_drops, Metrics};
 use crate::state::snapshot::Snapshot;
 
 /// Where the daemon loop answers a `POST /reload`: the new rules version,
@@ -87,7 +87,7 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
                 },
                 "/reload" if method == "POST" => request_reload(&reload).await,
                 "/reload" => (405, "text/plain", "use POST\n".to_owned()),
-                "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+                "/metrics" => (200, "text/plain; version=0.0.4", render_metrics(&metrics)),
                 "/status" => (
                     200,
                     "application/json",
@@ -304,4 +304,15 @@ fn status_json(
 /// Binds the admin address (an error names it).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// The metrics page: the daemon's own, then the kernel's drop counters
+/// (left out, with a debug line, when the table cannot be read).
+fn render_metrics(metrics: &Metrics) -> String {
+    let mut s = metrics.render();
+    match crate::nft::readback::rule_counters() {
+        Ok(counters) => render_kernel_drops(&mut s, &counters),
+        Err(e) => tracing::debug!(error = %e, "kernel counters not readable"),
+    }
+    s
 }

@@ -221,6 +221,7 @@ pub async fn run(
         match result {
             Ok(true) => {
                 Metrics::inc(&metrics.reloads_total);
+                metrics.labelled.reload(true);
                 let lb = state.load().lb.clone();
                 if !Arc::ptr_eq(&lb, &checks.lb) {
                     // New rules: the old checks stop as they are dropped.
@@ -230,6 +231,7 @@ pub async fn run(
             Ok(false) => {}
             Err(e) => {
                 Metrics::inc(&metrics.reload_failures_total);
+                metrics.labelled.reload(false);
                 error!(trigger = reason, error = %e, "reload refused; the previous rules stay in force");
             }
         }

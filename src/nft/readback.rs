@@ -78,6 +78,58 @@ pub fn fingerprint() -> Result<Option<Fingerprint>, NftError> {
     Ok(Some(Fingerprint(h.digest())))
 }
 
+/// What one rule of the table counted, named by its comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleCounter {
+    pub comment: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The `counter` of every rule of table `inet portcullis` that has one,
+/// in the kernel's order; empty when there is no table. The kernel's
+/// counters start at 0 with each install (a reload replaces the table).
+pub fn rule_counters() -> Result<Vec<RuleCounter>, NftError> {
+    if !super::apply::exists()? {
+        return Ok(Vec::new());
+    }
+    let rules = dump_as(GETRULE, &[], |body| Ok(body.to_vec()))?;
+    Ok(rules.iter().filter_map(|r| rule_counter(r)).collect())
+}
+
+/// The comment and counter values of one dumped rule.
+fn rule_counter(rule: &[u8]) -> Option<RuleCounter> {
+    const NFTA_RULE_USERDATA: u16 = 7;
+    const NFTA_EXPR_DATA: u16 = 2;
+    const NFTA_COUNTER_BYTES: u16 = 1;
+    const NFTA_COUNTER_PACKETS: u16 = 2;
+    const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
+    // User data: (type: u8, length: u8, value) records.
+    let mut udata = attr(rule, NFTA_RULE_USERDATA).unwrap_or_default();
+    let mut comment = String::new();
+    while let [ty, len, rest @ ..] = udata {
+        let value = rest.get(..usize::from(*len))?;
+        if *ty == NFTNL_UDATA_RULE_COMMENT {
+            let text = value.split(|b| *b == 0).next().unwrap_or_default();
+            comment = String::from_utf8_lossy(text).into_owned();
+        }
+        udata = &rest[usize::from(*len)..];
+    }
+    let be64 = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+    let exprs = attr(rule, NFTA_RULE_EXPRESSIONS)?;
+    attrs(exprs).find_map(|(_, _, inner)| {
+        if attr(inner, NFTA_EXPR_NAME) != Some(b"counter\0") {
+            return None;
+        }
+        let data = attr(inner, NFTA_EXPR_DATA)?;
+        Some(RuleCounter {
+            comment: comment.clone(),
+            packets: be64(attr(data, NFTA_COUNTER_PACKETS)?)?,
+            bytes: be64(attr(data, NFTA_COUNTER_BYTES)?)?,
+        })
+    })
+}
+
 /// A socket told of every committed nftables change (any table, any
 /// process: the `NFNLGRP_NFTABLES` multicast group), so drift is seen at
 /// once rather than at the next periodic look.
@@ -164,6 +216,15 @@ fn digest_sorted(h: &mut Xxh3, items: &[Vec<u8>]) {
 /// Dumps one kind of object of family inet and keeps those of our table,
 /// each as its attributes with counters removed.
 fn dump(kind: u16, extra: &[(u16, &[u8])]) -> Result<Vec<Vec<u8>>, NftError> {
+    dump_as(kind, extra, |body| normalised(body, kind))
+}
+
+/// Dumps one kind of object of our table, each as `keep` makes it.
+fn dump_as(
+    kind: u16,
+    extra: &[(u16, &[u8])],
+    keep: impl Fn(&[u8]) -> Result<Vec<u8>, NftError>,
+) -> Result<Vec<Vec<u8>>, NftError> {
     const SEQ: u32 = 1;
     let socket = open()?;
     let table = std::ffi::CString::new(TABLE).map_err(|_| NftError::Encode(TABLE.into()))?;
@@ -210,7 +271,7 @@ fn dump(kind: u16, extra: &[(u16, &[u8])]) -> Result<Vec<Vec<u8>>, NftError> {
             if attr(body, ATTR_TABLE) != Some(table.as_bytes_with_nul()) {
                 continue;
             }
-            out.push(normalised(body, kind)?);
+            out.push(keep(body)?);
         }
     }
 }

@@ -488,3 +488,52 @@ fn fingerprint_sees_every_change_but_counters() {
         assert_eq!(fingerprint().expect("read back"), None, "flushed");
     });
 }
+
+/// The counters of the rules are read back with their comments: the
+/// installed default-deny rules at 0, and a rule made by `nft` with
+/// counter values of its own read as the kernel holds them.
+#[test]
+fn rule_counters_are_read_back_with_their_comments() {
+    in_private_netns(|| {
+        use super::readback::{rule_counters, RuleCounter};
+        assert_eq!(rule_counters().expect("read back"), vec![], "no table yet");
+        apply::install(&example()).expect("install over netlink");
+        let read = rule_counters().expect("read back");
+        for family in ["ipv4", "ipv6"] {
+            let comment = format!("default deny between managed containers ({family})");
+            assert!(
+                read.iter()
+                    .any(|c| c.comment == comment && c.packets == 0 && c.bytes == 0),
+                "{comment} not read back: {read:?}"
+            );
+        }
+        nft(
+            &[
+                "add",
+                "rule",
+                "inet",
+                "portcullis",
+                "forward",
+                "counter",
+                "packets",
+                "5",
+                "bytes",
+                "300",
+                "comment",
+                "\"counted\"",
+            ],
+            None,
+        );
+        let read = rule_counters().expect("read back");
+        assert_eq!(
+            read.iter().find(|c| c.comment == "counted"),
+            Some(&RuleCounter {
+                comment: "counted".into(),
+                packets: 5,
+                bytes: 300
+            }),
+            "{read:?}"
+        );
+        nft(&["flush", "ruleset"], None);
+    });
+}

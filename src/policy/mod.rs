@@ -68,6 +68,8 @@ pub struct Container {
 #[derive(Debug)]
 pub struct Entry {
     pub rule: RuleRef,
+    /// The entry's `rule` label in the metrics: its `name`, or `rule`.
+    pub label: Arc<str>,
     pub from: Vec<ContainerId>,
     pub to: ContainerId,
     pub proto: L4,
@@ -238,8 +240,13 @@ impl Policy {
                     flows.insert((f, to, proto, p), entries.len() as u32);
                 }
             }
+            let rule = set.rule_ref(&path);
             entries.push(Entry {
-                rule: set.rule_ref(&path),
+                label: match &e.name {
+                    Some(n) => Arc::from(n.as_str()),
+                    None => Arc::from(rule.to_string()),
+                },
+                rule,
                 from,
                 to,
                 proto,

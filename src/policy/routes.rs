@@ -30,6 +30,8 @@ use crate::rules::{RuleRef, RuleSet};
 #[derive(Debug, Clone)]
 pub struct RouteInfo {
     pub rule: RuleRef,
+    /// The route's `rule` label in the metrics (its file position).
+    pub label: std::sync::Arc<str>,
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub pool: usize,
@@ -103,6 +105,11 @@ fn cuts(path: &str) -> impl Iterator<Item = &str> {
 #[derive(Debug)]
 pub struct RouteTable {
     pub name: String,
+    /// `name`, as the metrics' `frontend` label.
+    pub label: std::sync::Arc<str>,
+    /// `rule`, as the metrics' `rule` label of requests routed to the
+    /// `default_pool`.
+    pub default_label: std::sync::Arc<str>,
     pub listen: SocketAddr,
     /// The frontend in the rule file (`frontends[i]`).
     pub rule: RuleRef,
@@ -165,13 +172,16 @@ impl RouteTable {
     pub fn compile(set: &RuleSet, index: usize, pool_id: &dyn Fn(&str) -> usize) -> RouteTable {
         let f = &set.rules.frontends[index];
         let fpath = format!("frontends[{index}]");
+        let rule = set.rule_ref(&fpath);
         let mut t = RouteTable {
             name: f.name.clone(),
+            label: f.name.as_str().into(),
+            default_label: rule.to_string().into(),
             listen: f
                 .listen
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
-            rule: set.rule_ref(&fpath),
+            rule,
             routes: Vec::with_capacity(f.routes.len()),
             default_pool: f.default_pool.as_ref().map(|p| (pool_id(p), p.clone())),
             limits: f.limits.clone().unwrap_or_default(),
@@ -189,8 +199,10 @@ impl RouteTable {
                 },
             };
             map.insert(r.path_prefix.as_deref(), j as u32);
+            let rule = set.rule_ref(&format!("{fpath}.routes[{j}]"));
             t.routes.push(RouteInfo {
-                rule: set.rule_ref(&format!("{fpath}.routes[{j}]")),
+                label: rule.to_string().into(),
+                rule,
                 host,
                 path_prefix: r.path_prefix.clone(),
                 pool: pool_id(&r.pool),

@@ -75,7 +75,7 @@ pub async fn forward_cached(
         }
         MethodClass::Other => return pass(ctx, flow, client, out_head, exchange, &mut NoTap).await,
         MethodClass::Read { .. } if req.bypass || exchange.framing != Framing::None => {
-            Metrics::inc(&metrics.cache_misses_total);
+            miss(metrics, &svc);
             return pass(ctx, flow, client, out_head, exchange, &mut MissTap).await;
         }
         MethodClass::Read { head } => head,
@@ -87,7 +87,7 @@ pub async fn forward_cached(
         let stale = match found.entry {
             Some(entry) => match freshness::usable(&entry.facts, &req.facts, SystemTime::now()) {
                 Use::Fresh(age) => {
-                    Metrics::inc(&metrics.cache_hits_total);
+                    hit(metrics, &svc, entry.body.len());
                     return serve_hit(client, &req, &entry, age, &exchange, head_request).await;
                 }
                 Use::Revalidate => Some(entry),
@@ -96,7 +96,7 @@ pub async fn forward_cached(
             None => None,
         };
         if req.facts.cc.only_if_cached {
-            Metrics::inc(&metrics.cache_misses_total);
+            miss(metrics, &svc);
             let close = !exchange.keep_alive;
             client
                 .answer(504, "not in the cache (only-if-cached)", close)
@@ -107,7 +107,7 @@ pub async fn forward_cached(
             // A HEAD response has no body to store (the next GET fills the
             // entry); a no-store request may not fill it: neither should
             // make other requests wait for it.
-            Metrics::inc(&metrics.cache_misses_total);
+            miss(metrics, &svc);
             return pass(ctx, flow, client, out_head, exchange, &mut MissTap).await;
         }
         let guard = if coalesce {
@@ -118,7 +118,7 @@ pub async fn forward_cached(
                     match wait_for_fill(rx, client, wait_limit(&exchange)).await {
                         Waited::Done(Outcome::Stored) => coalesce = false,
                         Waited::Done(Outcome::NotStorable) => {
-                            Metrics::inc(&metrics.cache_misses_total);
+                            miss(metrics, &svc);
                             return pass(ctx, flow, client, out_head, exchange, &mut MissTap).await;
                         }
                         Waited::Done(Outcome::Failed | Outcome::Pending) => {}
@@ -141,7 +141,7 @@ pub async fn forward_cached(
         )
         .await;
     }
-    Metrics::inc(&metrics.cache_misses_total);
+    miss(metrics, &svc);
     pass(ctx, flow, client, out_head, exchange, &mut MissTap).await
 }
 
@@ -268,7 +268,7 @@ async fn fetch(
             // 304 to our conditional request (or a HEAD's 200 describing
             // the stored response): the stored body is current.
             Metrics::inc(&metrics.cache_revalidations_total);
-            Metrics::inc(&metrics.cache_hits_total);
+            hit(metrics, svc, stale.as_ref().map_or(0, |s| s.body.len()));
             let Some(stale) = stale else {
                 // Only a revalidation intercepts; never reached otherwise.
                 return Ok(false);
@@ -312,7 +312,7 @@ async fn fetch(
     }
     let relayed = relayed?;
     if !relayed.intercepted {
-        Metrics::inc(&metrics.cache_misses_total);
+        miss(metrics, svc);
     }
     Ok(relayed.keep && !relayed.intercepted)
 }
@@ -673,6 +673,26 @@ impl Tap for FetchTap<'_> {
             }
         }
     }
+}
+
+/// Counts a cache hit: the total, and per service with the body bytes
+/// answered from memory.
+fn hit(metrics: &Metrics, svc: &ServiceCache, bytes: usize) {
+    Metrics::inc(&metrics.cache_hits_total);
+    metrics.labelled.cache(&svc.label, true);
+    metrics
+        .labelled
+        .cache_response_bytes
+        .get_or_create(&crate::state::metrics::labelled::ServiceLabels {
+            service: svc.label.clone(),
+        })
+        .inc_by(bytes as u64);
+}
+
+/// Counts a request to a cached service the upstream answers.
+fn miss(metrics: &Metrics, svc: &ServiceCache) {
+    Metrics::inc(&metrics.cache_misses_total);
+    metrics.labelled.cache(&svc.label, false);
 }
 
 #[cfg(test)]

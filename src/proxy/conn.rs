@@ -111,6 +111,8 @@ pub struct AccessFlow {
 }
 
 impl EntryPath for AccessFlow {
+    const PATH: &'static str = crate::state::metrics::labelled::ACCESS;
+
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
         let r = resolve(&snap.policy, &snap.dir, &self.flow);
@@ -229,6 +231,7 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
     let (path, query) = match c.policy.decide_access(owner, &request) {
         Access::Allow { path, query, .. } => {
             Metrics::inc(&metrics.requests_allowed_total);
+            count(metrics, c.resolved.entry, "allowed");
             (path, query)
         }
         Access::Audited {
@@ -241,6 +244,7 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
             Metrics::inc(&metrics.requests_audit_denied_total);
+            count(metrics, c.resolved.entry, "audit_denied");
             warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
             (path, query)
         }
@@ -300,4 +304,11 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
                 ClientProtocol::Http2 => UpstreamProtocol::H2c,
             }),
     })
+}
+
+/// Counts an access decision under its entry's `rule` label.
+fn count(metrics: &Metrics, entry: Option<&Entry>, decision: &'static str) {
+    let l = &metrics.labelled;
+    let rule = entry.map_or(&l.default_rule, |e| &e.label);
+    l.request(crate::state::metrics::labelled::ACCESS, decision, rule);
 }

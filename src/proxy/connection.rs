@@ -66,6 +66,8 @@ pub enum Decision {
 /// Everything else — reading heads, HTTP/2 streams, the phases after the
 /// decision — is the same for both.
 pub trait EntryPath: Send + Sync + 'static {
+    /// The metrics' `entry_path` label.
+    const PATH: &'static str;
     /// Counts the connection against its source; `Ok(None)`: the entry is
     /// gone (a removed frontend).
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted>;
@@ -90,6 +92,7 @@ pub trait EntryPath: Send + Sync + 'static {
 /// Serves one accepted connection of `entry` until either side is done.
 pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
     let entry = Arc::new(entry);
+    let _active = ctx.metrics.labelled.connection(E::PATH);
     let mut inbound = Inbound::new(io);
     let _permit = match entry.admit(&ctx) {
         Ok(Some(p)) => p,

@@ -181,6 +181,8 @@ struct FrontendConn {
 }
 
 impl EntryPath for FrontendConn {
+    const PATH: &'static str = crate::state::metrics::labelled::FRONTEND;
+
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
         let snap = ctx.state.load();
         let Some(fe) = snap.lb.frontend_at(self.listen) else {
@@ -261,7 +263,7 @@ impl EntryPath for FrontendConn {
             } => Decision::Forward {
                 exchange,
                 target: Target::Pool(PoolTarget {
-                    frontend: fe.name.to_string(),
+                    frontend: fe.label.clone(),
                     snap: snap.clone(),
                     pool,
                     excluded,
@@ -393,9 +395,15 @@ fn route(
     let Some(pool) = snap.lb.pool(m.pool()) else {
         return refuse(Refusal::Internal("route names a missing pool"), &path);
     };
-    if let RouteMatch::Route { index, .. } = m {
-        debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
-    }
+    let rule = match m {
+        RouteMatch::Route { index, .. } => {
+            debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
+            fe.routes.get(index).map_or(&fe.default_label, |r| &r.label)
+        }
+        RouteMatch::Default { .. } => &fe.default_label,
+    };
+    let frontend_path = crate::state::metrics::labelled::FRONTEND;
+    metrics.labelled.request(frontend_path, "routed", rule);
     // A managed container is held to its own access rules on a frontend
     // too: it reaches only the members it could reach directly, by the
     // same matchers. The host is no way around the rules.

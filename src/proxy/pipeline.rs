@@ -20,6 +20,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::{debug, warn};
 
@@ -31,6 +32,7 @@ use super::relay::{self, forward_once};
 use super::tap::NoTap;
 use super::ProxyCtx;
 use crate::balance::Outcome;
+use crate::state::metrics::labelled::{status_class, ResponseLabels, ACCESS, FRONTEND};
 use crate::state::metrics::Metrics;
 use crate::state::snapshot::Snapshot;
 use crate::wire::head::Framing;
@@ -47,7 +49,7 @@ pub enum Target {
 pub struct PoolTarget {
     /// The rules the route was decided by (the pool's members and health).
     pub snap: Arc<Snapshot>,
-    pub frontend: String,
+    pub frontend: Arc<str>,
     pub pool: usize,
     /// Members this client may not reach (a managed container's access
     /// rules): never picked.
@@ -78,15 +80,25 @@ pub async fn serve(
         Target::Direct(dst) => dst,
         Target::Pool(p) => &p.frontend,
     };
+    let started = Instant::now();
     if let Some(keep) = buffer::receive(metrics, peer, shown, client, &mut exchange).await? {
         return Ok(keep);
     }
-    match target {
+    let (path, done) = match target {
         Target::Direct(dst) => {
-            forward(ctx, &Upstream { peer, dst }, client, out_head, exchange).await
+            let up = Instant::now();
+            let done = forward(ctx, &Upstream { peer, dst }, client, out_head, exchange).await;
+            let l = &metrics.labelled;
+            l.upstream_time(ACCESS, &l.none, up.elapsed());
+            (ACCESS, done)
         }
-        Target::Pool(p) => to_pool(ctx, peer, client, out_head, exchange, &p).await,
-    }
+        Target::Pool(p) => (
+            FRONTEND,
+            to_pool(ctx, peer, client, out_head, exchange, &p).await,
+        ),
+    };
+    metrics.labelled.request_time(path, started.elapsed());
+    done
 }
 
 /// Sends one authorised request (`out_head`, then the client's body) to
@@ -107,11 +119,18 @@ pub async fn forward(
                 .await;
         }
     }
-    Ok(
-        relay::relay(ctx, flow, client, out_head, exchange, &mut NoTap)
-            .await?
-            .keep,
-    )
+    let relayed = relay::relay(ctx, flow, client, out_head, exchange, &mut NoTap).await?;
+    if let Some(status) = relayed.status {
+        let l = &ctx.metrics.labelled;
+        l.response(&ResponseLabels {
+            entry_path: ACCESS,
+            frontend: l.none.clone(),
+            pool: l.none.clone(),
+            member: l.none.clone(),
+            status_class: status_class(status),
+        });
+    }
+    Ok(relayed.keep)
 }
 
 /// A pool member per attempt: failures are counted against the member
@@ -156,8 +175,22 @@ async fn to_pool(
             pool.report(&snap.dir, pick.index, Outcome::Neutral);
             return Ok(keep);
         }
-        match forward_once(ctx, &flow, client, out_head, exchange, &mut NoTap).await? {
+        let up = Instant::now();
+        let once = forward_once(ctx, &flow, client, out_head, exchange, &mut NoTap).await?;
+        metrics
+            .labelled
+            .upstream_time(FRONTEND, &pool.label, up.elapsed());
+        match once {
             Ok(relayed) => {
+                if let Some(status) = relayed.status {
+                    metrics.labelled.response(&ResponseLabels {
+                        entry_path: FRONTEND,
+                        frontend: t.frontend.clone(),
+                        pool: pool.label.clone(),
+                        member: pick.member.label.clone(),
+                        status_class: status_class(status),
+                    });
+                }
                 // A status the proxy answered itself (the client's body
                 // was refused) says nothing about the member.
                 let outcome = relayed.status.map_or(Outcome::Neutral, Outcome::of_status);

@@ -231,6 +231,12 @@ impl Refusal {
             Refusal::Upstream { .. } => &metrics.upstream_errors_total,
         };
         Metrics::inc(counter);
+        let rule: crate::state::metrics::labelled::Label = self.decided_by().as_ref().into();
+        if let Refusal::Denied { .. } = self {
+            let access = crate::state::metrics::labelled::ACCESS;
+            metrics.labelled.request(access, "denied", &rule);
+        }
+        metrics.labelled.refusal(self.status(), rule);
         let peer = at.peer.map(|p| p.to_string());
         warn!(
             status = self.status(),

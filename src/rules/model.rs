@@ -84,6 +84,10 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessEntry {
+    /// Optional name, used instead of the file position as the entry's
+    /// `rule` label in the metrics.
+    #[serde(default)]
+    pub name: Option<String>,
     pub from: OneOrMany<String>,
     pub to: String,
     pub ports: Vec<i64>,

@@ -394,10 +394,12 @@ impl Lab {
         self.connect_between(src, SocketAddrV4::new(self.upstream_ip(), port))
     }
 
-    /// A connection from the client namespace to a frontend listening on
-    /// the host namespace's `port` (no redirect involved).
+    /// A connection to a frontend listening on the host namespace's `port`
+    /// (no redirect involved), as an outside client: from client2, which
+    /// the frontend tests' rule files do not name (a managed container
+    /// would be held to its own access rules on a frontend).
     pub fn connect_frontend(&self, port: u16) -> TcpStream {
-        self.connect_between(self.client_ip(), SocketAddrV4::new(self.host_ip(), port))
+        self.connect_between(self.client2_ip(), SocketAddrV4::new(self.host_ip(), port))
     }
 
     /// A TCP connection from the client namespace's IPv6 `src` to the

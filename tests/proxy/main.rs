@@ -16,6 +16,7 @@ mod ipv6;
 mod lab;
 mod limits;
 mod member;
+mod metrics;
 mod pool_health;
 mod reload;
 mod retries;
@@ -192,4 +193,12 @@ fn protocols_are_translated_both_ways() {
 #[test]
 fn ipv6_allow_deny_redirect_and_neighbour_discovery() {
     ipv6::run();
+}
+
+/// `/metrics` passes `promtool check metrics` after allowed, denied and
+/// frontend traffic, and its labelled series count that traffic under the
+/// rule file's positions and names.
+#[test]
+fn metrics_are_labelled_by_rule_and_pass_promtool() {
+    metrics::run();
 }

@@ -1,16 +1,30 @@
 //! Counters of the data plane, exposed in Prometheus text format on the
-//! admin endpoint. Plain atomics: incremented on the request path without
-//! locks.
+//! admin endpoint.
+//!
+//! Two kinds, rendered one after the other: the plain totals below (one
+//! atomic each, the names tests and scripts read since the start), and the
+//! labelled families of [`labelled`] (through the `prometheus-client`
+//! crate): requests by decision and rule, responses by frontend, pool,
+//! member and status class, latency histograms, active connections, cache
+//! per service, reloads and build info.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod labelled;
+pub use labelled::Labelled;
+
 macro_rules! counters {
     ($($name:ident: $help:literal),* $(,)?) => {
         #[derive(Debug, Default)]
-        pub struct Metrics { $(pub $name: AtomicU64,)* }
+        pub struct Metrics {
+            $(pub $name: AtomicU64,)*
+            /// The labelled families.
+            pub labelled: Labelled,
+        }
         impl Metrics {
-            /// Prometheus exposition text.
+            /// Prometheus exposition text (format 0.0.4, which
+            /// `promtool check metrics` reads).
             pub fn render(&self) -> String {
                 let mut s = String::new();
                 $(
@@ -20,6 +34,7 @@ macro_rules! counters {
                     let _ = writeln!(s, "# TYPE portcullis_{} {kind}", stringify!($name));
                     let _ = writeln!(s, "portcullis_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
+                self.labelled.render(&mut s);
                 s
             }
             /// Name/value pairs, for `portcullis status`.
@@ -68,8 +83,88 @@ counters! {
     nft_drift_repairs_total: "Times table inet portcullis was changed or removed by something else and applied again.",
 }
 
+/// The comment of the nftables rule dropping what no entry allows between
+/// managed containers, before its `(ipv4)` / `(ipv6)`.
+const DEFAULT_DENY: &str = "default deny between managed containers (";
+
+/// Appends the kernel's drop counters read from nftables
+/// ([`crate::nft::readback::rule_counters`]): packets and bytes dropped by
+/// the default-deny rule of each address family. They are the kernel's
+/// own counters, so they restart at 0 when a reload installs the table
+/// again (Prometheus reads that as a counter reset).
+pub fn render_kernel_drops(out: &mut String, counters: &[crate::nft::readback::RuleCounter]) {
+    let drops: Vec<(&str, u64, u64)> = counters
+        .iter()
+        .filter_map(|c| {
+            let family = c.comment.strip_prefix(DEFAULT_DENY)?.strip_suffix(')')?;
+            Some((family, c.packets, c.bytes))
+        })
+        .collect();
+    if drops.is_empty() {
+        return;
+    }
+    for (name, help, bytes) in [
+        ("kernel_drops_total", "Packets nftables dropped between managed containers because no access entry allows them, by address family (the total of all pairs).", false),
+        ("kernel_dropped_bytes_total", "Bytes nftables dropped between managed containers because no access entry allows them, by address family.", true),
+    ] {
+        let _ = writeln!(out, "# HELP portcullis_{name} {help}");
+        let _ = writeln!(out, "# TYPE portcullis_{name} counter");
+        for (family, packets, b) in &drops {
+            let v = if bytes { b } else { packets };
+            let _ = writeln!(out, "portcullis_{name}{{family=\"{family}\"}} {v}");
+        }
+    }
+}
+
 impl Metrics {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::readback::RuleCounter;
+
+    #[test]
+    fn kernel_drops_come_from_the_default_deny_rules_only() {
+        let rule = |comment: &str, packets, bytes| RuleCounter {
+            comment: comment.into(),
+            packets,
+            bytes,
+        };
+        let mut s = String::new();
+        render_kernel_drops(
+            &mut s,
+            &[
+                rule("access entries allowed at l4 (tcp, ipv4)", 50, 5000),
+                rule("default deny between managed containers (ipv4)", 3, 180),
+                rule("default deny between managed containers (ipv6)", 0, 0),
+            ],
+        );
+        assert!(
+            s.contains("portcullis_kernel_drops_total{family=\"ipv4\"} 3\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("portcullis_kernel_drops_total{family=\"ipv6\"} 0\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("portcullis_kernel_dropped_bytes_total{family=\"ipv4\"} 180\n"),
+            "{s}"
+        );
+        assert!(!s.contains("5000"), "{s}");
+        let mut none = String::new();
+        render_kernel_drops(
+            &mut none,
+            &[rule(
+                "audit mode: log what default deny would drop (ipv4)",
+                1,
+                1,
+            )],
+        );
+        assert_eq!(none, "");
     }
 }
