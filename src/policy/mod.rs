@@ -298,6 +298,18 @@ impl Policy {
         })
     }
 
+    /// Where the limit `field` in force for `entry` (its own `limits`, else
+    /// the global ones) is set in the rule file; `None` when it is the
+    /// default. For the log line of a refusal that limit decided.
+    pub fn limit_ref(&self, entry: Option<&Entry>, field: &str) -> Option<RuleRef> {
+        let set = |l: &Limits| limit_field(l, field).is_some();
+        if let Some(e) = entry.filter(|e| set(&e.limits)) {
+            let path = format!("{}.limits.{field}", e.rule.path);
+            return Some(self.source.rule_ref(&path));
+        }
+        set(&self.limits).then(|| self.source.rule_ref(&format!("limits.{field}")))
+    }
+
     pub fn container_id(&self, name: &str) -> Option<ContainerId> {
         self.by_name.get(name).copied()
     }
@@ -509,3 +521,20 @@ impl Policy {
 
 #[cfg(test)]
 mod tests;
+
+/// One field of a `limits` block by its rule-file name.
+fn limit_field(l: &Limits, field: &str) -> Option<u64> {
+    match field {
+        "max_header_bytes" => l.max_header_bytes,
+        "max_body_bytes" => l.max_body_bytes,
+        "header_timeout_ms" => l.header_timeout_ms,
+        "idle_timeout_ms" => l.idle_timeout_ms,
+        "max_connections_per_source" => l.max_connections_per_source,
+        "requests_per_second" => l.requests_per_second,
+        "burst" => l.burst,
+        "request_buffer_bytes" => l.request_buffer_bytes,
+        "body_timeout_ms" => l.body_timeout_ms,
+        "send_timeout_ms" => l.send_timeout_ms,
+        _ => None,
+    }
+}

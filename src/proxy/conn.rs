@@ -166,6 +166,12 @@ impl EntryPath for AccessFlow {
         self.flow.peer
     }
 
+    fn limit_ref(&self, ctx: &ProxyCtx, field: &str) -> Option<crate::rules::RuleRef> {
+        let snap = ctx.state.load();
+        let r = resolve(&snap.policy, &snap.dir, &self.flow);
+        snap.policy.limit_ref(r.entry, field)
+    }
+
     fn endpoints(&self, ctx: &ProxyCtx) -> (String, String) {
         let snap = ctx.state.load();
         let r = resolve(&snap.policy, &snap.dir, &self.flow);
@@ -186,7 +192,11 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
     // Every refusal of this phase: recorded with where the request was
     // going, answered by the caller in the client's protocol.
     let refuse = |refusal: Refusal, path: Option<&str>| {
+        let limit_at = refusal
+            .limit_field()
+            .and_then(|f| c.policy.limit_ref(c.resolved.entry, f));
         let at = At {
+            limit_at: limit_at.as_ref(),
             source: Some(&source),
             peer: Some(flow.peer),
             destination: Some(&flow.dst),

@@ -84,6 +84,12 @@ pub trait EntryPath: Send + Sync + 'static {
     ) -> Decision;
     /// The client's address.
     fn peer(&self) -> SocketAddr;
+    /// Where the limit `field` in force for this connection is set in the
+    /// rule file (`None`: its default).
+    fn limit_ref(&self, ctx: &ProxyCtx, field: &str) -> Option<crate::rules::RuleRef> {
+        let _ = (ctx, field);
+        None
+    }
     /// The source and destination as refusals name them before a request
     /// exists (a head that timed out or cannot be parsed).
     fn endpoints(&self, ctx: &ProxyCtx) -> (String, String);
@@ -102,9 +108,11 @@ pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
                 open: n.open,
                 limit: n.limit,
             };
+            let limit_at = entry.limit_ref(&ctx, "max_connections_per_source");
             let at = At {
                 source: Some(&n.source),
                 destination: Some(&n.destination),
+                limit_at: limit_at.as_ref(),
                 ..At::default()
             };
             r.record(&ctx.metrics, &at);
@@ -210,7 +218,9 @@ async fn refuse_head<E: EntryPath>(
     refusal: Refusal,
 ) -> io::Result<bool> {
     let (source, destination) = entry.endpoints(ctx);
+    let limit_at = refusal.limit_field().and_then(|f| entry.limit_ref(ctx, f));
     let at = At {
+        limit_at: limit_at.as_ref(),
         source: Some(&source),
         peer: Some(entry.peer()),
         destination: Some(&destination),

@@ -94,6 +94,9 @@ pub struct At<'a> {
     pub destination: Option<&'a (dyn fmt::Display + Sync)>,
     pub method: Option<&'a str>,
     pub path: Option<&'a str>,
+    /// Where in the rule file the limit that decided is set (`None`: its
+    /// default, or a refusal no limit decided).
+    pub limit_at: Option<&'a crate::rules::RuleRef>,
 }
 
 /// Shows an optional field as `-` when absent.
@@ -145,18 +148,26 @@ impl Refusal {
         )
     }
 
+    /// The `limits` field that decided, by its rule-file name.
+    pub fn limit_field(&self) -> Option<&'static str> {
+        Some(match self {
+            Refusal::HeadTimeout => "header_timeout_ms",
+            Refusal::BodyTimeout => "body_timeout_ms",
+            Refusal::BodyTooLarge { .. } => "max_body_bytes",
+            Refusal::Head(HeadError::TooLarge | HeadError::TooManyHeaders) => "max_header_bytes",
+            Refusal::RateLimited => "requests_per_second",
+            Refusal::TooManyConnections { .. } => "max_connections_per_source",
+            _ => return None,
+        })
+    }
+
     /// The rule or limit that decided, as the rule file names it.
     pub fn decided_by(&self) -> Cow<'_, str> {
+        if let Some(field) = self.limit_field() {
+            return format!("limits.{field}").into();
+        }
         match self {
             Refusal::Denied { rule, .. } => Cow::Borrowed(rule),
-            Refusal::HeadTimeout => "limits.header_timeout_ms".into(),
-            Refusal::BodyTimeout => "limits.body_timeout_ms".into(),
-            Refusal::BodyTooLarge { .. } => "limits.max_body_bytes".into(),
-            Refusal::Head(HeadError::TooLarge | HeadError::TooManyHeaders) => {
-                "limits.max_header_bytes".into()
-            }
-            Refusal::RateLimited => "limits.requests_per_second".into(),
-            Refusal::TooManyConnections { .. } => "limits.max_connections_per_source".into(),
             Refusal::NoRoute(_) => "frontend routes".into(),
             Refusal::NoMember { pool } => Cow::Owned(format!("pools.{pool}")),
             _ => "HTTP".into(),
@@ -247,6 +258,7 @@ impl Refusal {
             method = %Opt(at.method),
             path = %Opt(at.path),
             decided_by = %self.decided_by(),
+            limit_at = %Opt(at.limit_at),
             reason = %self.reason(),
             "{}",
             self.message()

@@ -66,6 +66,20 @@ pub fn run() {
         "413 logged with the source:\n{}",
         lab.log()
     );
+    // The log line names where the deciding limit is set: the global
+    // `limits.max_body_bytes` on 8080 (its entry sets none), the entry's own
+    // on port 80.
+    assert_eq!(exchange(&lab, 80, &post(1500), 1).statuses(), [413]);
+    for at in ["(limits.max_body_bytes)", "(access[0].limits.max_body_bytes)"] {
+        assert!(
+            lab.log().lines().any(|l| l.contains("\"status\":413")
+                && l.contains("\"limit_at\":\"")
+                && l.contains("rules.json:")
+                && l.contains(at)),
+            "413 logged with the file position of {at}:\n{}",
+            lab.log()
+        );
+    }
 
     // max_header_bytes: 4096 on port 80, the global 1024 on 8080.
     let header = format!("X-Big: {}\r\n", "h".repeat(1500));
