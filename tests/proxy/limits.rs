@@ -70,7 +70,10 @@ pub fn run() {
     // `limits.max_body_bytes` on 8080 (its entry sets none), the entry's own
     // on port 80.
     assert_eq!(exchange(&lab, 80, &post(1500), 1).statuses(), [413]);
-    for at in ["(limits.max_body_bytes)", "(access[0].limits.max_body_bytes)"] {
+    for at in [
+        "(limits.max_body_bytes)",
+        "(access[0].limits.max_body_bytes)",
+    ] {
         assert!(
             lab.log().lines().any(|l| l.contains("\"status\":413")
                 && l.contains("\"limit_at\":\"")
