@@ -338,15 +338,9 @@ where
     Ok(n)
 }
 
-/// Whether the method of an upstream head (its first word) is idempotent
-/// (RFC 9110 §9.2.2), so that sending it twice has the effect of once.
-/// Methods are case-sensitive: `get` is not `GET`.
+/// Whether the method of an upstream head (its first word) is idempotent.
 fn idempotent_method(head: &[u8]) -> bool {
-    let method = head.split(|&b| b == b' ').next().unwrap_or_default();
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-    )
+    head::idempotent(head.split(|&b| b == b' ').next().unwrap_or_default())
 }
 
 /// `write_all`, telling on failure how many bytes the kernel had accepted

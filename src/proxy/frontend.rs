@@ -453,10 +453,7 @@ fn route(
     write_forwarded(out_head, client, raw_host);
     out_head.extend_from_slice(b"\r\n\r\n");
 
-    let idempotent = matches!(
-        req.method,
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    );
+    let idempotent = head::idempotent(req.method.as_bytes());
     Plan::Forward {
         pool: m.pool(),
         excluded,

@@ -168,10 +168,16 @@ async fn to_pool(
             peer,
             dst: pick.addr,
         };
-        if ctx.cache.service_for(snap, pick.addr).is_some() {
-            // A cached service: the cache answers (hit, or one fetch for
+        let cached = exchange.tunnel.is_none();
+        if let Some(service) = cached
+            .then(|| ctx.cache.service_for(snap, pick.addr))
+            .flatten()
+        {
+            // A cached service (tunnels never are): the cache answers (hit, or one fetch for
             // every concurrent miss); no retry on another member.
-            let keep = forward(ctx, &flow, client, out_head, exchange).await?;
+            let keep =
+                super::cached::forward_cached(ctx, service, &flow, client, out_head, exchange)
+                    .await?;
             pool.report(&snap.dir, pick.index, Outcome::Neutral);
             return Ok(keep);
         }

@@ -71,6 +71,15 @@ pub fn head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
     Ok(None)
 }
 
+/// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has
+/// the effect of once. Methods are case-sensitive: `get` is not `GET`.
+pub fn idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
 /// Header names a proxy must not forward (RFC 9110 §7.6.1), plus our own.
 pub fn is_hop_by_hop(name: &str) -> bool {
     const HOP: [&str; 8] = [
