@@ -34,8 +34,9 @@ pub struct Cli {
     command: Command,
 }
 
+/// `--log-format` (also the demo binary's).
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
@@ -159,7 +160,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    init_logging(&cli);
+    init_logging(cli.quiet, cli.verbose, cli.log_format);
     match cli.command {
         Command::Check { rules } => check(&rules),
         Command::Explain(args) => explain(&args),
@@ -179,9 +180,12 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_logging(cli: &Cli) {
+/// Log lines on stderr as the global flags say: `-q`/`-v` levels, text on
+/// a terminal and JSON otherwise unless `--log-format` says which. Shared
+/// with the demo binary, so its daemon logs as `portcullis run` does.
+pub fn init_logging(quiet: bool, verbose: u8, format: Option<LogFormat>) {
     use std::io::IsTerminal;
-    let level = match (cli.quiet, cli.verbose) {
+    let level = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",
@@ -189,7 +193,7 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("portcullis={level},warn")));
-    let json = match cli.log_format {
+    let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),

@@ -15,8 +15,9 @@ mod probes;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use portcullis::balance::Balancer;
+use portcullis::cli::LogFormat;
 use portcullis::control::daemon;
 use portcullis::policy::{Policy, L4};
 use testsvc::probe::{Outcome as Seen, ProbeOpts};
@@ -43,15 +44,9 @@ struct Cli {
     log_format: Option<LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() {
     let cli = Cli::parse();
-    init_logging(&cli);
+    portcullis::cli::init_logging(cli.quiet, cli.verbose, cli.log_format);
     let code = match run_demo() {
         Ok(true) => 0,
         Ok(false) => 1,
@@ -61,32 +56,6 @@ fn main() {
         }
     };
     std::process::exit(code);
-}
-
-/// The daemon's log lines, as `portcullis` would print them.
-fn init_logging(cli: &Cli) {
-    use std::io::IsTerminal;
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("portcullis={level},warn")));
-    let json = match cli.log_format {
-        Some(LogFormat::Json) => true,
-        Some(LogFormat::Text) => false,
-        None => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 /// Sends probe `p` from inside its namespace to app1 and says what came
