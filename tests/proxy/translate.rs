@@ -148,7 +148,59 @@ pub fn run() {
     let (status, _, _, body) = curl(&lab, 85, &["--data-binary", "hello"], "/h2/post");
     assert_eq!(status, 200, "{body}");
     assert_eq!(echo(&body)["body_bytes"], 5, "{body}");
-    assert_eq!(h2_requests.load(Ordering::SeqCst), 2);
+
+    // What the h2c service received from a hostile HTTP/1.1 client: the
+    // checked path, one source stamped by the proxy, no field the client
+    // named in Connection, no HTTP/1 framing (the body arrives whole).
+    let (status, _, _, body) = curl(
+        &lab,
+        85,
+        &[
+            "--path-as-is",
+            "-H",
+            "X-Portcullis-Source: evil",
+            "-H",
+            "Connection: keep-alive, X-Drop",
+            "-H",
+            "X-Drop: 1",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "hello",
+        ],
+        "/h2/a/./b",
+    );
+    assert_eq!(status, 200, "{body}");
+    let e = echo(&body);
+    assert_eq!(e["target"], "/h2/a/b", "{body}");
+    assert_eq!(e["body_bytes"], 5, "{body}");
+    let names: Vec<&str> = e["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter_map(|h| h[0].as_str())
+        .collect();
+    for gone in [
+        "x-drop",
+        "connection",
+        "transfer-encoding",
+        "keep-alive",
+        "host",
+    ] {
+        assert!(
+            !names.contains(&gone),
+            "{gone} reached the h2c upstream: {body}"
+        );
+    }
+    let sources: Vec<&serde_json::Value> = e["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|h| h[0] == "x-portcullis-source")
+        .collect();
+    assert_eq!(sources.len(), 1, "{body}");
+    assert_eq!(sources[0][1], "client", "{body}");
+    assert_eq!(h2_requests.load(Ordering::SeqCst), 3);
 
     // Refusals are written in one place: the same status, metric and one
     // JSON log line (source, destination, method, path, the rule that
@@ -210,6 +262,11 @@ fn h2_echo(lab: &Lab, port: u16) -> Arc<AtomicU64> {
                 "target": parts.uri.path_and_query().map(|p| p.as_str()),
                 "version": format!("{:?}", parts.version),
                 "source": parts.headers.get("x-portcullis-source").and_then(|v| v.to_str().ok()),
+                "headers": parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect::<Vec<_>>(),
                 "body_bytes": n,
             })
             .to_string();
