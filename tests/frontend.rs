@@ -154,7 +154,12 @@ async fn serve_upstream(mut s: TcpStream, name: &'static str) {
 
 /// One request on a fresh connection: (status, body).
 async fn get(front: SocketAddr, raw_head: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(front).await.expect("connect frontend");
+    let s = TcpStream::connect(front).await.expect("connect frontend");
+    exchange_on(s, raw_head).await
+}
+
+/// Sends `raw_head` on `s` and reads the answer to the end: (status, body).
+async fn exchange_on(mut s: TcpStream, raw_head: &str) -> (u16, String) {
     s.write_all(raw_head.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
@@ -1041,24 +1046,8 @@ async fn get_from(from: [u8; 4], front: SocketAddr, raw_head: &str) -> (u16, Str
     socket
         .bind(SocketAddr::from((from, 0)))
         .expect("bind client address");
-    let mut s = socket.connect(front).await.expect("connect frontend");
-    s.write_all(raw_head.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
-        .await
-        .expect("response in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let s = socket.connect(front).await.expect("connect frontend");
+    exchange_on(s, raw_head).await
 }
 
 /// The host is no way around the rules: a managed container that is a

@@ -97,32 +97,10 @@ async fn answer(
 /// `curl --http2-prior-knowledge` from the client namespace: (status,
 /// HTTP version, body).
 fn curl(lab: &Lab, args: &[&str], path: &str) -> (u16, String, String) {
-    let url = format!("http://{}{path}", lab.upstream(PORT));
-    let mut all = vec![
-        "curl",
-        "-sS",
-        "--max-time",
-        "20",
-        "--http2-prior-knowledge",
-        "--path-as-is",
-        "-w",
-        "\n%{http_code} %{http_version}",
-    ];
+    let mut all = vec!["--http2-prior-knowledge", "--path-as-is"];
     all.extend_from_slice(args);
-    all.push(&url);
-    let out = lab.run_in_client(&all);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let mut tail = tail.split(' ');
-    let status = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let version = tail.next().unwrap_or("").to_owned();
-    assert!(
-        status != 0,
-        "curl {args:?} {url} failed: {} {}",
-        text,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (status, version, body.to_owned())
+    let (status, version, _, body) = lab.curl(PORT, &all, path);
+    (status, version, body)
 }
 
 pub fn run() {

@@ -610,6 +610,34 @@ impl Lab {
     }
 
     /// Runs a program inside the client namespace and returns its output.
+    /// `curl` from the client namespace to the upstream's `port` with
+    /// `args`: (status, HTTP version, response head lower-cased, body).
+    /// A curl that gets no response at all fails the test.
+    pub fn curl(&self, port: u16, args: &[&str], path: &str) -> (u16, String, String, String) {
+        let url = format!("http://{}{path}", self.upstream(port));
+        let mut all = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-D",
+            "/dev/stderr",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ];
+        all.extend_from_slice(args);
+        all.push(&url);
+        let out = self.run_in_client(&all);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let mut tail = tail.split(' ');
+        let status = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let version = tail.next().unwrap_or("").to_owned();
+        let head = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+        assert!(status != 0, "curl {args:?} {url} failed: {text} {head}");
+        (status, version, head, body.to_owned())
+    }
+
     pub fn run_in_client(&self, args: &[&str]) -> std::process::Output {
         Command::new("ip")
             .args(["netns", "exec", &self.client])

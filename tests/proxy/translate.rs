@@ -31,32 +31,6 @@ const RULES: &str = r#"{
   "cache": { "up:80": { "max_bytes": 16777216 } }
 }"#;
 
-/// curl from the client namespace: (status, HTTP version, headers, body).
-fn curl(lab: &Lab, port: u16, args: &[&str], path: &str) -> (u16, String, String, String) {
-    let url = format!("http://{}{path}", lab.upstream(port));
-    let mut all = vec![
-        "curl",
-        "-sS",
-        "--max-time",
-        "20",
-        "-D",
-        "/dev/stderr",
-        "-w",
-        "\n%{http_code} %{http_version}",
-    ];
-    all.extend_from_slice(args);
-    all.push(&url);
-    let out = lab.run_in_client(&all);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let mut tail = tail.split(' ');
-    let status = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let version = tail.next().unwrap_or("").to_owned();
-    let headers = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
-    assert!(status != 0, "curl {args:?} {url} failed: {text} {headers}");
-    (status, version, headers, body.to_owned())
-}
-
 fn echo(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("echo JSON ({e}): {body}"))
 }
@@ -66,8 +40,7 @@ pub fn run() {
     let h2_requests = h2_echo(&lab, 85);
 
     // HTTP/2 client → HTTP/1.1-only service: translated, path and source as checked.
-    let (status, version, _, body) = curl(
-        &lab,
+    let (status, version, _, body) = lab.curl(
         80,
         &["--http2-prior-knowledge", "-H", "X-Portcullis-Source: evil"],
         "/a/./b?x=1",
@@ -89,12 +62,8 @@ pub fn run() {
     assert_eq!(sources[0][1], "client", "{body}");
 
     // A chunked HTTP/1.1 response reaches the HTTP/2 client whole.
-    let (status, _, _, body) = curl(
-        &lab,
-        80,
-        &["--http2-prior-knowledge"],
-        "/c?chunked=1&size=70000",
-    );
+    let (status, _, _, body) =
+        lab.curl(80, &["--http2-prior-knowledge"], "/c?chunked=1&size=70000");
     assert_eq!(status, 200);
     assert_eq!(body.len(), 70000, "chunked body relayed as DATA, decoded");
 
@@ -116,9 +85,9 @@ pub fn run() {
     // The cache answers HTTP/2 clients: one fetch, then hits.
     let before = lab.upstream_count();
     let path = "/cached?cc=max-age%3D60";
-    let (s1, v1, h1, b1) = curl(&lab, 80, &["--http2-prior-knowledge"], path);
-    let (s2, v2, h2, b2) = curl(&lab, 80, &["--http2-prior-knowledge"], path);
-    let (s3, v3, h3, b3) = curl(&lab, 80, &[], path);
+    let (s1, v1, h1, b1) = lab.curl(80, &["--http2-prior-knowledge"], path);
+    let (s2, v2, h2, b2) = lab.curl(80, &["--http2-prior-knowledge"], path);
+    let (s3, v3, h3, b3) = lab.curl(80, &[], path);
     assert_eq!((s1, s2, s3), (200, 200, 200));
     assert_eq!((v1.as_str(), v2.as_str(), v3.as_str()), ("2", "2", "1.1"));
     assert!(h1.contains("x-cache: miss"), "{h1}");
@@ -139,21 +108,20 @@ pub fn run() {
     );
 
     // HTTP/1.1 client → HTTP/2-only service (upstream_protocol h2c).
-    let (status, version, _, body) = curl(&lab, 85, &[], "/h2/x?y=1");
+    let (status, version, _, body) = lab.curl(85, &[], "/h2/x?y=1");
     assert_eq!((status, version.as_str()), (200, "1.1"), "{body}");
     let e = echo(&body);
     assert_eq!(e["version"], "HTTP/2.0", "{body}");
     assert_eq!(e["target"], "/h2/x?y=1", "{body}");
     assert_eq!(e["source"], "client", "{body}");
-    let (status, _, _, body) = curl(&lab, 85, &["--data-binary", "hello"], "/h2/post");
+    let (status, _, _, body) = lab.curl(85, &["--data-binary", "hello"], "/h2/post");
     assert_eq!(status, 200, "{body}");
     assert_eq!(echo(&body)["body_bytes"], 5, "{body}");
 
     // What the h2c service received from a hostile HTTP/1.1 client: the
     // checked path, one source stamped by the proxy, no field the client
     // named in Connection, no HTTP/1 framing (the body arrives whole).
-    let (status, _, _, body) = curl(
-        &lab,
+    let (status, _, _, body) = lab.curl(
         85,
         &[
             "--path-as-is",
@@ -206,13 +174,8 @@ pub fn run() {
     // JSON log line (source, destination, method, path, the rule that
     // decided with its file position) whichever protocol asked.
     let denied_before = lab.metric("requests_denied_total");
-    let (s1, _, _, b1) = curl(&lab, 80, &["-X", "DELETE"], "/gone");
-    let (s2, v2, _, b2) = curl(
-        &lab,
-        80,
-        &["--http2-prior-knowledge", "-X", "DELETE"],
-        "/gone",
-    );
+    let (s1, _, _, b1) = lab.curl(80, &["-X", "DELETE"], "/gone");
+    let (s2, v2, _, b2) = lab.curl(80, &["--http2-prior-knowledge", "-X", "DELETE"], "/gone");
     assert_eq!((s1, s2, v2.as_str()), (403, 403, "2"));
     assert_eq!(b1, b2, "one refusal body for both protocols");
     assert!(
