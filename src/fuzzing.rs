@@ -74,8 +74,9 @@ const FORWARD_RULES: &str = r#"{"version": 1,
   "proxy": { "headers_with_underscores": "MODE" } }"#;
 
 struct Forwarding {
-    policy: crate::policy::Policy,
+    policy: std::sync::Arc<crate::policy::Policy>,
     metrics: crate::state::metrics::Metrics,
+    series: crate::state::metrics::series::Series,
     sources: crate::proxy::limits::SourceTable,
 }
 
@@ -88,10 +89,20 @@ fn forwarding(mode: usize) -> &'static Forwarding {
                 let text = FORWARD_RULES.replace("MODE", m);
                 let set = crate::rules::parse("fuzz.json", &text)
                     .unwrap_or_else(|e| panic!("the fuzz rule file is valid: {e}"));
-                Forwarding {
-                    policy: crate::policy::Policy::compile(set)
+                let policy = std::sync::Arc::new(
+                    crate::policy::Policy::compile(set)
                         .unwrap_or_else(|e| panic!("the fuzz rule file compiles: {e}")),
-                    metrics: Default::default(),
+                );
+                let lb = std::sync::Arc::new(crate::balance::Balancer::compile(&policy));
+                let metrics = crate::state::metrics::Metrics::default();
+                Forwarding {
+                    series: crate::state::metrics::series::Series::build(
+                        &policy,
+                        &lb,
+                        &metrics.labelled,
+                    ),
+                    policy,
+                    metrics,
                     sources: Default::default(),
                 }
             })
@@ -145,6 +156,7 @@ pub fn forwarded_head(data: &[u8]) {
         flow: &flow,
         limits: &lim,
         metrics: &fw.metrics,
+        series: &fw.series,
         sources: &fw.sources,
         client: crate::proxy::downstream::ClientProtocol::Http1,
     };

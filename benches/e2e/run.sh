@@ -38,6 +38,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../tests/containers/lib.sh
 source "$HERE/../../tests/containers/lib.sh"
+source "$HERE/lib.sh"
 
 DURATION=${BENCH_DURATION:-5s}
 WARMUP=${BENCH_WARMUP:-2s}
@@ -47,24 +48,13 @@ CONNS=${BENCH_CONNS:-32}
 # Cacheable for the cached run; the others pass Cache-Control through untouched.
 REQ_PATH=${BENCH_PATH:-/bench?cc=max-age=60}
 RESULTS=${BENCH_RESULTS:-$HERE/RESULTS.md}
-LOCK=/tmp/portcullis-kernel.lock
 
 pc_require_root
 
 # === binaries and tools (before taking the kernel lock: builds are slow) ===
 
 if [[ -z ${BENCH_LOCKED:-} ]]; then
-	if [[ -z ${PORTCULLIS_BIN:-} || -z ${TESTSVC_BIN:-} ]]; then
-		command -v cargo >/dev/null || pc_die "cargo not found (or set PORTCULLIS_BIN and TESTSVC_BIN)"
-		pc_log "building portcullis and testsvc (release)"
-		(cd "$PC_REPO" && cargo build --release -p portcullis -p testsvc --bins) >&2 ||
-			pc_die "release build failed"
-		export PORTCULLIS_BIN=${PORTCULLIS_BIN:-$PC_TARGET_DIR/release/portcullis}
-		export TESTSVC_BIN=${TESTSVC_BIN:-$PC_TARGET_DIR/release/testsvc}
-	fi
-	if [[ -n ${PORTCULLIS_BASELINE_BIN:-} ]]; then
-		[[ -x $PORTCULLIS_BASELINE_BIN ]] || pc_die "PORTCULLIS_BASELINE_BIN=$PORTCULLIS_BASELINE_BIN is not an executable"
-	fi
+	bench_binaries
 	missing=()
 	for tool in nginx:nginx haproxy:haproxy wrk:wrk curl:curl jq:jq nft:nftables flock:util-linux; do
 		command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
@@ -81,8 +71,7 @@ if [[ -z ${BENCH_LOCKED:-} ]]; then
 		[[ -n $made_policy ]] && rm -f "$policy"
 		made_policy=''
 	fi
-	pc_log "waiting for $LOCK (other sessions' kernel tests)"
-	exec env BENCH_LOCKED=1 flock "$LOCK" "$0" "$@"
+	bench_relock "$0" "$@"
 fi
 
 PC_PORTCULLIS=$PORTCULLIS_BIN
@@ -181,7 +170,7 @@ cleanup() {
 	stop haproxy
 	pc_portcullis_stop
 	stop backend
-	[[ -n $NS_MADE ]] && ip netns del "$NS"
+	bench_backend_ns_down "$NS" "$VETH"
 	[[ -n $PC_TMP ]] && rm -rf "$PC_TMP"
 	local left=()
 	ip netns list | grep -qw "$NS" && left+=("netns $NS")
@@ -199,23 +188,7 @@ trap 'exit 143' TERM
 
 # === the backend: testsvc in a namespace on a veth, like a container ===
 
-for ((attempt = 0; ; attempt++)); do
-	((attempt < 30)) || pc_die "no free /24 in 198.19.0.0/16 after 30 tries"
-	PREFIX=198.19.$((RANDOM % 200 + 20))
-	ip -4 route show | grep -qF "$PREFIX." && continue
-	ip -4 addr show | grep -qF "$PREFIX." && continue
-	break
-done
-BACKEND=$PREFIX.2
-pc_log "backend namespace $NS at $BACKEND (veth $VETH)"
-ip netns add "$NS"
-NS_MADE=1
-ip link add "$VETH" type veth peer name eth0 netns "$NS"
-ip addr add "$PREFIX.1/24" dev "$VETH"
-ip link set "$VETH" up
-ip -n "$NS" link set lo up
-ip -n "$NS" addr add "$BACKEND/24" dev eth0
-ip -n "$NS" link set eth0 up
+bench_backend_ns "$NS" "$VETH"
 
 # Port 80 is the plain pool's member, 8080 the cached one's (the cache is keyed by container:port).
 start backend "$PC_TMP/backend.log" ip netns exec "$NS" "$PC_TESTSVC" serve --name backend \
@@ -573,7 +546,7 @@ H2_VERSION=''
 	printf -- '- machine: %s CPUs (%s), kernel %s, %s GiB RAM, load average before the run %s\n' "$(nproc)" \
 		"${CPU_MODEL:-unknown CPU}" "$(uname -r)" "$(awk '/^MemTotal:/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)" "$LOADAVG"
 	if [[ -n $COMPARE ]]; then
-		printf -- '- portcullis current: %s%s (`%s`); baseline: %s (`%s`)\n' "$COMMIT" "$DIRTY" "$PC_PORTCULLIS" \
+		printf -- '- portcullis current: %s%s (`%s`); baseline: %s (`%s`)\n' "$COMMIT" "$DIRTY" "${BIN_PATHS[$CURRENT]}" \
 			"${PORTCULLIS_BASELINE_LABEL:-a binary given by path}" "$PORTCULLIS_BASELINE_BIN"
 		printf -- '- nginx %s, HAProxy %s, %s%s\n' "$NGINX_VERSION" "$HAPROXY_VERSION" \
 			"$(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}')" "$H2_VERSION"

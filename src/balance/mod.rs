@@ -310,7 +310,15 @@ impl Balancer {
 
     /// The frontend listening on `addr`.
     pub fn frontend_at(&self, addr: SocketAddr) -> Option<&RouteTable> {
-        self.frontends.iter().find(|f| f.listen == addr)
+        self.frontend_index_at(addr).map(|(_, f)| f)
+    }
+
+    /// The frontend listening on `addr`, with its index in `frontends`.
+    pub fn frontend_index_at(&self, addr: SocketAddr) -> Option<(usize, &RouteTable)> {
+        self.frontends
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.listen == addr)
     }
 
     pub fn frontend(&self, name: &str) -> Option<&RouteTable> {

@@ -384,8 +384,6 @@ impl Settings {
 /// The cache of one `container:port`.
 pub struct ServiceCache {
     pub name: String,
-    /// `name`, as the metrics' `service` label.
-    pub label: Arc<str>,
     pub settings: Settings,
     entries: moka::sync::Cache<Id, Held>,
     index: moka::sync::Cache<Id, Arc<Variants>>,
@@ -398,8 +396,8 @@ pub struct ServiceCache {
     /// Bytes held by fetches still filling (see [`Reservation`]).
     filling: AtomicU64,
     metrics: Arc<Metrics>,
-    /// Bytes this service holds (`portcullis_cache_service_bytes`).
-    bytes: prometheus_client::metrics::gauge::Gauge,
+    /// Its labelled series (`cache_service_bytes`: the bytes it holds).
+    pub series: crate::state::metrics::labelled::CacheSeries,
 }
 
 impl std::fmt::Debug for ServiceCache {
@@ -433,9 +431,9 @@ impl ServiceCache {
             std::hash::RandomState::new(),
         ));
         let m = metrics.clone();
-        // This service's share of `cache_bytes`, labelled by its name.
-        let bytes = metrics.labelled.cache_service_bytes(name);
-        let b = bytes.clone();
+        // This service's share of `cache_bytes` and its lookups, labelled by its name.
+        let series = metrics.labelled.cache_series(name);
+        let b = series.bytes.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(settings.store_limit())
             .weigher(|_: &Id, h: &Held| as_weight(entry_weight(&h.key, &h.entry)))
@@ -449,7 +447,7 @@ impl ServiceCache {
             })
             .build();
         let m = metrics.clone();
-        let b = bytes.clone();
+        let b = series.bytes.clone();
         let held = entries.clone();
         let by = ider.clone();
         let index = moka::sync::Cache::builder()
@@ -475,7 +473,6 @@ impl ServiceCache {
             })
             .build();
         ServiceCache {
-            label: name.into(),
             name: name.to_owned(),
             settings,
             entries,
@@ -485,7 +482,7 @@ impl ServiceCache {
             inflight: Mutex::new(HashMap::new()),
             filling: AtomicU64::new(0),
             metrics,
-            bytes,
+            series,
         }
     }
 
@@ -585,13 +582,13 @@ impl ServiceCache {
         if let Some(record) = record {
             let w = variants_weight(&record);
             self.metrics.cache_bytes.fetch_add(w, Ordering::Relaxed);
-            self.bytes.inc_by(w as i64);
+            self.series.bytes.inc_by(w as i64);
             self.index
                 .insert(self.ider.id(&req.primary), Arc::new(record));
         }
         let w = entry_weight(&key, &entry);
         self.metrics.cache_bytes.fetch_add(w, Ordering::Relaxed);
-        self.bytes.inc_by(w as i64);
+        self.series.bytes.inc_by(w as i64);
         Metrics::inc(&self.metrics.cache_stores_total);
         self.entries.insert(
             self.ider.id(&key),
@@ -978,7 +975,7 @@ mod tests {
         assert!(metrics.cache_evictions_total.load(Ordering::Relaxed) > 0);
         assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), stored + index);
         // The service's own gauge holds the same bytes.
-        let own = metrics.labelled.cache_service_bytes("app1:80").get();
+        let own = metrics.labelled.cache_series("app1:80").bytes.get();
         assert_eq!(own as u64, stored + index);
     }
 }

@@ -679,20 +679,14 @@ impl Tap for FetchTap<'_> {
 /// answered from memory.
 fn hit(metrics: &Metrics, svc: &ServiceCache, bytes: usize) {
     Metrics::inc(&metrics.cache_hits_total);
-    metrics.labelled.cache(&svc.label, true);
-    metrics
-        .labelled
-        .cache_response_bytes
-        .get_or_create(&crate::state::metrics::labelled::ServiceLabels {
-            service: svc.label.clone(),
-        })
-        .inc_by(bytes as u64);
+    svc.series.hits.inc();
+    svc.series.response_bytes.inc_by(bytes as u64);
 }
 
 /// Counts a request to a cached service the upstream answers.
 fn miss(metrics: &Metrics, svc: &ServiceCache) {
     Metrics::inc(&metrics.cache_misses_total);
-    metrics.labelled.cache(&svc.label, false);
+    svc.series.misses.inc();
 }
 
 #[cfg(test)]

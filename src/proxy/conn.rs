@@ -43,6 +43,7 @@ use crate::policy::access::{Access, FlowOwner, HttpRequest};
 use crate::policy::{ContainerId, Entry, Policy, L4};
 use crate::rules::model::UpstreamProtocol;
 use crate::state::directory::Directory;
+use crate::state::metrics::series::{Passed, Series};
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, Tunnel};
 
@@ -58,6 +59,16 @@ pub struct Resolved<'p> {
     pub from: Option<ContainerId>,
     pub entry: Option<&'p Entry>,
     pub key: Key,
+}
+
+impl Resolved<'_> {
+    /// The index of [`Resolved::entry`] in the policy's entries.
+    pub fn entry_index(&self) -> Option<usize> {
+        match self.key.scope {
+            Scope::Access(i) => Some(i as usize),
+            _ => None,
+        }
+    }
 }
 
 /// Finds the source container and the access entry owning `flow`.
@@ -100,6 +111,8 @@ pub struct Check<'a> {
     pub flow: &'a Flow,
     pub limits: &'a Effective,
     pub metrics: &'a Metrics,
+    /// The metric series of `policy`'s rule set.
+    pub series: &'a Series,
     pub sources: &'a SourceTable,
     /// The protocol the client speaks (an access destination's default).
     pub client: ClientProtocol,
@@ -150,6 +163,7 @@ impl EntryPath for AccessFlow {
             flow: &self.flow,
             limits: &lim,
             metrics: &ctx.metrics,
+            series: &ctx.metrics.labelled.series.of(&snap, &ctx.metrics.labelled),
             sources: &ctx.sources,
             client,
         };
@@ -241,7 +255,7 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
     let (path, query) = match c.policy.decide_access(owner, &request) {
         Access::Allow { path, query, .. } => {
             Metrics::inc(&metrics.requests_allowed_total);
-            count(metrics, c.resolved.entry, "allowed");
+            c.series.access(c.resolved.entry_index(), Passed::Allowed);
             (path, query)
         }
         Access::Audited {
@@ -254,7 +268,8 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
                 .as_ref()
                 .map_or_else(|| "default".to_owned(), ToString::to_string);
             Metrics::inc(&metrics.requests_audit_denied_total);
-            count(metrics, c.resolved.entry, "audit_denied");
+            c.series
+                .access(c.resolved.entry_index(), Passed::AuditDenied);
             warn!(source = %source, destination = %flow.dst, method = req.method, path = %path, rule = %rule, reason = %d.reason, "audit_deny");
             (path, query)
         }
@@ -314,11 +329,4 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
                 ClientProtocol::Http2 => UpstreamProtocol::H2c,
             }),
     })
-}
-
-/// Counts an access decision under its entry's `rule` label.
-fn count(metrics: &Metrics, entry: Option<&Entry>, decision: &'static str) {
-    let l = &metrics.labelled;
-    let rule = entry.map_or(&l.default_rule, |e| &e.label);
-    l.request(crate::state::metrics::labelled::ACCESS, decision, rule);
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::{limits_for, route, Plan as FrontendPlan};
+use super::{limits_for, route, Frontend, Plan as FrontendPlan};
 use crate::balance::Balancer;
 use crate::policy::probe::RequestProbe;
 use crate::policy::route_decision::FrontendRequest;
@@ -58,7 +58,14 @@ fn frontend_both(snap: &Snapshot, raw: &str) -> Option<((String, String), String
     let lim = limits_for(&snap.policy, fe);
     let metrics = Metrics::default();
     let mut out = Vec::new();
-    let proxy = match route(snap, fe, peer, fe.listen, &req, &lim, &mut out, &metrics) {
+    let (index, fe) = snap.lb.frontend_index_at(fe.listen).expect("edge listens");
+    let at = Frontend {
+        snap,
+        fe,
+        index,
+        series: &metrics.labelled.series.of(snap, &metrics.labelled),
+    };
+    let proxy = match route(&at, peer, fe.listen, &req, &lim, &mut out, &metrics) {
         FrontendPlan::Forward { pool, .. } => (
             snap.lb
                 .pool(pool)
@@ -105,6 +112,7 @@ fn access_both(snap: &Snapshot, raw: &str) -> Option<((u16, String), u16)> {
         flow: &flow,
         limits: &lim,
         metrics: &metrics,
+        series: &metrics.labelled.series.of(snap, &metrics.labelled),
         sources: &sources,
         client: ClientProtocol::Http1,
     };

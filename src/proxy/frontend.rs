@@ -56,6 +56,7 @@ use crate::policy::route_decision::{FrontendRequest, RouteRefusal, Routed};
 use crate::policy::routes::{RouteMatch, RouteTable};
 use crate::policy::Policy;
 use crate::policy::{ContainerId, L4};
+use crate::state::metrics::series::Series;
 use crate::state::metrics::Metrics;
 use crate::wire::head::{self, Framing, Tunnel};
 
@@ -222,7 +223,7 @@ impl EntryPath for FrontendConn {
         let (peer, listen) = (self.peer, self.listen);
         let metrics: &Metrics = &ctx.metrics;
         let snap = ctx.state.load_full();
-        let Some(fe) = snap.lb.frontend_at(listen) else {
+        let Some((fe_index, fe)) = snap.lb.frontend_index_at(listen) else {
             let r = Refusal::NoRoute("frontend removed by a reload".into());
             r.record(metrics, &At::default());
             return Decision::Refuse {
@@ -250,7 +251,14 @@ impl EntryPath for FrontendConn {
             };
         }
         let lim = limits_for(&snap.policy, fe);
-        match route(&snap, fe, peer, listen, req, &lim, out_head, metrics) {
+        let series = metrics.labelled.series.of(&snap, &metrics.labelled);
+        let at = Frontend {
+            snap: &snap,
+            fe,
+            index: fe_index,
+            series: &series,
+        };
+        match route(&at, peer, listen, req, &lim, out_head, metrics) {
             Plan::Refuse { refusal, close } => Decision::Refuse { refusal, close },
             Plan::Forward {
                 pool,
@@ -258,19 +266,17 @@ impl EntryPath for FrontendConn {
                 key,
                 exchange,
                 replayable,
-                method,
-                path,
             } => Decision::Forward {
                 exchange,
                 target: Target::Pool(PoolTarget {
                     frontend: fe.label.clone(),
+                    fe: fe_index,
                     snap: snap.clone(),
+                    series: series.clone(),
                     pool,
                     excluded,
                     key,
                     replayable,
-                    method,
-                    path,
                 }),
             },
         }
@@ -313,8 +319,6 @@ enum Plan {
         exchange: Exchange,
         /// Safe to send again after the upstream saw it (idempotent, no body).
         replayable: bool,
-        method: String,
-        path: String,
     },
     /// Already recorded (counted and logged); to be answered.
     Refuse { refusal: Refusal, close: bool },
@@ -327,11 +331,19 @@ const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "forwarde
 #[path = "decide_props.rs"]
 mod decide_props;
 
+/// The frontend a request came in on, in the rules it is decided by.
+struct Frontend<'a> {
+    snap: &'a crate::state::snapshot::Snapshot,
+    fe: &'a RouteTable,
+    /// `fe`'s index in `snap.lb.frontends`.
+    index: usize,
+    /// The metric series of `snap`'s rules.
+    series: &'a Series,
+}
+
 /// Phase 3: route and prepare the upstream head in `out_head`.
-#[allow(clippy::too_many_arguments)]
 fn route(
-    snap: &crate::state::snapshot::Snapshot,
-    fe: &RouteTable,
+    at: &Frontend<'_>,
     peer: SocketAddr,
     listen: SocketAddr,
     req: &head::RequestHead<'_, '_>,
@@ -339,6 +351,7 @@ fn route(
     out_head: &mut Vec<u8>,
     metrics: &Metrics,
 ) -> Plan {
+    let (snap, fe) = (at.snap, at.fe);
     let has_body = req.framing != Framing::None;
     let refuse = |refusal: Refusal, path: &str| {
         let at = At {
@@ -395,15 +408,10 @@ fn route(
     let Some(pool) = snap.lb.pool(m.pool()) else {
         return refuse(Refusal::Internal("route names a missing pool"), &path);
     };
-    let rule = match m {
-        RouteMatch::Route { index, .. } => {
-            debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
-            fe.routes.get(index).map_or(&fe.default_label, |r| &r.label)
-        }
-        RouteMatch::Default { .. } => &fe.default_label,
-    };
-    let frontend_path = crate::state::metrics::labelled::FRONTEND;
-    metrics.labelled.request(frontend_path, "routed", rule);
+    if let RouteMatch::Route { index, .. } = m {
+        debug!(frontend = %fe.name, route = index, pool = %pool.name, path = %path, "routed");
+    }
+    at.series.routed(at.index, &m);
     // A managed container is held to its own access rules on a frontend
     // too: it reaches only the members it could reach directly, by the
     // same matchers. The host is no way around the rules.
@@ -475,8 +483,6 @@ fn route(
             upstream: pool.protocol,
         },
         replayable: idempotent && !has_body,
-        method: req.method.to_owned(),
-        path: path.into_owned(),
     }
 }
 

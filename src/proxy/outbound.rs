@@ -32,6 +32,18 @@ pub fn request_line(out: &mut Vec<u8>, method: &str, path: &str, query: Option<&
     out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
+/// The method and path (query left out) of a head [`request_line`] wrote,
+/// for log lines about the request after it was decided: what the upstream
+/// was sent, without keeping a copy of it per request.
+pub fn method_and_path(out: &[u8]) -> (&str, &str) {
+    let line = out.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let mut text = || std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("-");
+    let method = text();
+    let target = text();
+    (method, target.split('?').next().unwrap_or(target))
+}
+
 /// Is this client field left out of the upstream head? `extra` names the
 /// fields the caller restates itself (frontends: the forwarding fields).
 pub fn withheld(req: &RequestHead<'_, '_>, guard: &FieldGuard, name: &str) -> bool {
@@ -101,6 +113,17 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::policy::fields::Underscores;
+
+    #[test]
+    fn the_written_request_line_reads_back_without_its_query() {
+        let mut out = Vec::new();
+        request_line(&mut out, "GET", "/a/b", Some("token=secret"));
+        out.extend_from_slice(b"host: x\r\n\r\n");
+        assert_eq!(method_and_path(&out), ("GET", "/a/b"));
+        request_line(&mut out, "DELETE", "/", None);
+        assert_eq!(method_and_path(&out), ("DELETE", "/"));
+        assert_eq!(method_and_path(b""), ("", ""));
+    }
 
     #[test]
     fn digits() {

@@ -27,12 +27,14 @@ use tracing::{debug, warn};
 use super::buffer;
 use super::downstream::Downstream;
 use super::exchange::{Exchange, Upstream};
+use super::outbound::method_and_path;
 use super::refusal::{At, Refusal};
 use super::relay::{self, forward_once};
 use super::tap::NoTap;
 use super::ProxyCtx;
 use crate::balance::Outcome;
-use crate::state::metrics::labelled::{status_class, ResponseLabels, ACCESS, FRONTEND};
+use crate::state::metrics::labelled::{ACCESS, FRONTEND};
+use crate::state::metrics::series::Series;
 use crate::state::metrics::Metrics;
 use crate::state::snapshot::Snapshot;
 use crate::wire::head::Framing;
@@ -49,6 +51,10 @@ pub enum Target {
 pub struct PoolTarget {
     /// The rules the route was decided by (the pool's members and health).
     pub snap: Arc<Snapshot>,
+    /// The metric series of `snap`'s rules.
+    pub series: Arc<Series>,
+    /// The frontend (into `snap.lb.frontends`) and its name.
+    pub fe: usize,
     pub frontend: Arc<str>,
     pub pool: usize,
     /// Members this client may not reach (a managed container's access
@@ -58,8 +64,6 @@ pub struct PoolTarget {
     pub key: u64,
     /// Safe to send again after a member saw it (idempotent, no body).
     pub replayable: bool,
-    pub method: String,
-    pub path: String,
 }
 
 /// Runs the phases after the decision for one request whose upstream head
@@ -88,8 +92,7 @@ pub async fn serve(
         Target::Direct(dst) => {
             let up = Instant::now();
             let done = forward(ctx, &Upstream { peer, dst }, client, out_head, exchange).await;
-            let l = &metrics.labelled;
-            l.upstream_time(ACCESS, &l.none, up.elapsed());
+            metrics.labelled.access_upstream_time(up.elapsed());
             (ACCESS, done)
         }
         Target::Pool(p) => (
@@ -121,14 +124,7 @@ pub async fn forward(
     }
     let relayed = relay::relay(ctx, flow, client, out_head, exchange, &mut NoTap).await?;
     if let Some(status) = relayed.status {
-        let l = &ctx.metrics.labelled;
-        l.response(&ResponseLabels {
-            entry_path: ACCESS,
-            frontend: l.none.clone(),
-            pool: l.none.clone(),
-            member: l.none.clone(),
-            status_class: status_class(status),
-        });
+        ctx.metrics.labelled.access_response(status);
     }
     Ok(relayed.keep)
 }
@@ -183,19 +179,11 @@ async fn to_pool(
         }
         let up = Instant::now();
         let once = forward_once(ctx, &flow, client, out_head, exchange, &mut NoTap).await?;
-        metrics
-            .labelled
-            .upstream_time(FRONTEND, &pool.label, up.elapsed());
+        t.series.upstream_time(t.pool, up.elapsed());
         match once {
             Ok(relayed) => {
                 if let Some(status) = relayed.status {
-                    metrics.labelled.response(&ResponseLabels {
-                        entry_path: FRONTEND,
-                        frontend: t.frontend.clone(),
-                        pool: pool.label.clone(),
-                        member: pick.member.label.clone(),
-                        status_class: status_class(status),
-                    });
+                    t.series.response(t.fe, t.pool, pick.index, status);
                 }
                 // A status the proxy answered itself (the client's body
                 // was refused) says nothing about the member.
@@ -215,7 +203,8 @@ async fn to_pool(
                 let retry = attempt < pool.retries
                     && !f.client_touched
                     && (!f.request_sent || t.replayable);
-                warn!(frontend = %t.frontend, pool = %pool.name, member = %pick.member.target, destination = %pick.addr, method = %t.method, path = %t.path, status = f.code, error = %f.why, retrying = retry, "upstream failed");
+                let (method, path) = method_and_path(out_head);
+                warn!(frontend = %t.frontend, pool = %pool.name, member = %pick.member.target, destination = %pick.addr, method, path, status = f.code, error = %f.why, retrying = retry, "upstream failed");
                 tried.push(pick.index);
                 last = Some((f, pick.addr));
                 if !retry {
@@ -234,11 +223,12 @@ async fn to_pool(
             let r = Refusal::NoMember {
                 pool: pool.name.clone(),
             };
+            let (method, path) = method_and_path(out_head);
             let at = At {
                 peer: Some(peer),
                 destination: Some(&t.frontend),
-                method: Some(&t.method),
-                path: Some(&t.path),
+                method: Some(method),
+                path: Some(path),
                 ..At::default()
             };
             r.record(metrics, &at);

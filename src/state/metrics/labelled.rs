@@ -100,10 +100,27 @@ fn latency() -> Histogram {
 
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The series whose labels are all from fixed sets, resolved once.
+#[derive(Debug)]
+struct Fixed {
+    /// `request_duration_seconds` of `access`, `frontend`.
+    request_time: [Histogram; 2],
+    /// `upstream_duration_seconds{entry_path="access",pool=""}`.
+    access_upstream_time: Histogram,
+    /// `responses{entry_path="access"}` (no frontend, pool or member) by
+    /// status class.
+    access_responses: [Counter; 5],
+    /// `active_connections` of `access`, `frontend`.
+    active: [Gauge; 2],
+}
+
 /// The labelled families, registered once.
 #[derive(Debug)]
 pub struct Labelled {
     registry: Registry,
+    fixed: Fixed,
+    /// The series of the rule set requests are counted under.
+    pub series: super::series::SeriesCache,
     /// The `rule` label of decisions no entry owns (`default`).
     pub default_rule: Label,
     /// An empty label value (access flows have no frontend, pool, member).
@@ -146,6 +163,13 @@ impl Default for Labelled {
             last_reload: Gauge::default(),
             last_reload_success: Gauge::default(),
             registry: Registry::default(),
+            fixed: Fixed {
+                request_time: [latency(), latency()],
+                access_upstream_time: latency(),
+                access_responses: Default::default(),
+                active: Default::default(),
+            },
+            series: Default::default(),
             default_rule: "default".into(),
             none: "".into(),
         };
@@ -218,19 +242,69 @@ impl Default for Labelled {
             .set(1);
         registry.register("build_info", "Always 1; the version running.", build);
         l.last_reload_success.set(1);
-        Labelled { registry, ..l }
+        let path = |entry_path| PathLabels { entry_path };
+        let fixed = Fixed {
+            request_time: ENTRY_PATHS.map(|p| l.request_duration.get_or_create(&path(p)).clone()),
+            access_upstream_time: l
+                .upstream_duration
+                .get_or_create(&UpstreamLabels {
+                    entry_path: ACCESS,
+                    pool: l.none.clone(),
+                })
+                .clone(),
+            access_responses: STATUS_CLASSES.map(|status_class| {
+                l.responses
+                    .get_or_create(&ResponseLabels {
+                        entry_path: ACCESS,
+                        frontend: l.none.clone(),
+                        pool: l.none.clone(),
+                        member: l.none.clone(),
+                        status_class,
+                    })
+                    .clone()
+            }),
+            active: ENTRY_PATHS.map(|p| l.active_connections.get_or_create(&path(p)).clone()),
+        };
+        Labelled {
+            registry,
+            fixed,
+            ..l
+        }
     }
 }
 
-/// The class of an HTTP status, as a label value.
-pub fn status_class(status: u16) -> &'static str {
+/// The `status_class` label values, in [`status_index`] order.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The `entry_path` label values, in [`path_index`] order.
+const ENTRY_PATHS: [&str; 2] = [ACCESS, FRONTEND];
+
+/// The class of an HTTP status, as an index into [`STATUS_CLASSES`].
+pub fn status_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
+}
+
+fn path_index(entry_path: &'static str) -> usize {
+    usize::from(entry_path == FRONTEND)
+}
+
+/// The series of one cached service.
+#[derive(Debug, Clone)]
+pub struct CacheSeries {
+    /// `cache_requests{result="hit"}`.
+    pub hits: Counter,
+    /// `cache_requests{result="miss"}`.
+    pub misses: Counter,
+    /// `cache_response_bytes`.
+    pub response_bytes: Counter,
+    /// `cache_service_bytes`.
+    pub bytes: Gauge,
 }
 
 /// Keeps a connection counted in `active_connections` until dropped.
@@ -263,52 +337,48 @@ impl Labelled {
 
     /// Counts an open connection until the guard is dropped.
     pub fn connection(&self, entry_path: &'static str) -> ActiveConnection {
-        let g = self
-            .active_connections
-            .get_or_create(&PathLabels { entry_path })
-            .clone();
+        let g = self.fixed.active[path_index(entry_path)].clone();
         g.inc();
         ActiveConnection(g)
     }
 
-    /// Counts a relayed upstream response.
-    pub fn response(&self, labels: &ResponseLabels) {
-        self.responses.get_or_create(labels).inc();
+    /// Counts an upstream response relayed on an access flow (frontends
+    /// count theirs in [`super::series::Series::response`]).
+    pub fn access_response(&self, status: u16) {
+        self.fixed.access_responses[status_index(status)].inc();
     }
 
+    /// Records the time from the decision to the end of the response.
     pub fn request_time(&self, entry_path: &'static str, took: Duration) {
-        self.request_duration
-            .get_or_create(&PathLabels { entry_path })
-            .observe(took.as_secs_f64());
+        self.fixed.request_time[path_index(entry_path)].observe(took.as_secs_f64());
     }
 
-    pub fn upstream_time(&self, entry_path: &'static str, pool: &Label, took: Duration) {
-        self.upstream_duration
-            .get_or_create(&UpstreamLabels {
-                entry_path,
-                pool: pool.clone(),
-            })
-            .observe(took.as_secs_f64());
+    /// Records the time of the upstream exchange of an access flow.
+    pub fn access_upstream_time(&self, took: Duration) {
+        self.fixed.access_upstream_time.observe(took.as_secs_f64());
     }
 
-    /// Counts a cache lookup of `service`.
-    pub fn cache(&self, service: &Label, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.cache_requests
-            .get_or_create(&CacheLabels {
-                service: service.clone(),
-                result,
-            })
-            .inc();
-    }
-
-    /// The gauge of the bytes `service`'s cache holds.
-    pub fn cache_service_bytes(&self, service: &str) -> Gauge {
-        self.cache_bytes
-            .get_or_create(&ServiceLabels {
-                service: service.into(),
-            })
-            .clone()
+    /// The series of the cached service `service`, resolved once (its
+    /// cache holds them: a lookup counts without a map lookup).
+    pub fn cache_series(&self, service: &str) -> CacheSeries {
+        let service: Label = service.into();
+        let lookups = |result| {
+            self.cache_requests
+                .get_or_create(&CacheLabels {
+                    service: service.clone(),
+                    result,
+                })
+                .clone()
+        };
+        let labels = ServiceLabels {
+            service: service.clone(),
+        };
+        CacheSeries {
+            hits: lookups("hit"),
+            misses: lookups("miss"),
+            response_bytes: self.cache_response_bytes.get_or_create(&labels).clone(),
+            bytes: self.cache_bytes.get_or_create(&labels).clone(),
+        }
     }
 
     /// Records a reload attempt: its result and time.

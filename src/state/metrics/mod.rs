@@ -12,6 +12,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod labelled;
+pub mod series;
 pub use labelled::Labelled;
 
 macro_rules! counters {
