@@ -109,6 +109,7 @@ impl Lab {
             dst: self.dst,
         };
         let exchange = Exchange {
+            limits: crate::proxy::exchange::LimitScope::NONE,
             framing: Framing::None,
             keep_alive: false,
             head_request: method == "HEAD",
@@ -540,6 +541,7 @@ async fn a_hit_to_a_client_that_stops_reading_times_out() {
     let flow = Upstream { peer, dst: lab.dst };
     let send_timeout = std::time::Duration::from_millis(300);
     let exchange = Exchange {
+        limits: crate::proxy::exchange::LimitScope::NONE,
         framing: Framing::None,
         keep_alive: true,
         head_request: false,

@@ -302,9 +302,17 @@ impl Policy {
     /// the global ones) is set in the rule file; `None` when it is the
     /// default. For the log line of a refusal that limit decided.
     pub fn limit_ref(&self, entry: Option<&Entry>, field: &str) -> Option<RuleRef> {
+        self.limit_ref_over(entry.map(|e| (&e.limits, &e.rule)), field)
+    }
+
+    /// Where `field` of the limits in force is set: in `own` (an access
+    /// entry's or a frontend's `limits`, with that entry's or frontend's
+    /// place) if set there, else in the top-level `limits`; `None` when it
+    /// is the default.
+    pub fn limit_ref_over(&self, own: Option<(&Limits, &RuleRef)>, field: &str) -> Option<RuleRef> {
         let set = |l: &Limits| limit_field(l, field).is_some();
-        if let Some(e) = entry.filter(|e| set(&e.limits)) {
-            let path = format!("{}.limits.{field}", e.rule.path);
+        if let Some((_, rule)) = own.filter(|(l, _)| set(l)) {
+            let path = format!("{}.limits.{field}", rule.path);
             return Some(self.source.rule_ref(&path));
         }
         set(&self.limits).then(|| self.source.rule_ref(&format!("limits.{field}")))

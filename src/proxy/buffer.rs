@@ -27,9 +27,11 @@ use tokio::time::Instant;
 
 use super::body::{chunk_size, BodyError, Inbound, MAX_LINE, MAX_TRAILERS};
 use super::downstream::Downstream;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, LimitScope};
+use super::limits::SourceName;
+use super::outbound::method_and_path;
 use super::refusal::{At, Refusal};
-use crate::state::metrics::Metrics;
+use super::ProxyCtx;
 use crate::wire::head::Framing;
 
 /// How much of a request body is in memory after [`buffer_body`].
@@ -208,9 +210,10 @@ impl ChunkScan {
 /// `Ok(Some(keep))`: the proxy answered the request itself (400, 408 or
 /// 413, logged and counted) and the connection closes.
 pub async fn receive(
-    metrics: &Metrics,
+    ctx: &ProxyCtx,
     peer: SocketAddr,
     destination: &(dyn std::fmt::Display + Sync),
+    out_head: &[u8],
     client: &mut Downstream<'_>,
     exchange: &mut Exchange,
 ) -> io::Result<Option<bool>> {
@@ -237,7 +240,13 @@ pub async fn receive(
     match buffered {
         Ok(_) => Ok(None),
         Err(e) => {
-            refuse_body(metrics, peer, destination, client, e).await?;
+            let at = BodyAt {
+                peer,
+                destination,
+                out_head,
+                limits: exchange.limits,
+            };
+            refuse_body(ctx, &at, client, e).await?;
             Ok(Some(false))
         }
     }
@@ -248,9 +257,8 @@ pub async fn receive(
 /// short. Counted and logged; the connection closes after it. A write
 /// error towards the upstream is not a client fault: `Err(e)` back.
 pub async fn refuse_body(
-    metrics: &Metrics,
-    peer: SocketAddr,
-    destination: &(dyn std::fmt::Display + Sync),
+    ctx: &ProxyCtx,
+    at: &BodyAt<'_>,
     client: &mut Downstream<'_>,
     e: BodyError,
 ) -> io::Result<()> {
@@ -264,13 +272,32 @@ pub async fn refuse_body(
         BodyError::Read(_) => Refusal::BodyMalformed("incomplete body".to_owned()),
         BodyError::Write(e) => return Err(e),
     };
-    let at = At {
-        peer: Some(peer),
-        destination: Some(destination),
-        ..At::default()
+    let (method, path) = method_and_path(at.out_head);
+    let snap = ctx.state.load();
+    let limit_at = refusal
+        .limit_field()
+        .and_then(|f| at.limits.limit_ref(&snap, f));
+    let source = SourceName::of(&snap.policy, &snap.dir, at.peer.ip());
+    let logged = At {
+        source: Some(&source),
+        peer: Some(at.peer),
+        destination: Some(at.destination),
+        method: Some(method),
+        path: Some(path),
+        limit_at: limit_at.as_ref(),
     };
-    refusal.record(metrics, &at);
+    refusal.record(&ctx.metrics, &logged);
     client.refuse(&refusal, true).await
+}
+
+/// What the log line of a body refusal names: the client, where the
+/// request was going, the request (read back from its upstream head) and
+/// whose limits it was held to.
+pub struct BodyAt<'a> {
+    pub peer: SocketAddr,
+    pub destination: &'a (dyn std::fmt::Display + Sync),
+    pub out_head: &'a [u8],
+    pub limits: LimitScope,
 }
 
 #[cfg(test)]

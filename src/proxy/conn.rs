@@ -31,7 +31,7 @@ use tracing::warn;
 use super::client_io::ConnLimits;
 use super::connection::{Decision, EntryPath, NotAdmitted};
 use super::downstream::ClientProtocol;
-use super::exchange::{self, Exchange};
+use super::exchange::{self, Exchange, LimitScope};
 use super::limits::{
     self, ConnectionPermit, Effective, Key, Scope, Source, SourceName, SourceTable,
 };
@@ -45,6 +45,7 @@ use crate::rules::model::UpstreamProtocol;
 use crate::state::directory::Directory;
 use crate::state::metrics::series::{Passed, Series};
 use crate::state::metrics::Metrics;
+use crate::state::snapshot::LimitOwner;
 use crate::wire::head::{self, Framing, Tunnel};
 
 /// Who is talking to whom on this connection.
@@ -170,7 +171,15 @@ impl EntryPath for AccessFlow {
         match authorise(&check, req, out_head) {
             Plan::Refuse { refusal, close } => Decision::Refuse { refusal, close },
             Plan::Forward(exchange) => Decision::Forward {
-                exchange,
+                exchange: Exchange {
+                    limits: LimitScope {
+                        version: snap.version,
+                        owner: resolved
+                            .entry_index()
+                            .map_or(LimitOwner::Unowned, LimitOwner::Entry),
+                    },
+                    ..exchange
+                },
                 target: Target::Direct(self.flow.dst),
             },
         }
@@ -307,6 +316,8 @@ pub fn authorise(c: &Check<'_>, req: &head::RequestHead<'_, '_>, out_head: &mut 
     );
     out_head.extend_from_slice(b"\r\n");
     Plan::Forward(Exchange {
+        // Set by the entry path, which knows the rule set.
+        limits: LimitScope::NONE,
         framing: req.framing,
         // A tunnel request is the last one on its connection either way.
         keep_alive: req.keep_alive && req.tunnel.is_none(),

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::refusal::Refusal;
 use crate::rules::model::UpstreamProtocol;
+use crate::state::snapshot::{LimitOwner, Snapshot};
 use crate::wire::head::{Framing, Tunnel};
 
 /// Defaults for access flows (frontends take theirs from the pool).
@@ -55,6 +56,35 @@ pub struct Exchange {
     pub body_deadline: Instant,
     /// Longest a write to the client may wait for it to read (→ closed).
     pub send_timeout: Duration,
+    /// Whose limits hold the request (to name the one a body refusal hit).
+    pub limits: LimitScope,
+}
+
+/// Whose `limits` hold a request, in the rule set (by its version) it was
+/// decided by: a refusal after the decision (body too large, too slow)
+/// names where the limit is set, looked up only then — and only in that
+/// same rule set, so a reload in between leaves the position out rather
+/// than naming another rule's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitScope {
+    pub version: u64,
+    pub owner: LimitOwner,
+}
+
+impl LimitScope {
+    /// The scope of no rule set (tests that need no positions).
+    pub const NONE: LimitScope = LimitScope {
+        version: 0,
+        owner: LimitOwner::Unowned,
+    };
+
+    /// Where `field` of these limits is set in `snap` (`None`: its
+    /// default, or `snap` is not the rule set the request was decided by).
+    pub fn limit_ref(&self, snap: &Snapshot, field: &str) -> Option<crate::rules::RuleRef> {
+        (snap.version == self.version && self.version != 0)
+            .then(|| snap.limit_ref(self.owner, field))
+            .flatten()
+    }
 }
 
 /// A response that reached the client.

@@ -13,7 +13,7 @@ use tokio::time::{timeout, timeout_at};
 use tracing::warn;
 
 use super::body::{copy_body, copy_payload, BodyError, ChunkedWriter, Inbound, ReadHeadError};
-use super::buffer::refuse_body;
+use super::buffer::{refuse_body, BodyAt};
 use super::downstream::{ClientProtocol, Downstream, OutHead};
 use super::exchange::{failure, Exchange, Relayed, Upstream, UpstreamFailure};
 use super::tap::copy_response;
@@ -48,6 +48,7 @@ pub async fn forward_once_h1(
         request_buffer_bytes: _,
         body_deadline,
         send_timeout,
+        limits,
     } = exchange;
     let metrics = &ctx.metrics;
     // A pooled connection may have been closed by the upstream meanwhile
@@ -126,7 +127,13 @@ pub async fn forward_once_h1(
             // The upstream got an incomplete request: its connection is
             // dropped here, never pooled.
             Err(e) => {
-                refuse_body(metrics, flow.peer, &flow.dst, client, e).await?;
+                let at = BodyAt {
+                    peer: flow.peer,
+                    destination: &flow.dst,
+                    out_head,
+                    limits,
+                };
+                refuse_body(ctx, &at, client, e).await?;
                 return Ok(Ok(Relayed {
                     keep: false,
                     status: None,

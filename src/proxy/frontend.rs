@@ -43,9 +43,9 @@ use tracing::{debug, info, warn};
 use super::client_io::{ClientIo, ConnLimits};
 use super::connection::{self, Decision, EntryPath, NotAdmitted};
 use super::downstream::ClientProtocol;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, LimitScope};
 use super::limits;
-use super::limits::{ConnectionPermit, Effective};
+use super::limits::{ConnectionPermit, Effective, SourceName};
 use super::outbound;
 use super::pipeline::{PoolTarget, Target};
 use super::refusal::{At, Refusal};
@@ -58,6 +58,7 @@ use crate::policy::Policy;
 use crate::policy::{ContainerId, L4};
 use crate::state::metrics::series::Series;
 use crate::state::metrics::Metrics;
+use crate::state::snapshot::LimitOwner;
 use crate::wire::head::{self, Framing, Tunnel};
 
 // === listeners ===
@@ -198,7 +199,7 @@ impl EntryPath for FrontendConn {
             Err(open) => Err(NotAdmitted {
                 open,
                 limit: lim.max_connections,
-                source: self.peer.ip().to_string(),
+                source: SourceName::of(&snap.policy, &snap.dir, self.peer.ip()).to_string(),
                 destination: fe.name.to_string(),
             }),
         }
@@ -237,12 +238,15 @@ impl EntryPath for FrontendConn {
             !ctx.sources
                 .take_token(client_key(peer, listen), r, tokio::time::Instant::now())
         }) {
+            let limit_at = snap.limit_ref(LimitOwner::Frontend(fe_index), "requests_per_second");
+            let source = SourceName::of(&snap.policy, &snap.dir, peer.ip());
             let at = At {
-                source: Some(&peer),
+                source: Some(&source),
+                peer: Some(peer),
                 destination: Some(&fe.name),
                 method: Some(req.method),
                 path: Some(req.target),
-                ..At::default()
+                limit_at: limit_at.as_ref(),
             };
             Refusal::RateLimited.record(metrics, &at);
             return Decision::Refuse {
@@ -267,7 +271,13 @@ impl EntryPath for FrontendConn {
                 exchange,
                 replayable,
             } => Decision::Forward {
-                exchange,
+                exchange: Exchange {
+                    limits: LimitScope {
+                        version: snap.version,
+                        owner: LimitOwner::Frontend(fe_index),
+                    },
+                    ..exchange
+                },
                 target: Target::Pool(PoolTarget {
                     frontend: fe.label.clone(),
                     fe: fe_index,
@@ -286,13 +296,24 @@ impl EntryPath for FrontendConn {
         self.peer
     }
 
+    fn limit_ref(&self, ctx: &ProxyCtx, field: &str) -> Option<crate::rules::RuleRef> {
+        let snap = ctx.state.load();
+        // A frontend a reload removed is held to the top-level limits.
+        let owner = snap
+            .lb
+            .frontend_index_at(self.listen)
+            .map_or(LimitOwner::Unowned, |(i, _)| LimitOwner::Frontend(i));
+        snap.limit_ref(owner, field)
+    }
+
     fn endpoints(&self, ctx: &ProxyCtx) -> (String, String) {
         let snap = ctx.state.load();
         let frontend = snap
             .lb
             .frontend_at(self.listen)
             .map_or_else(|| self.listen.to_string(), |fe| fe.name.to_string());
-        (self.peer.ip().to_string(), frontend)
+        let source = SourceName::of(&snap.policy, &snap.dir, self.peer.ip());
+        (source.to_string(), frontend)
     }
 }
 
@@ -353,9 +374,11 @@ fn route(
 ) -> Plan {
     let (snap, fe) = (at.snap, at.fe);
     let has_body = req.framing != Framing::None;
+    let source = SourceName::of(&snap.policy, &snap.dir, peer.ip());
     let refuse = |refusal: Refusal, path: &str| {
         let at = At {
-            source: Some(&peer),
+            source: Some(&source),
+            peer: Some(peer),
             destination: Some(&fe.name),
             method: Some(req.method),
             path: Some(path),
@@ -467,6 +490,8 @@ fn route(
         excluded,
         key,
         exchange: Exchange {
+            // Set by the entry path, which knows the rule set.
+            limits: LimitScope::NONE,
             framing: req.framing,
             // A tunnel request is the last one on its connection either way.
             keep_alive: req.keep_alive && req.tunnel.is_none(),

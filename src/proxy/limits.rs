@@ -72,6 +72,21 @@ pub struct Key {
 /// A source as logs name it: the container's name, else its address.
 pub struct SourceName<'a>(pub &'a Policy, pub Source);
 
+impl<'a> SourceName<'a> {
+    /// The client at `ip` as log lines name it: its managed container, or
+    /// the address.
+    pub fn of(
+        policy: &'a Policy,
+        dir: &crate::state::directory::Directory,
+        ip: std::net::IpAddr,
+    ) -> Self {
+        let source = dir
+            .container_at(ip)
+            .map_or(Source::Address(ip.to_canonical()), Source::Container);
+        SourceName(policy, source)
+    }
+}
+
 impl fmt::Display for SourceName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.1 {

@@ -85,7 +85,7 @@ pub async fn serve(
         Target::Pool(p) => &p.frontend,
     };
     let started = Instant::now();
-    if let Some(keep) = buffer::receive(metrics, peer, shown, client, &mut exchange).await? {
+    if let Some(keep) = buffer::receive(ctx, peer, shown, out_head, client, &mut exchange).await? {
         return Ok(keep);
     }
     let (path, done) = match target {

@@ -26,7 +26,7 @@ use tokio::time::{timeout, timeout_at};
 use tracing::{debug, warn};
 
 use super::body::{copy_payload, BodyError, Inbound};
-use super::buffer::refuse_body;
+use super::buffer::{refuse_body, BodyAt};
 use super::downstream::{ClientProtocol, Downstream, H2Body, H2Writer, OutHead};
 use super::exchange::{failure, Exchange, Relayed, Upstream, UpstreamFailure};
 use super::tap::{Tap, TapAction};
@@ -153,7 +153,7 @@ pub async fn forward_once(
         });
         d.body = Some(body);
         if let Err(e) = sent {
-            if let Some(out) = body_failed(ctx, flow, client, e).await? {
+            if let Some(out) = body_failed(ctx, flow, client, out_head, &exchange, e).await? {
                 return Ok(out);
             }
         }
@@ -163,7 +163,7 @@ pub async fn forward_once(
             return failure(502, "no request body", false, false);
         };
         if let Err(e) = send_body(inbound, send, &exchange, fields).await {
-            if let Some(out) = body_failed(ctx, flow, client, e).await? {
+            if let Some(out) = body_failed(ctx, flow, client, out_head, &exchange, e).await? {
                 return Ok(out);
             }
         }
@@ -199,6 +199,8 @@ async fn body_failed(
     ctx: &ProxyCtx,
     flow: &Upstream,
     client: &mut Downstream<'_>,
+    out_head: &[u8],
+    exchange: &Exchange,
     e: BodyError,
 ) -> io::Result<Option<Result<Relayed, UpstreamFailure>>> {
     match e {
@@ -209,7 +211,13 @@ async fn body_failed(
             client_touched: true,
         }))),
         e => {
-            refuse_body(&ctx.metrics, flow.peer, &flow.dst, client, e).await?;
+            let at = BodyAt {
+                peer: flow.peer,
+                destination: &flow.dst,
+                out_head,
+                limits: exchange.limits,
+            };
+            refuse_body(ctx, &at, client, e).await?;
             Ok(Some(Ok(Relayed {
                 keep: false,
                 status: None,

@@ -21,6 +21,30 @@ pub struct Snapshot {
     pub lb: Arc<crate::balance::Balancer>,
 }
 
+/// Whose `limits` a request is held to: an access entry's, a frontend's,
+/// or only the top-level ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitOwner {
+    Unowned,
+    /// Index into `policy.entries`.
+    Entry(usize),
+    /// Index into `lb.frontends`.
+    Frontend(usize),
+}
+
+impl Snapshot {
+    /// Where in the rule file `field` of `owner`'s limits is set (`None`:
+    /// its default), for the log line of a refusal that limit decided.
+    pub fn limit_ref(&self, owner: LimitOwner, field: &str) -> Option<crate::rules::RuleRef> {
+        let own = match owner {
+            LimitOwner::Unowned => None,
+            LimitOwner::Entry(i) => self.policy.entries.get(i).map(|e| (&e.limits, &e.rule)),
+            LimitOwner::Frontend(i) => self.lb.frontends.get(i).map(|f| (&f.limits, &f.rule)),
+        };
+        self.policy.limit_ref_over(own, field)
+    }
+}
+
 /// Member addresses for the health checks of a balancer, looked up in the
 /// snapshot published at the time of each check.
 pub fn placement(state: &Arc<ArcSwap<Snapshot>>) -> health::Placed {

@@ -25,7 +25,14 @@ const RULES: &str = r#"{
       "limits": { "requests_per_second": 1, "burst": 3 } }
   ],
   "limits": { "max_body_bytes": 100, "max_header_bytes": 1024, "header_timeout_ms": 1000,
-              "idle_timeout_ms": 700 }
+              "idle_timeout_ms": 700 },
+  "frontends": [
+    { "name": "edge", "listen": "@HOST@:8804", "default_pool": "up",
+      "limits": { "max_body_bytes": 50 } },
+    { "name": "edge-rate", "listen": "@HOST@:8805", "default_pool": "up",
+      "limits": { "requests_per_second": 1, "burst": 1 } }
+  ],
+  "pools": { "up": { "members": ["up:80"] } }
 }"#;
 
 fn get(path: &str, extra: &str) -> Vec<u8> {
@@ -80,6 +87,73 @@ pub fn run() {
                 && l.contains("rules.json:")
                 && l.contains(at)),
             "413 logged with the file position of {at}:\n{}",
+            lab.log()
+        );
+    }
+
+    // Refusals after the decision (the body, read after the head was
+    // checked) and on frontends name their limit's place too, with the
+    // request they refused.
+    let chunked_at = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n78\r\n{}\r\n0\r\n\r\n",
+            "z".repeat(120)
+        )
+    };
+    assert_eq!(
+        exchange(&lab, 8080, chunked_at("/chunked").as_bytes(), 1).statuses(),
+        [413]
+    );
+    let fe = |port: u16, raw: &[u8]| {
+        let mut s = lab.connect_frontend(port);
+        s.write_all(raw).expect("send");
+        let a = read_answer(&mut s, 1, Duration::from_secs(10));
+        a.statuses()
+    };
+    assert_eq!(fe(8804, chunked_at("/fe-chunked").as_bytes()), [413]);
+    let big_head = get("/fe-head", &format!("X-Big: {}\r\n", "h".repeat(1500)));
+    assert_eq!(fe(8804, &big_head), [431]);
+    let mut rate = Vec::new();
+    for _ in 0..3 {
+        rate.extend(fe(8805, &get("/fe-rate", "")));
+    }
+    assert!(
+        rate.contains(&429),
+        "edge-rate allows 1 request per second: {rate:?}"
+    );
+    // Frontend clients are named like access-flow ones, by their managed
+    // container (the lab's frontend client is `client2`).
+    let logged = |status: &str, path: &str, source: &str, at: &str| {
+        lab.log().lines().any(|l| {
+            l.contains(&format!("\"status\":{status}"))
+                && l.contains(&format!("\"path\":\"{path}\""))
+                && l.contains(&format!("\"source\":\"{source}\""))
+                && l.contains("\"limit_at\":\"")
+                && l.contains("rules.json:")
+                && l.contains(at)
+        })
+    };
+    for (status, path, source, at) in [
+        ("413", "/chunked", "client", "(limits.max_body_bytes)"),
+        (
+            "413",
+            "/fe-chunked",
+            "client2",
+            "(frontends[0].limits.max_body_bytes)",
+        ),
+        (
+            "429",
+            "/fe-rate",
+            "client2",
+            "(frontends[1].limits.requests_per_second)",
+        ),
+        // A head over the limit on a frontend: the global limit (the
+        // frontend sets none); the head was not read, so no path.
+        ("431", "-", "client2", "(limits.max_header_bytes)"),
+    ] {
+        assert!(
+            logged(status, path, source, at),
+            "{status} of {path} logged with {source} and the place of {at}:\n{}",
             lab.log()
         );
     }
