@@ -19,7 +19,7 @@ use super::drift::Kernel;
 use super::report::Report;
 use crate::cache::CacheLayer;
 use crate::discovery::Discovery;
-use crate::state::metrics::{render_kernel_drops, Metrics};
+use crate::state::metrics::{render_kernel_drops, render_kernel_pair_drops, Metrics};
 use crate::state::snapshot::Snapshot;
 
 /// Where the daemon loop answers a `POST /reload`: the new rules version,
@@ -87,7 +87,11 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
                 },
                 "/reload" if method == "POST" => request_reload(&reload).await,
                 "/reload" => (405, "text/plain", "use POST\n".to_owned()),
-                "/metrics" => (200, "text/plain; version=0.0.4", render_metrics(&metrics)),
+                "/metrics" => (
+                    200,
+                    "text/plain; version=0.0.4",
+                    render_metrics(&metrics, &state.load()),
+                ),
                 "/status" => (
                     200,
                     "application/json",
@@ -306,13 +310,24 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// The metrics page: the daemon's own, then the kernel's drop counters
-/// (left out, with a debug line, when the table cannot be read).
-fn render_metrics(metrics: &Metrics) -> String {
+/// The metrics page: the daemon's own, then the kernel's drop counters,
+/// per family and per pair of containers (named by `snap`'s directory).
+/// Left out, with a debug line, when the table cannot be read; the pairs
+/// also in global audit mode, where nothing is dropped.
+fn render_metrics(metrics: &Metrics, snap: &Snapshot) -> String {
     let mut s = metrics.render();
     match crate::nft::readback::rule_counters() {
         Ok(counters) => render_kernel_drops(&mut s, &counters),
         Err(e) => tracing::debug!(error = %e, "kernel counters not readable"),
+    }
+    if !snap.policy.audit {
+        match crate::nft::readback::pair_counters() {
+            Ok(pairs) => render_kernel_pair_drops(&mut s, &pairs, |ip| {
+                let c = snap.dir.container_at(ip)?;
+                Some(snap.policy.container_name(c))
+            }),
+            Err(e) => tracing::debug!(error = %e, "kernel pair counters not readable"),
+        }
     }
     s
 }

@@ -151,6 +151,7 @@ fn add_set(
         set.key_len(),
         &set_udata(set.is_concat()),
     );
+    let msg = if set.counter { msg.with_counter() } else { msg };
     batch.add(&msg, MsgType::Add);
     labels.push(format!("set {}", set.name));
     for (chunk_no, chunk) in set.elements.chunks(ELEMS_PER_MSG).enumerate() {
@@ -286,6 +287,23 @@ fn prefix_match(offset: u32, net: &Cidr) -> Vec<Expr> {
     }
 }
 
+/// `ip saddr . ip daddr @SET`: the two addresses in consecutive registers.
+fn pair_lookup(family: Family, set: &str, id_of: &dyn Fn(&str) -> u32) -> Vec<Expr> {
+    let mut v = nfproto(family).to_vec();
+    v.push(network(
+        family.saddr_offset(),
+        family.addr_len(),
+        Reg::word(0),
+    ));
+    v.push(network(
+        family.daddr_offset(),
+        family.addr_len(),
+        Reg::word(family.addr_len() / 4),
+    ));
+    v.push(lookup(set, id_of));
+    v
+}
+
 fn audit_log_accept() -> [Expr; 2] {
     [
         Expr::Log {
@@ -371,21 +389,11 @@ fn stmt_exprs(stmt: &Stmt, id_of: &dyn Fn(&str) -> u32) -> Vec<Expr> {
             v.push(Expr::Verdict(libc::NF_ACCEPT));
         }
         Stmt::AuditPair { family, set } => {
-            v.extend(nfproto(*family));
-            v.push(network(
-                family.saddr_offset(),
-                family.addr_len(),
-                Reg::word(0),
-            ));
-            v.push(network(
-                family.daddr_offset(),
-                family.addr_len(),
-                Reg::word(family.addr_len() / 4),
-            ));
-            v.push(lookup(set, id_of));
+            v.extend(pair_lookup(*family, set, id_of));
             v.push(Expr::Counter);
             v.extend(audit_log_accept());
         }
+        Stmt::CountPair { family, set } => v.extend(pair_lookup(*family, set, id_of)),
         Stmt::DefaultDeny { family, set, audit } => {
             v.extend(nfproto(*family));
             v.push(network(

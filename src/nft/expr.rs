@@ -314,6 +314,20 @@ impl SetMsg {
         });
         SetMsg { set, family }
     }
+
+    /// `counter` in the set's declaration (`NFTA_SET_EXPR`): the kernel
+    /// gives every element its own counter, which lookups of the set
+    /// increment.
+    pub(crate) fn with_counter(self) -> SetMsg {
+        let name = c"counter";
+        // SAFETY: plain allocation of an expression by its NUL-terminated
+        // name, checked for NULL.
+        let expr = alloc_or_abort(unsafe { sys::nftnl_expr_alloc(name.as_ptr()) });
+        // SAFETY: both are live; the set takes ownership of the expression
+        // and frees it with itself.
+        unsafe { sys::nftnl_set_add_expr(self.set.as_ptr(), expr.as_ptr()) };
+        self
+    }
 }
 
 // SAFETY: a set message holds names, a few u32s and at most 255 bytes of

@@ -263,6 +263,9 @@ pub(crate) struct SetLayout {
     pub(crate) shape: KeyShape,
     /// Sorted as `nft list` prints them, without duplicate keys.
     pub(crate) elements: Vec<Element>,
+    /// Every element has a `counter` that the rules' lookups of the set
+    /// increment (`counter` in the set's declaration).
+    pub(crate) counter: bool,
 }
 
 impl SetLayout {
@@ -296,6 +299,7 @@ impl SetLayout {
             family,
             shape,
             elements: unique,
+            counter: false,
         }
     }
 
@@ -415,6 +419,12 @@ pub(crate) enum Stmt {
     },
     /// `ip saddr . ip daddr @audit4 counter log prefix "portcullis audit_deny " accept`
     AuditPair { family: Family, set: String },
+    /// `ip saddr . ip daddr @drops4`: a lookup with no verdict, for the
+    /// per-element counters of the set (each pair of managed containers'
+    /// addresses): what the default deny right after it drops, counted per
+    /// pair. If a pair is missing from the set nothing changes but its
+    /// count; the drop is the next rule's.
+    CountPair { family: Family, set: String },
     /// `ip saddr @managed4 ip daddr @managed4 counter drop`, or in global
     /// audit mode `... counter log prefix "portcullis audit_deny " accept`.
     DefaultDeny {
@@ -458,6 +468,44 @@ pub(crate) struct Layout {
 
 fn same_family(a: &IpAddr, b: &IpAddr, family: Family) -> bool {
     Family::of(a) == family && Family::of(b) == family
+}
+
+/// Most elements of each `drops` set. Every ordered pair of managed
+/// addresses of two different containers is one element: 100 containers
+/// with one address each are 9,900. Beyond this the pairs of the
+/// containers listed last (by address) are not counted on their own; they
+/// are still dropped, and counted in the default deny's total.
+pub(crate) const MAX_COUNTED_PAIRS: usize = 16_384;
+
+/// Base name of the sets counting the default deny's drops per pair.
+pub(crate) const DROPS: &str = "drops";
+
+/// The `drops` set of `family`: every ordered pair of managed addresses of
+/// different containers (a container's own addresses never pass the
+/// forward hook to each other through the default deny as a pair of two
+/// containers), commented `source->destination`.
+fn drop_pairs(rs: &Ruleset, family: Family) -> Vec<Element> {
+    let managed: Vec<_> = rs
+        .managed
+        .iter()
+        .filter(|m| Family::of(&m.addr) == family)
+        .collect();
+    let mut out = Vec::new();
+    for src in &managed {
+        for dst in managed.iter().filter(|d| d.comment != src.comment) {
+            if out.len() == MAX_COUNTED_PAIRS {
+                return out;
+            }
+            out.push(Element {
+                key: Key::Pair {
+                    src: src.addr,
+                    dst: dst.addr,
+                },
+                comment: sanitize_comment(&format!("{}->{}", src.comment, dst.comment)),
+            });
+        }
+    }
+    out
 }
 
 impl Layout {
@@ -522,6 +570,11 @@ impl Layout {
                 .collect();
             sets.push(SetLayout::new("audit", family, KeyShape::Pair, elements));
         }
+        for family in Family::BOTH {
+            let mut drops = SetLayout::new(DROPS, family, KeyShape::Pair, drop_pairs(rs, family));
+            drops.counter = true;
+            sets.push(drops);
+        }
 
         let set = |base: &str, family: Family| format!("{base}{}", family.suffix());
         let rule = |stmt: Stmt, comment: String| RuleLayout { stmt, comment };
@@ -574,6 +627,18 @@ impl Layout {
                     set: set("audit", f),
                 },
                 format!("access entries in audit mode: log, do not drop ({})", v(f)),
+            ));
+        }
+        for f in Family::BOTH {
+            forward.push(rule(
+                Stmt::CountPair {
+                    family: f,
+                    set: set(DROPS, f),
+                },
+                format!(
+                    "count what default deny drops, per pair of managed containers ({})",
+                    v(f)
+                ),
             ));
         }
         for f in Family::BOTH {

@@ -17,7 +17,10 @@ use xxhash_rust::xxh3::Xxh3;
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use super::apply::{open, send, setsockopt, NftError, RecvBuf};
+use super::layout::{Family, DROPS};
 use super::ruleset::TABLE;
 
 /// Digest of the table's kernel state, counters excluded.
@@ -38,8 +41,11 @@ const NFTA_RULE_EXPRESSIONS: u16 = 4;
 #[cfg(test)]
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
-#[cfg(test)]
 const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_EXPR: u16 = 7;
+const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
 const NLA_F_NESTED: u16 = 1 << 15;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | (1 << 14));
 const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
@@ -100,7 +106,6 @@ pub fn rule_counters() -> Result<Vec<RuleCounter>, NftError> {
 /// The comment and counter values of one dumped rule.
 fn rule_counter(rule: &[u8]) -> Option<RuleCounter> {
     const NFTA_RULE_USERDATA: u16 = 7;
-    const NFTA_EXPR_DATA: u16 = 2;
     const NFTA_COUNTER_BYTES: u16 = 1;
     const NFTA_COUNTER_PACKETS: u16 = 2;
     const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
@@ -326,37 +331,127 @@ fn attr(b: &[u8], ty: u16) -> Option<&[u8]> {
     attrs(b).find(|(t, ..)| *t == ty).map(|(_, _, p)| p)
 }
 
-/// The message's attributes without the parts that move with traffic:
-/// a chain's counters, and the data of every `counter` expression.
-fn normalised(body: &[u8], kind: u16) -> Result<Vec<u8>, NftError> {
-    // Attributes are copied with their padding, so the result still
-    // parses as attributes.
-    fn push(out: &mut Vec<u8>, attr: &[u8]) {
-        out.extend_from_slice(attr);
-        out.resize(out.len().div_ceil(4) * 4, 0);
+/// Copies an attribute with its padding, so the result still parses as
+/// attributes.
+fn push(out: &mut Vec<u8>, attr: &[u8]) {
+    out.extend_from_slice(attr);
+    out.resize(out.len().div_ceil(4) * 4, 0);
+}
+
+/// An expression (`whole`, its attributes `inner`) with a counter's
+/// values left out: its header and name only.
+fn expr_shape(out: &mut Vec<u8>, whole: &[u8], inner: &[u8]) {
+    if attr(inner, NFTA_EXPR_NAME) == Some(b"counter\0") {
+        push(out, &whole[..4]);
+        push(out, b"counter\0");
+    } else {
+        push(out, whole);
     }
+}
+
+/// The message's attributes without the parts that move with traffic:
+/// a chain's counters, and the data of every `counter` expression, in
+/// rules and in set elements (the `drops` sets count per element).
+fn normalised(body: &[u8], kind: u16) -> Result<Vec<u8>, NftError> {
     let mut out = Vec::with_capacity(body.len());
     for (ty, whole, payload) in attrs(body) {
         match (kind, ty) {
             (GETCHAIN, NFTA_CHAIN_COUNTERS) => {}
             (GETRULE, NFTA_RULE_EXPRESSIONS) => {
-                let mut list = Vec::with_capacity(payload.len());
+                push(&mut out, &whole[..4]);
                 for (_, elem, inner) in attrs(payload) {
-                    if attr(inner, NFTA_EXPR_NAME) == Some(b"counter\0") {
-                        // The expression, without its moving values.
-                        push(&mut list, &elem[..4]);
-                        push(&mut list, b"counter\0");
-                    } else {
-                        push(&mut list, elem);
+                    expr_shape(&mut out, elem, inner);
+                }
+            }
+            (GETSETELEM, NFTA_SET_ELEM_LIST_ELEMENTS) => {
+                push(&mut out, &whole[..4]);
+                for (_, elem, inner) in attrs(payload) {
+                    push(&mut out, &elem[..4]);
+                    for (ty, w, p) in attrs(inner) {
+                        match ty {
+                            NFTA_SET_ELEM_EXPR => expr_shape(&mut out, w, p),
+                            NFTA_SET_ELEM_EXPRESSIONS => {
+                                push(&mut out, &w[..4]);
+                                for (_, ew, ep) in attrs(p) {
+                                    expr_shape(&mut out, ew, ep);
+                                }
+                            }
+                            _ => push(&mut out, w),
+                        }
                     }
                 }
-                push(&mut out, &whole[..4]);
-                out.extend_from_slice(&list);
             }
             _ => push(&mut out, whole),
         }
     }
     Ok(out)
+}
+
+/// What the default deny dropped between two managed addresses (an
+/// element of a `drops` set and its counter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairCounter {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The counter of every element of the `drops4`/`drops6` sets; empty when
+/// there is no table. Like the rules' counters they start at 0 with each
+/// install.
+pub fn pair_counters() -> Result<Vec<PairCounter>, NftError> {
+    if !super::apply::exists()? {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for family in Family::BOTH {
+        let name = format!("{DROPS}{}\0", family.suffix());
+        let msgs = dump_as(
+            GETSETELEM,
+            &[(NFTA_SET_ELEM_LIST_SET, name.as_bytes())],
+            |body| Ok(body.to_vec()),
+        )?;
+        let len = family.addr_len() as usize;
+        for msg in &msgs {
+            let Some(list) = attr(msg, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                continue;
+            };
+            out.extend(attrs(list).filter_map(|(_, _, elem)| pair_counter(elem, len)));
+        }
+    }
+    Ok(out)
+}
+
+/// One element of a `drops` set: its two addresses (`len` bytes each) and
+/// its counter.
+fn pair_counter(elem: &[u8], len: usize) -> Option<PairCounter> {
+    const NFTA_DATA_VALUE: u16 = 1;
+    const NFTA_COUNTER_BYTES: u16 = 1;
+    const NFTA_COUNTER_PACKETS: u16 = 2;
+    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+    let addr = |b: &[u8]| -> Option<IpAddr> {
+        Some(match len {
+            4 => IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
+            _ => IpAddr::from(<[u8; 16]>::try_from(b).ok()?),
+        })
+    };
+    let (src, dst) = (addr(key.get(..len)?)?, addr(key.get(len..2 * len)?)?);
+    let mut exprs: Vec<&[u8]> = attr(elem, NFTA_SET_ELEM_EXPR).into_iter().collect();
+    if let Some(list) = attr(elem, NFTA_SET_ELEM_EXPRESSIONS) {
+        exprs.extend(attrs(list).map(|(_, _, e)| e));
+    }
+    let counter = exprs
+        .into_iter()
+        .find(|e| attr(e, NFTA_EXPR_NAME) == Some(b"counter\0"))?;
+    let data = attr(counter, NFTA_EXPR_DATA)?;
+    let be64 = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+    Some(PairCounter {
+        src,
+        dst,
+        packets: be64(attr(data, NFTA_COUNTER_PACKETS)?)?,
+        bytes: be64(attr(data, NFTA_COUNTER_BYTES)?)?,
+    })
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ fn set_text(set: &SetLayout) -> String {
     let mut b = String::new();
     let _ = writeln!(b, "\tset {} {{", set.name);
     let _ = writeln!(b, "\t\ttype {}", set.type_text());
+    if set.counter {
+        b.push_str("\t\tcounter\n");
+    }
     if !set.elements.is_empty() {
         b.push_str("\t\telements = { ");
         // nft puts two IPv4 addresses on a line, and one of anything else.
@@ -86,7 +89,7 @@ fn set_text(set: &SetLayout) -> String {
                     ", "
                 });
             }
-            b.push_str(&element_text(e));
+            b.push_str(&element_text(e, set.counter));
         }
         b.push_str(" }\n");
     }
@@ -94,12 +97,18 @@ fn set_text(set: &SetLayout) -> String {
     b
 }
 
-fn element_text(e: &Element) -> String {
-    if e.comment.is_empty() {
-        e.key.text()
-    } else {
-        format!("{} comment {}", e.key.text(), quoted(&e.comment))
+/// `KEY [counter] [comment "…"]`: an element of a set with counters is
+/// listed with its own (values left out here, as in every rule).
+fn element_text(e: &Element, counter: bool) -> String {
+    let mut t = e.key.text();
+    if counter {
+        t.push_str(" counter");
     }
+    if !e.comment.is_empty() {
+        t.push_str(" comment ");
+        t.push_str(&quoted(&e.comment));
+    }
+    t
 }
 
 /// A comment in quotes. Comments are sanitised by the layout (no `"`, no
@@ -135,6 +144,10 @@ fn stmt_text(stmt: &Stmt) -> String {
         Stmt::AuditPair { family, set } => {
             let ip = family.keyword();
             format!("{ip} saddr . {ip} daddr @{set} counter {audit_log}")
+        }
+        Stmt::CountPair { family, set } => {
+            let ip = family.keyword();
+            format!("{ip} saddr . {ip} daddr @{set}")
         }
         Stmt::DefaultDeny { family, set, audit } => {
             let ip = family.keyword();

@@ -210,6 +210,29 @@ pub fn run() {
         series(&page, "portcullis_kernel_drops_total", "family=\"ipv6\""),
         Some(0.0)
     );
+    // The same drops per pair of containers, from the counters of the
+    // drops4 set's elements: client -> up dropped; up -> client did not
+    // (no series for a pair that dropped nothing).
+    let pair = series(
+        &page,
+        "portcullis_kernel_pair_drops_total",
+        "source=\"client\",destination=\"up\"",
+    )
+    .unwrap_or_else(|| panic!("no per-pair drop counter:\n{page}"));
+    assert!(
+        pair >= 1.0 && pair <= drops,
+        "client -> up: {pair} of {drops}"
+    );
+    let bytes = series(
+        &page,
+        "portcullis_kernel_pair_dropped_bytes_total",
+        "source=\"client\",destination=\"up\"",
+    );
+    assert!(bytes.is_some_and(|b| b >= 40.0 * pair), "{page}");
+    assert!(
+        !page.contains("source=\"up\",destination=\"client\""),
+        "{page}"
+    );
 
     assert!(page.contains("portcullis_build_info{version=\""), "{page}");
 }

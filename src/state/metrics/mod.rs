@@ -117,6 +117,59 @@ pub fn render_kernel_drops(out: &mut String, counters: &[crate::nft::readback::R
     }
 }
 
+/// Appends what the default deny dropped per pair of containers, from
+/// the counters of the `drops` sets' elements
+/// ([`crate::nft::readback::pair_counters`]), summed per (source,
+/// destination) container as `name_of` names their addresses. An address
+/// `name_of` does not know (the directory moved on since the table was
+/// installed; the next install resets these counters) is left out here
+/// and still counted in `kernel_drops_total`. Series only for pairs that
+/// dropped something: the label values are container names from the rule
+/// file, so their number is bounded by its containers squared.
+pub fn render_kernel_pair_drops<'a>(
+    out: &mut String,
+    pairs: &[crate::nft::readback::PairCounter],
+    name_of: impl Fn(std::net::IpAddr) -> Option<&'a str>,
+) {
+    let mut by_pair: std::collections::BTreeMap<(&str, &str), (u64, u64)> = Default::default();
+    for p in pairs.iter().filter(|p| p.packets > 0) {
+        let (Some(src), Some(dst)) = (name_of(p.src), name_of(p.dst)) else {
+            continue;
+        };
+        let sum = by_pair.entry((src, dst)).or_default();
+        sum.0 += p.packets;
+        sum.1 += p.bytes;
+    }
+    for (name, help, bytes) in [
+        ("kernel_pair_drops_total", "Packets nftables dropped between two managed containers because no access entry allows them, by source and destination container.", false),
+        ("kernel_pair_dropped_bytes_total", "Bytes nftables dropped between two managed containers, by source and destination container.", true),
+    ] {
+        let _ = writeln!(out, "# HELP portcullis_{name} {help}");
+        let _ = writeln!(out, "# TYPE portcullis_{name} counter");
+        for ((src, dst), (packets, b)) in &by_pair {
+            let v = if bytes { b } else { packets };
+            let _ = writeln!(
+                out,
+                "portcullis_{name}{{source=\"{}\",destination=\"{}\"}} {v}",
+                label_value(src),
+                label_value(dst)
+            );
+        }
+    }
+}
+
+/// A label value in the text format: `\`, `"` and newlines escaped.
+fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        v.into()
+    }
+}
+
 impl Metrics {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
@@ -127,6 +180,47 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::nft::readback::RuleCounter;
+
+    #[test]
+    fn pair_drops_are_summed_per_container_pair_and_escaped() {
+        use crate::nft::readback::PairCounter;
+        let p = |s: [u8; 4], d: [u8; 4], packets, bytes| PairCounter {
+            src: s.into(),
+            dst: d.into(),
+            packets,
+            bytes,
+        };
+        let pairs = [
+            p([10, 0, 0, 1], [10, 0, 0, 2], 2, 120),
+            // A second address of the same source container.
+            p([10, 0, 0, 3], [10, 0, 0, 2], 1, 60),
+            p([10, 0, 0, 2], [10, 0, 0, 1], 0, 0),
+            // An address the directory no longer knows.
+            p([10, 0, 0, 9], [10, 0, 0, 2], 5, 300),
+        ];
+        let name = |ip: std::net::IpAddr| match ip.to_string().as_str() {
+            "10.0.0.1" | "10.0.0.3" => Some("web\"1"),
+            "10.0.0.2" => Some("db"),
+            _ => None,
+        };
+        let mut s = String::new();
+        render_kernel_pair_drops(&mut s, &pairs, name);
+        assert!(
+            s.contains(
+                "portcullis_kernel_pair_drops_total{source=\"web\\\"1\",destination=\"db\"} 3\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("portcullis_kernel_pair_dropped_bytes_total{source=\"web\\\"1\",destination=\"db\"} 180\n"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("destination=\"web"),
+            "no series for a pair that dropped nothing: {s}"
+        );
+        assert_eq!(s.matches("\"} ").count(), 2, "{s}");
+    }
 
     #[test]
     fn kernel_drops_come_from_the_default_deny_rules_only() {
