@@ -291,6 +291,7 @@ fn status_json(
         "reload": report.reload_json(),
         // Whether nftables sees traffic between containers on one bridge.
         "bridge_netfilter": report.bridge_json(),
+        "drop_log": report.drop_log_json(),
     });
     // The discovery source's section (`"docker"`): null while the rules
     // name none of its containers.

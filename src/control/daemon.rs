@@ -52,6 +52,11 @@ pub enum DaemonError {
     Frontend(#[from] frontend::BindError),
     #[error("{0}")]
     Reload(String),
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// How the daemon is told to stop or reload.
@@ -114,6 +119,7 @@ pub async fn run(
     install(&kernel, nft::compile::compile(&policy, &dir)).await?;
     info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
     kernel.watch();
+    let drop_log_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let report = Report::new(metrics.clone());
     check_bridge(&report, &policy);
 
@@ -142,6 +148,16 @@ pub async fn run(
     );
     frontends.commit(bound, &ctx);
     let mut checks = health::spawn(lb, placement(&state));
+    let drop_log = super::drop_log::spawn(
+        state.clone(),
+        metrics.clone(),
+        report.clone(),
+        drop_log_stop.clone(),
+    )
+    .map_err(|source| DaemonError::Thread {
+        what: "drop-log",
+        source,
+    })?;
     let (proxy_stop_tx, proxy_stop) = watch::channel(false);
     let proxy_task6 = listener6.map(|l| {
         tokio::spawn(proxy::serve_transparent(
@@ -244,6 +260,9 @@ pub async fn run(
     }
     frontends.stop_all().await;
     drop(checks);
+    // The drop-log thread notices within its receive timeout; not awaited.
+    drop_log_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(drop_log);
     let _ = proxy_stop_tx.send(true);
     let _ = proxy_task.await;
     if let Some(t) = proxy_task6 {

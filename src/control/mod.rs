@@ -6,6 +6,7 @@ pub mod admin;
 pub mod bridge;
 pub mod daemon;
 pub mod drift;
+pub mod drop_log;
 pub mod notify;
 pub mod report;
 pub mod rulefile;

@@ -36,6 +36,8 @@ struct Inner {
     /// The last reload that applied new rules.
     last_ok: Option<Stamp>,
     bridge: Option<BridgeNetfilter>,
+    /// `log_drops`: its NFLOG group, and whether it is read (or why not).
+    drop_log: Option<(u16, Result<(), String>)>,
 }
 
 /// Shared between the daemon loop (writes) and the admin endpoint (reads).
@@ -84,6 +86,24 @@ impl Report {
 
     pub fn bridge(&self) -> Option<BridgeNetfilter> {
         self.inner().bridge.clone()
+    }
+
+    /// Records whether the `log_drops` group is read (`None`: no `log_drops`).
+    pub fn set_drop_log(&self, state: Option<(u16, Result<(), String>)>) {
+        self.inner().drop_log = state;
+    }
+
+    /// `status.drop_log`: `null` (no `log_drops`) or `{"group", "reading",
+    /// "error"}`.
+    pub fn drop_log_json(&self) -> serde_json::Value {
+        match &self.inner().drop_log {
+            None => serde_json::Value::Null,
+            Some((group, r)) => serde_json::json!({
+                "group": group,
+                "reading": r.is_ok(),
+                "error": r.as_ref().err(),
+            }),
+        }
     }
 
     /// `status.reload`: `{"last_error": null | {"error", "at", "at_unix"},

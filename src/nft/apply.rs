@@ -22,7 +22,9 @@ use nftnl::{
 };
 
 use super::expr::{comment_udata, set_udata, Expr, Reg, SetElemsMsg, SetMsg, ELEMS_PER_MSG};
-use super::layout::{ChainKind, Family, HookPoint, Layout, SetLayout, Stmt, AUDIT_PREFIX};
+use super::layout::{
+    ChainKind, Family, HookPoint, Layout, SetLayout, Stmt, AUDIT_PREFIX, DROP_PREFIX,
+};
 use super::ruleset::{Cidr, Ruleset, L4, TABLE};
 
 /// Errors from talking to nftables. The messages are for an operator.
@@ -308,6 +310,7 @@ fn audit_log_accept() -> [Expr; 2] {
     [
         Expr::Log {
             prefix: AUDIT_PREFIX.to_string(),
+            group: None,
         },
         Expr::Verdict(libc::NF_ACCEPT),
     ]
@@ -393,7 +396,18 @@ fn stmt_exprs(stmt: &Stmt, id_of: &dyn Fn(&str) -> u32) -> Vec<Expr> {
             v.push(Expr::Counter);
             v.extend(audit_log_accept());
         }
-        Stmt::CountPair { family, set } => v.extend(pair_lookup(*family, set, id_of)),
+        Stmt::CountPair { family, set, log } => {
+            v.extend(pair_lookup(*family, set, id_of));
+            if let Some(l) = log {
+                v.push(Expr::Limit {
+                    rate: u64::from(l.per_second),
+                });
+                v.push(Expr::Log {
+                    prefix: DROP_PREFIX.to_string(),
+                    group: Some(l.group),
+                });
+            }
+        }
         Stmt::DefaultDeny { family, set, audit } => {
             v.extend(nfproto(*family));
             v.push(network(

@@ -16,6 +16,7 @@ pub fn compile(policy: &Policy, dir: &Directory) -> Ruleset {
     let mut rs = Ruleset {
         proxy_port: policy.proxy_port,
         audit: policy.audit,
+        log_drops: policy.log_drops,
         ..Ruleset::default()
     };
     for (i, c) in policy.containers.iter().enumerate() {

@@ -110,8 +110,15 @@ pub(crate) enum Expr {
         invert: bool,
     },
     Counter,
+    /// `log prefix "…"` (to the kernel log), or with `group` to NFLOG.
     Log {
         prefix: String,
+        group: Option<u16>,
+    },
+    /// `limit rate RATE/second` (burst 5 packets, nft's default): the rule
+    /// ends here for packets over the rate.
+    Limit {
+        rate: u64,
     },
     /// A constant into a data register.
     Immediate {
@@ -227,9 +234,34 @@ impl Expression for Expr {
                 e
             }
             Expr::Counter => new_expr(c"counter"),
-            Expr::Log { prefix } => {
+            Expr::Log { prefix, group } => {
                 let e = new_expr(c"log");
                 set_str(e, sys::NFTNL_EXPR_LOG_PREFIX, prefix);
+                if let Some(g) = group {
+                    // SAFETY: `e` is a live expression allocated above.
+                    unsafe {
+                        sys::nftnl_expr_set_u16(e.as_ptr(), sys::NFTNL_EXPR_LOG_GROUP as u16, *g)
+                    };
+                }
+                e
+            }
+            Expr::Limit { rate } => {
+                const NFT_LIMIT_PKTS: u32 = 0;
+                const PER_SECOND: u64 = 1;
+                const BURST: u32 = 5;
+                let e = new_expr(c"limit");
+                // SAFETY: `e` is a live expression allocated above.
+                unsafe {
+                    sys::nftnl_expr_set_u64(e.as_ptr(), sys::NFTNL_EXPR_LIMIT_RATE as u16, *rate);
+                    sys::nftnl_expr_set_u64(
+                        e.as_ptr(),
+                        sys::NFTNL_EXPR_LIMIT_UNIT as u16,
+                        PER_SECOND,
+                    );
+                }
+                set_u32(e, sys::NFTNL_EXPR_LIMIT_BURST, BURST);
+                set_u32(e, sys::NFTNL_EXPR_LIMIT_TYPE, NFT_LIMIT_PKTS);
+                set_u32(e, sys::NFTNL_EXPR_LIMIT_FLAGS, 0);
                 e
             }
             Expr::Immediate { dreg, data } => {

@@ -14,7 +14,7 @@
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
-use super::ruleset::{Cidr, Ruleset, L4};
+use super::ruleset::{Cidr, DropLog, Ruleset, L4};
 
 /// Longest comment kept, in bytes. nft accepts 128, but libnftnl's rule
 /// comment buffer holds 128 bytes *including* the 2-byte TLV header and the
@@ -23,6 +23,9 @@ pub(crate) const COMMENT_MAX: usize = 125;
 
 /// Log prefix of everything that audit mode lets through.
 pub(crate) const AUDIT_PREFIX: &str = "portcullis audit_deny ";
+
+/// NFLOG prefix of the default deny's drops (`log_drops`).
+pub const DROP_PREFIX: &str = "portcullis drop ";
 
 // === impl Family ===
 
@@ -424,7 +427,14 @@ pub(crate) enum Stmt {
     /// addresses): what the default deny right after it drops, counted per
     /// pair. If a pair is missing from the set nothing changes but its
     /// count; the drop is the next rule's.
-    CountPair { family: Family, set: String },
+    /// With `log`: `... limit rate N/second log prefix "portcullis drop "
+    /// group G`, the same packets sent to NFLOG, at most N a second (the
+    /// limit only ends this rule early, it drops nothing).
+    CountPair {
+        family: Family,
+        set: String,
+        log: Option<DropLog>,
+    },
     /// `ip saddr @managed4 ip daddr @managed4 counter drop`, or in global
     /// audit mode `... counter log prefix "portcullis audit_deny " accept`.
     DefaultDeny {
@@ -634,6 +644,7 @@ impl Layout {
                 Stmt::CountPair {
                     family: f,
                     set: set(DROPS, f),
+                    log: rs.log_drops,
                 },
                 format!(
                     "count what default deny drops, per pair of managed containers ({})",

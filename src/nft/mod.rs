@@ -24,6 +24,7 @@ pub mod apply;
 pub mod compile;
 mod expr;
 mod layout;
+pub mod nflog;
 pub mod readback;
 pub mod render;
 pub mod ruleset;
@@ -36,5 +37,6 @@ mod tests;
 pub(crate) use tests::kernel_lock;
 
 pub use apply::{exists, install, remove, NftError};
+pub use layout::DROP_PREFIX;
 pub use render::{table_text, to_nft_text};
 pub use ruleset::{AddrPair, FlowKey, Managed, Ruleset, L4, TABLE};

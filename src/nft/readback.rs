@@ -286,13 +286,27 @@ fn dump_as(
 fn request(kind: u16, seq: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
     let ty = ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | kind;
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    nfnetlink_message(ty, flags, libc::NFPROTO_INET as u8, 0, seq, attrs)
+}
+
+/// One nfnetlink message: netlink header (`ty` is subsystem << 8 | kind),
+/// nfgenmsg (`family`, version 0, `res_id`), then the attributes, each
+/// padded to 4 bytes.
+pub(super) fn nfnetlink_message(
+    ty: u16,
+    flags: u16,
+    family: u8,
+    res_id: u16,
+    seq: u32,
+    attrs: &[(u16, &[u8])],
+) -> Vec<u8> {
     let mut m = vec![0u8; 16];
     m[4..6].copy_from_slice(&ty.to_ne_bytes());
     m[6..8].copy_from_slice(&flags.to_ne_bytes());
     m[8..12].copy_from_slice(&seq.to_ne_bytes());
-    m.push(libc::NFPROTO_INET as u8);
+    m.push(family);
     m.push(0); // NFNETLINK_V0
-    m.extend(0u16.to_be_bytes());
+    m.extend(res_id.to_be_bytes());
     for (ty, value) in attrs {
         let len = 4 + value.len();
         m.extend((len as u16).to_ne_bytes());
@@ -305,7 +319,7 @@ fn request(kind: u16, seq: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
     m
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     b.get(at..at + 2)
         .and_then(|b| b.try_into().ok())
         .map(u16::from_ne_bytes)
@@ -313,7 +327,7 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
 
 /// The attributes of `b` as (type without flags, whole attribute bytes,
 /// payload). Stops at the first malformed length.
-fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
+pub(super) fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
     let mut rest = b;
     std::iter::from_fn(move || {
         let len = usize::from(u16_at(rest, 0)?);

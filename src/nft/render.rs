@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use super::layout::{Element, Family, Field, Layout, SetLayout, Stmt, AUDIT_PREFIX};
+use super::layout::{Element, Family, Field, Layout, SetLayout, Stmt, AUDIT_PREFIX, DROP_PREFIX};
 use super::ruleset::{Ruleset, TABLE};
 
 /// The whole table as an nft script that atomically replaces `inet
@@ -145,9 +145,17 @@ fn stmt_text(stmt: &Stmt) -> String {
             let ip = family.keyword();
             format!("{ip} saddr . {ip} daddr @{set} counter {audit_log}")
         }
-        Stmt::CountPair { family, set } => {
+        Stmt::CountPair { family, set, log } => {
             let ip = family.keyword();
-            format!("{ip} saddr . {ip} daddr @{set}")
+            let mut t = format!("{ip} saddr . {ip} daddr @{set}");
+            if let Some(l) = log {
+                let _ = write!(
+                    t,
+                    " limit rate {}/second log prefix \"{DROP_PREFIX}\" group {}",
+                    l.per_second, l.group
+                );
+            }
+            t
         }
         Stmt::DefaultDeny { family, set, audit } => {
             let ip = family.keyword();
@@ -230,6 +238,7 @@ mod tests {
                 comment: "access[2] app1->app2".into(),
             }],
             guard: vec![],
+            log_drops: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 pub const TABLE: &str = "portcullis";
 
 pub use crate::policy::guard::Cidr;
+pub use crate::policy::DropLog;
 pub use crate::policy::L4;
 
 /// One (source, destination, protocol, destination port) key. `src` and
@@ -93,4 +94,6 @@ pub struct Ruleset {
     pub audit_pairs: Vec<AddrPair>,
     /// Guarded networks, in rule-file order (both families mixed).
     pub guard: Vec<GuardNet>,
+    /// Log the default deny's drops to NFLOG (rate-limited).
+    pub log_drops: Option<DropLog>,
 }

@@ -62,6 +62,7 @@ fn example() -> Ruleset {
         )],
         audit_pairs: vec![],
         guard: vec![],
+        log_drops: None,
     }
 }
 
@@ -71,6 +72,10 @@ fn rich(audit: bool) -> Ruleset {
     let mut rs = example();
     rs.audit = audit;
     rs.proxy_port = 15002;
+    rs.log_drops = Some(crate::policy::DropLog {
+        per_second: 25,
+        group: 77,
+    });
     rs.managed.push(managed(v6(2), "app1"));
     rs.managed.push(managed(v6(3), "app2 \"quoted\"\nnewline"));
     for i in 0..300u16 {

@@ -83,6 +83,19 @@ pub struct Entry {
     pub upstream: Option<UpstreamProtocol>,
 }
 
+/// Where and how fast the default deny's drops are logged (`log_drops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropLog {
+    pub per_second: u32,
+    /// The NFLOG group the kernel sends them to.
+    pub group: u16,
+}
+
+impl DropLog {
+    pub const DEFAULT_PER_SECOND: u32 = 10;
+    pub const DEFAULT_GROUP: u16 = 2121;
+}
+
 #[derive(Debug)]
 pub struct Policy {
     pub file: Arc<str>,
@@ -98,6 +111,8 @@ pub struct Policy {
     pub fields: fields::FieldGuard,
     /// Guarded networks (`guard.networks`), in file order.
     pub guard: Vec<guard::Guarded>,
+    /// `log_drops`, defaults applied.
+    pub log_drops: Option<DropLog>,
     /// The validated rule file, for the layers compiled elsewhere
     /// (frontends, pools, cache).
     pub source: RuleSet,
@@ -294,6 +309,10 @@ impl Policy {
             limits: r.limits.clone().unwrap_or_default(),
             fields: fields::FieldGuard::of_rules(r),
             guard,
+            log_drops: r.log_drops.as_ref().map(|l| DropLog {
+                per_second: l.per_second.unwrap_or(DropLog::DEFAULT_PER_SECOND),
+                group: l.nflog_group.unwrap_or(DropLog::DEFAULT_GROUP),
+            }),
             source: set,
         })
     }

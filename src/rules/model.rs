@@ -34,6 +34,23 @@ pub struct RuleFile {
     /// Networks in which every address must belong to a known container.
     #[serde(default)]
     pub guard: Option<Guard>,
+    /// Log what the kernel's default deny drops, through NFLOG.
+    #[serde(default)]
+    pub log_drops: Option<LogDrops>,
+}
+
+/// `log_drops`: the default deny's drops between managed containers are
+/// sent (rate-limited) to an NFLOG group the daemon reads, and logged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogDrops {
+    /// Most packets logged per second, over all pairs (default 10; the
+    /// rest are still dropped and counted, not logged).
+    #[serde(default)]
+    pub per_second: Option<u32>,
+    /// The NFLOG group (default 2121); no other program may read it.
+    #[serde(default)]
+    pub nflog_group: Option<u16>,
 }
 
 /// `guard`: the networks Portcullis guards. An address inside one that

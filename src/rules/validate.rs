@@ -73,6 +73,14 @@ pub fn validate(set: &RuleSet) -> Result<(), Invalid> {
     frontends(r)?;
     cache(r)?;
     guard(r)?;
+    if let Some(per_second) = r.log_drops.as_ref().and_then(|l| l.per_second) {
+        if !(1..=10_000).contains(&per_second) {
+            return bad(
+                "log_drops.per_second",
+                format!("{per_second} is out of range: 1 to 10000 packets per second"),
+            );
+        }
+    }
     if let Some(l) = &r.limits {
         limits("limits", l)?;
     }

@@ -26,7 +26,8 @@ const RULES: &str = r#"{
   "frontends": [
     { "name": "edge", "listen": "@HOST@:8803", "routes": [ { "path_prefix": "/api", "pool": "api" } ] }
   ],
-  "pools": { "api": { "members": ["up:9303"] } }
+  "pools": { "api": { "members": ["up:9303"] } },
+  "log_drops": { "per_second": 100 }
 }"#;
 
 fn ok(_method: &str, target: &str) -> Reply {
@@ -45,6 +46,13 @@ fn ask(mut s: std::net::TcpStream, path: &str) -> u16 {
         .first()
         .unwrap_or_else(|| panic!("no response to GET {path}: {:?}", a.raw))
         .status
+}
+
+/// The value of the unlabelled series `name`.
+fn series_plain(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The value of the series `name{labels}` exactly as rendered.
@@ -80,6 +88,29 @@ pub fn run() {
         std::net::TcpStream::connect_timeout(&up, Duration::from_millis(1500))
     });
     assert!(refused.is_err(), "a flow no entry allows was let through");
+    // log_drops: the dropped SYN comes back through NFLOG as one JSON line
+    // naming both containers and the port.
+    let logged = |l: &str| {
+        l.contains("kernel dropped a packet between managed containers")
+            && l.contains("\"source\":\"client\"")
+            && l.contains("\"destination\":\"up\"")
+            && l.contains("\"protocol\":\"tcp\"")
+            && l.contains("\"destination_port\":9399")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !lab.log().lines().any(logged) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lab.log().lines().any(logged),
+        "no drop log line:\n{}",
+        lab.log()
+    );
+    let status = in_ns(&lab.host, || get("127.0.0.1:9901", "/status")).expect("GET /status");
+    assert!(
+        status.contains("\"drop_log\":{\"error\":null,\"group\":2121,\"reading\":true}"),
+        "{status}"
+    );
 
     let raw = in_ns(&lab.host, || get("127.0.0.1:9901", "/metrics")).expect("GET /metrics");
     let page = raw
@@ -234,5 +265,8 @@ pub fn run() {
         "{page}"
     );
 
+    assert!(page.contains("portcullis_kernel_drop_log_up 1\n"), "{page}");
+    let logged = series_plain(&page, "portcullis_kernel_drops_logged_total");
+    assert!(logged.is_some_and(|n| n >= 1.0), "{page}");
     assert!(page.contains("portcullis_build_info{version=\""), "{page}");
 }

@@ -82,6 +82,8 @@ counters! {
     nft_in_sync: "1 while the kernel holds the nftables rules portcullis installed, 0 while it does not (drift, or the table cannot be read).",
     bridge_netfilter_ok: "1 while traffic between containers on one bridge reaches nftables (br_netfilter loaded, net.bridge.bridge-nf-call-iptables and -ip6tables 1) or the rules name no container; 0 while access rules between containers on one bridge are NOT enforced.",
     nft_drift_repairs_total: "Times table inet portcullis was changed or removed by something else and applied again.",
+    kernel_drop_log_up: "1 while the NFLOG group of log_drops is read; 0 while it cannot be bound (another reader), or without log_drops.",
+    kernel_drops_logged_total: "Packets of the default deny logged through NFLOG (log_drops; at most per_second of them).",
 }
 
 /// The comment of the nftables rule dropping what no entry allows between
