@@ -3,7 +3,8 @@
 # lints, unit and kernel tests (nftables over netlink, real; the proxy in
 # namespace labs), bounded fuzzing, the shipped systemd unit under a real
 # systemd (nspawn), the demo, and the container tests with real Docker (the
-# three-container test, frontends, cache, guarded networks). Any missing prerequisite is a failure, never a skip.
+# three-container test, frontends, cache, guarded networks, published
+# ports). Any missing prerequisite is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh --docker
@@ -58,3 +59,6 @@ PORTCULLIS_BIN="$bin" bash tests/containers/cache.sh
 
 step "guarded Docker networks by name (Docker)"
 PORTCULLIS_BIN="$bin" bash tests/containers/guard.sh
+
+step "ports Docker publishes on the host (Docker)"
+PORTCULLIS_BIN="$bin" bash tests/containers/published.sh
