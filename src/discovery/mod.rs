@@ -220,9 +220,9 @@ pub async fn directory(source: &dyn Discovery, policy: &Policy, known: &dyn Know
     })
     .with_networks(policy, |name| {
         match (&r.unreachable, r.networks.get(name)) {
-            (Some(_), _) => known.subnets(name),
             (None, Some(Ok(nets))) => nets.clone(),
-            (None, Some(Err(_)) | None) => known.subnets(name),
+            // Unreachable, or no usable answer for this one: keep what was known.
+            _ => known.subnets(name),
         }
     });
     if r.unreachable.is_none() {

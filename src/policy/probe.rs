@@ -30,7 +30,8 @@ enum Endpoint {
 impl Policy {
     /// A container name, or an address: a fixed container address names
     /// its container; any other address is unplaced (explain does not ask
-    /// Docker, so a Docker container's current address is unplaced here).
+    /// Docker for container addresses, so a Docker container's current
+    /// address is unplaced here; only guarded networks' subnets are asked).
     fn endpoint(&self, s: &str) -> Result<Endpoint, ProbeError> {
         if let Some(id) = self.container_id(s) {
             return Ok(Endpoint::Container(id));
