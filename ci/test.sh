@@ -2,8 +2,9 @@
 # The whole test suite from a fresh Debian 12 host, as root: formatting,
 # lints, unit and kernel tests (nftables over netlink, real; the proxy in
 # namespace labs), bounded fuzzing, the shipped systemd unit under a real
-# systemd (nspawn), the demo, and the three-container test with real Docker. Any missing prerequisite is a
-# failure, never a skip.
+# systemd (nspawn), the demo, and the container tests with real Docker (the
+# three-container test, frontends, cache, guarded networks, published
+# ports). Any missing prerequisite is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh --docker
@@ -55,3 +56,9 @@ PORTCULLIS_BIN="$bin" bash tests/containers/frontends.sh
 
 step "three-container cache test (Docker, scenario 5)"
 PORTCULLIS_BIN="$bin" bash tests/containers/cache.sh
+
+step "guarded Docker networks by name (Docker)"
+PORTCULLIS_BIN="$bin" bash tests/containers/guard.sh
+
+step "ports Docker publishes on the host (Docker)"
+PORTCULLIS_BIN="$bin" bash tests/containers/published.sh

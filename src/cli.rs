@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::control::daemon;
 use crate::discovery::{self, docker};
 use crate::nft;
+use crate::policy::guard::NamedSubnets;
 use crate::policy::probe::RequestProbe;
 use crate::policy::{Decision, Policy, L4};
 use crate::rules;
@@ -117,6 +118,10 @@ struct ExplainArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Docker Engine socket, asked for the subnets of the Docker networks
+    /// guard.networks names (only when --from or --to is an address).
+    #[arg(long, default_value = docker::DEFAULT_SOCKET)]
+    docker_socket: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -354,12 +359,23 @@ fn explain(a: &ExplainArgs) -> i32 {
         target: a.path.as_deref().unwrap_or("/"),
         headers: &headers,
     };
-    let decision = match policy.probe(
+    // An address may be on a guarded Docker network: ask the engine for
+    // those subnets (never for container addresses: see the docs).
+    let named = if [from.as_str(), to_name]
+        .iter()
+        .any(|e| policy.container_id(e).is_none())
+    {
+        resolve_networks(&policy, &a.docker_socket)
+    } else {
+        NamedSubnets::new()
+    };
+    let decision = match policy.probe_with(
         from,
         to_name,
         proto,
         port,
         wants_request.then_some(&request),
+        &named,
     ) {
         Ok(d) => d,
         Err(e) => return fail(format!("{e} (not in {})", a.rules.display()), 2),
@@ -545,37 +561,78 @@ fn header_view(parsed: &[(String, String)]) -> Vec<httparse::Header<'_>> {
         .collect()
 }
 
-fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {
+/// Asks the Docker engine at `socket` once for `names`, for a command that
+/// prints and exits (`nft`, `explain`); what cannot be had is a warning on
+/// stderr, never an error.
+fn resolve_once(socket: &str, names: &discovery::Names) -> discovery::Resolution {
     let source = discovery::open(
         &discovery::Config {
             docker_socket: socket.to_owned(),
         },
         std::sync::Arc::default(),
     );
-    let names = source.names(policy);
-    if names.is_empty() {
-        return Directory::build(policy, |_| Vec::new());
-    }
     let resolved = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .map(|rt| rt.block_on(source.resolve(&names)));
+        .map(|rt| rt.block_on(source.resolve(names)));
     let r = match resolved {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("portcullis: warning: Docker containers left without addresses: {e}");
-            return Directory::build(policy, |_| Vec::new());
+            eprintln!("portcullis: warning: Docker not asked: {e}");
+            return discovery::Resolution::default();
         }
     };
     if let Some(e) = &r.unreachable {
-        eprintln!("portcullis: warning: Docker containers left without addresses: {e}");
+        eprintln!("portcullis: warning: Docker containers left without addresses and guarded Docker networks without subnets: {e}");
     }
+    for (name, e) in r
+        .networks
+        .iter()
+        .filter_map(|(n, r)| Some((n, r.as_ref().err()?)))
+    {
+        eprintln!("portcullis: warning: guarded Docker network {name} left without subnets: {e}");
+    }
+    r
+}
+
+/// The subnets of the Docker networks `policy` guards by name, as the
+/// engine at `socket` answers now (none for those it cannot place).
+fn resolve_networks(policy: &Policy, socket: &str) -> NamedSubnets {
+    let names = discovery::Names {
+        containers: Vec::new(),
+        ..discovery::Names::docker(policy)
+    };
+    if names.is_empty() {
+        return NamedSubnets::new();
+    }
+    let r = resolve_once(socket, &names);
+    Directory::default()
+        .with_networks(policy, |name| match r.networks.get(name) {
+            Some(Ok(nets)) => nets.clone(),
+            _ => Vec::new(),
+        })
+        .networks
+}
+
+fn resolve_for_print(policy: &Policy, socket: &str) -> Directory {
+    let names = discovery::Names::docker(policy);
+    if names.is_empty() {
+        return Directory::build(policy, |_| Vec::new());
+    }
+    let r = resolve_once(socket, &names);
     let dir = Directory::build(policy, |name| {
         r.addresses.get(name).cloned().unwrap_or_default()
+    })
+    .with_networks(policy, |name| match r.networks.get(name) {
+        Some(Ok(nets)) => nets.clone(),
+        _ => Vec::new(),
     });
     for name in dir.unplaced(policy) {
         eprintln!("portcullis: warning: container {name} has no address (not running or unknown to Docker)");
+    }
+    for name in policy.unresolved_guard_networks(&dir.networks) {
+        eprintln!("portcullis: warning: guarded Docker network {name} has no subnet (unknown to Docker, or none configured): it guards nothing");
     }
     dir
 }

@@ -294,13 +294,25 @@ fn status_json(
         "drop_log": report.drop_log_json(),
     });
     // The discovery source's section (`"docker"`): null while the rules
-    // name none of its containers.
+    // name none of its containers or networks. `networks`: the subnets in
+    // force for each guarded network named in the rules.
     v[source.kind()] = if source.names(p).is_empty() {
         serde_json::Value::Null
     } else {
+        let networks: serde_json::Map<String, serde_json::Value> = snap
+            .dir
+            .networks
+            .iter()
+            .map(|(name, nets)| {
+                let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                (name.clone(), serde_json::json!(nets))
+            })
+            .collect();
         serde_json::json!({
             "engine_up": source.reachable(),
             "unresolved": snap.dir.unplaced(p),
+            "networks": networks,
+            "unresolved_networks": p.unresolved_guard_networks(&snap.dir.networks),
         })
     };
     v.to_string()

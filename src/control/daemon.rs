@@ -1,6 +1,7 @@
 //! `portcullis run`: load → resolve → install → serve, then reload on
 //! SIGHUP, on a change of the rule file, and when discovered containers
-//! move (the [`Discovery`] source chosen at start wakes the loop).
+//! move or guarded networks change (the [`Discovery`] source chosen at
+//! start wakes the loop).
 //!
 //! Every reload is all-or-nothing: the new file is validated and compiled,
 //! its ruleset installed in one nftables transaction, and only then is the
@@ -95,7 +96,7 @@ pub async fn run(
     let policy = Arc::new(load_policy(&path)?);
     let metrics = Arc::new(Metrics::default());
     let source = discovery::open(&discovery, metrics.clone());
-    let dir = discovery::directory(&*source, &policy, |_| Vec::new()).await;
+    let dir = discovery::directory(&*source, &policy, &discovery::NothingKnown).await;
     let proxy_addr = SocketAddr::from(([0, 0, 0, 0], policy.proxy_port));
     let listener = TcpListener::bind(proxy_addr)
         .await
@@ -184,8 +185,8 @@ pub async fn run(
     let (resync_tx, mut resync) = tokio::sync::mpsc::channel::<()>(1);
     let mut follower: Option<tokio::task::JoinHandle<()>> = None;
     loop {
-        // Follow the source once the rules name one of its containers
-        // (also when a reload adds the first one).
+        // Follow the source once the rules name one of its containers or
+        // networks (also when a reload adds the first one).
         if follower.is_none() && !source.names(&state.load().policy).is_empty() {
             follower = Some(tokio::spawn(source.follow(resync_tx.clone())));
         }
@@ -351,8 +352,9 @@ fn spawn_admin(listener: std::net::TcpListener, admin: super::admin::Admin) {
 struct Trigger {
     /// For the log: `signal`, `admin`, `file change`, or the source's kind.
     reason: &'static str,
-    /// The discovery source saw containers move: the rules stay, only the
-    /// addresses are resolved again (and nothing is done if none changed).
+    /// The discovery source saw containers or networks move: the rules
+    /// stay, only the addresses and subnets are resolved again (and nothing
+    /// is done if none changed).
     resync_only: bool,
 }
 
@@ -378,8 +380,7 @@ async fn reload(
             current.policy.proxy_port, policy.proxy_port
         )));
     }
-    let dir =
-        discovery::directory(source, &policy, |name| discovery::known_in(&current, name)).await;
+    let dir = discovery::directory(source, &policy, &*current).await;
     if trigger.resync_only && dir == current.dir {
         return Ok(false);
     }

@@ -8,13 +8,21 @@
 //! attribute. Such names are reported, never silent (`status`, the log,
 //! `docker_unresolved_containers`).
 //!
+//! The Docker networks `guard.networks` names are inspected the same way:
+//! their subnets are the `Subnet`s of the network's IPAM config, IPv4 and
+//! IPv6. The answer must be the network of exactly that name (the engine
+//! also answers an ID prefix). A network the engine does not know, or
+//! without subnets, guards nothing and is reported
+//! (`docker_unresolved_networks`, the log, `status`); one it fails to
+//! answer about keeps the subnets known so far.
+//!
 //! [`Engine::follow`] keeps the addresses current: it subscribes to the
 //! engine's event stream (container start/stop/die/…, network
-//! connect/disconnect) and asks the daemon for a resync after each burst of
-//! events, and after every (re)connection, since events may have been
-//! missed while the stream was down. If the engine cannot be reached the
-//! daemon runs on with the addresses it knows, says so
-//! (`docker_engine_up` 0, the log, `status`), and keeps trying.
+//! create/destroy/connect/disconnect) and asks the daemon for a resync
+//! after each burst of events, and after every (re)connection, since events
+//! may have been missed while the stream was down. If the engine cannot be
+//! reached the daemon runs on with the addresses and subnets it knows, says
+//! so (`docker_engine_up` 0, the log, `status`), and keeps trying.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,13 +30,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::container::InspectContainerOptions;
+use bollard::network::InspectNetworkOptions;
 use bollard::system::EventsOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{BoxFuture, Discovery, Outcome, Resolution as Found};
+use super::{BoxFuture, Discovery, Names, Outcome, Resolution as Found};
+use crate::policy::guard::Cidr;
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
 
@@ -59,11 +69,15 @@ pub struct Engine {
     socket: String,
 }
 
-/// The addresses of the named containers, as far as the engine told.
+/// The addresses of the named containers and the subnets of the named
+/// networks, as far as the engine told.
 #[derive(Debug, Default)]
 pub struct Resolution {
     pub addresses: HashMap<String, Vec<IpAddr>>,
-    /// Set when the engine could not be asked (then `addresses` is empty).
+    /// Per network: its subnets (none: unknown, or none configured), or why
+    /// the engine's answer was no use.
+    pub networks: HashMap<String, Result<Vec<Cidr>, String>>,
+    /// Set when the engine could not be asked (then both maps are empty).
     pub unreachable: Option<DockerError>,
 }
 
@@ -83,10 +97,11 @@ impl Engine {
             })
     }
 
-    /// Inspects every name. An engine that cannot be reached is reported
-    /// once in [`Resolution::unreachable`]; a container it does not know,
-    /// or that is not running, has no addresses.
-    pub async fn resolve_all(&self, names: &[String]) -> Resolution {
+    /// Inspects every container and network named. An engine that cannot
+    /// be reached is reported once in [`Resolution::unreachable`]; a
+    /// container it does not know, or that is not running, has no
+    /// addresses; a network it does not know has no subnets.
+    pub async fn resolve_all(&self, names: &Names) -> Resolution {
         let mut out = Resolution::default();
         if names.is_empty() {
             return out;
@@ -98,23 +113,65 @@ impl Engine {
                 return out;
             }
         };
-        for name in names {
+        let unreachable = |mut out: Resolution, e| {
+            out.addresses.clear();
+            out.networks.clear();
+            out.unreachable = Some(e);
+            out
+        };
+        for name in &names.containers {
             match self.resolve(&docker, name).await {
                 Ok(a) => {
                     out.addresses.insert(name.to_owned(), a);
                 }
-                Err(e @ DockerError::Connect { .. }) => {
-                    out.addresses.clear();
-                    out.unreachable = Some(e);
-                    return out;
-                }
+                Err(e @ DockerError::Connect { .. }) => return unreachable(out, e),
                 Err(e) => {
                     warn!(container = name, error = %e, "docker container left without addresses");
                     out.addresses.insert(name.to_owned(), Vec::new());
                 }
             }
         }
+        for name in &names.networks {
+            match self.network(&docker, name).await {
+                Ok(found) => {
+                    out.networks.insert(name.to_owned(), found);
+                }
+                Err(e @ DockerError::Connect { .. }) => return unreachable(out, e),
+                Err(e) => {
+                    out.networks.insert(name.to_owned(), Err(e.to_string()));
+                }
+            }
+        }
         out
+    }
+
+    /// The subnets of one network: empty if the engine does not know it
+    /// (a 404, or an answer about a network of another name); an error in
+    /// the inner result if its answer cannot be used.
+    async fn network(
+        &self,
+        docker: &Docker,
+        name: &str,
+    ) -> Result<Result<Vec<Cidr>, String>, DockerError> {
+        match docker
+            .inspect_network(name, None::<InspectNetworkOptions<String>>)
+            .await
+        {
+            Ok(n) => Ok(subnets(name, &n)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(Ok(Vec::new())),
+            Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+                Err(DockerError::Api {
+                    name: format!("network {name}"),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => Err(DockerError::Connect {
+                socket: self.socket.clone(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The current addresses of one container (empty: not running, or
@@ -267,19 +324,16 @@ impl Discovery for DockerDiscovery {
         "docker"
     }
 
-    fn names(&self, policy: &Policy) -> Vec<String> {
-        policy
-            .containers
-            .iter()
-            .filter_map(|c| c.docker.clone())
-            .collect()
+    fn names(&self, policy: &Policy) -> Names {
+        Names::docker(policy)
     }
 
-    fn resolve<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Found> {
+    fn resolve<'a>(&'a self, names: &'a Names) -> BoxFuture<'a, Found> {
         Box::pin(async move {
             let r = self.engine.resolve_all(names).await;
             Found {
                 addresses: r.addresses,
+                networks: r.networks,
                 unreachable: r.unreachable.map(|e| e.into()),
             }
         })
@@ -300,7 +354,7 @@ impl Discovery for DockerDiscovery {
         use std::sync::atomic::Ordering;
         if let Some(e) = outcome.unreachable {
             self.metrics.docker_engine_up.store(0, Ordering::Relaxed);
-            warn!(error = %e, "docker engine unreachable: Docker containers keep the addresses known so far (none at start) until it answers");
+            warn!(error = %e, "docker engine unreachable: Docker containers keep the addresses and guarded Docker networks the subnets known so far (none at start) until it answers");
         } else if !outcome.names.is_empty() {
             self.metrics.docker_engine_up.store(1, Ordering::Relaxed);
         }
@@ -309,6 +363,15 @@ impl Discovery for DockerDiscovery {
             .store(outcome.unplaced.len() as u64, Ordering::Relaxed);
         if !outcome.unplaced.is_empty() {
             warn!(containers = ?outcome.unplaced, "docker containers without a known address (not running, unknown to the engine, or the engine is unreachable): their access entries allow nothing until they are placed");
+        }
+        for (network, error) in outcome.network_errors {
+            warn!(network, error, "docker network could not be inspected: its guard keeps the subnets known so far (none at start)");
+        }
+        self.metrics
+            .docker_unresolved_networks
+            .store(outcome.unresolved_networks.len() as u64, Ordering::Relaxed);
+        if !outcome.unresolved_networks.is_empty() {
+            warn!(networks = ?outcome.unresolved_networks, "guarded docker networks without a known subnet (unknown to the engine, none in its IPAM config, or never answered for): they guard nothing until they resolve");
         }
     }
 }
@@ -329,7 +392,38 @@ fn relevant(action: &str) -> bool {
             | "connect"
             | "disconnect"
             | "create"
+            | "remove"
+            | "update"
     )
+}
+
+/// The subnets of the network the engine answered for `name` (IPv4 and
+/// IPv6, each once). Another network's answer (the engine matches ID
+/// prefixes too) counts as none; a subnet that is not a network is an
+/// error, so that the subnets known so far stay.
+fn subnets(name: &str, n: &bollard::models::Network) -> Result<Vec<Cidr>, String> {
+    if n.name.as_deref() != Some(name) && n.id.as_deref() != Some(name) {
+        warn!(
+            network = name,
+            answered = n.name.as_deref().unwrap_or(""),
+            "docker answered for another network (an ID prefix?): none of that name"
+        );
+        return Ok(Vec::new());
+    }
+    let configs = n.ipam.as_ref().and_then(|i| i.config.as_ref());
+    let mut out: Vec<Cidr> = Vec::new();
+    for subnet in configs
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.subnet.as_deref())
+    {
+        let net = Cidr::parse_subnet(subnet)
+            .map_err(|e| format!("its IPAM subnet {subnet:?} is not usable: {e}"))?;
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out)
 }
 
 fn addresses(c: &bollard::models::ContainerInspectResponse) -> Vec<IpAddr> {
@@ -380,9 +474,61 @@ mod tests {
         assert!(super::addresses(&stopped).is_empty());
     }
 
+    fn network(json: &str) -> bollard::models::Network {
+        serde_json::from_str(json).expect("network inspect JSON")
+    }
+
+    /// What `docker network inspect` answers (trimmed), as the guard reads it.
+    #[test]
+    fn guarded_network_subnets() {
+        let cidrs = |v: &[&str]| -> Vec<crate::policy::guard::Cidr> {
+            v.iter()
+                .map(|s| crate::policy::guard::Cidr::parse(s).expect("cidr"))
+                .collect()
+        };
+        let dual = network(
+            r#"{"Name":"appnet","Id":"5ccb97d8d741","Driver":"bridge","EnableIPv6":true,
+                "IPAM":{"Driver":"default","Options":{},"Config":[
+                  {"Subnet":"198.19.234.0/24","Gateway":"198.19.234.1"},
+                  {"Subnet":"fd00:198:19:234::/64"},
+                  {"Subnet":"198.19.234.0/24"}]}}"#,
+        );
+        assert_eq!(
+            super::subnets("appnet", &dual),
+            Ok(cidrs(&["198.19.234.0/24", "fd00:198:19:234::/64"]))
+        );
+        // Asked by full ID: the same network.
+        assert_eq!(
+            super::subnets("5ccb97d8d741", &dual).map(|v| v.len()),
+            Ok(2)
+        );
+        // The engine matched an ID prefix: not the network of that name.
+        assert_eq!(super::subnets("5ccb", &dual), Ok(vec![]));
+        // `host`-like: no IPAM config at all; an IP range without a subnet.
+        let bare = network(r#"{"Name":"hostish","IPAM":{"Driver":"default","Config":[]}}"#);
+        assert_eq!(super::subnets("hostish", &bare), Ok(vec![]));
+        let none = network(r#"{"Name":"n","IPAM":{"Config":[{"IPRange":"10.1.0.0/24"}]}}"#);
+        assert_eq!(super::subnets("n", &none), Ok(vec![]));
+        // Host bits in a subnet: the range is not in doubt.
+        let sloppy = network(r#"{"Name":"s","IPAM":{"Config":[{"Subnet":"198.19.7.9/24"}]}}"#);
+        assert_eq!(super::subnets("s", &sloppy), Ok(cidrs(&["198.19.7.0/24"])));
+        // A subnet that is no network: an error, the known subnets stay.
+        let bad = network(r#"{"Name":"b","IPAM":{"Config":[{"Subnet":"198.19.7.0"}]}}"#);
+        let e = super::subnets("b", &bad).expect_err("not a subnet");
+        assert!(e.contains("\"198.19.7.0\""), "{e}");
+    }
+
     #[test]
     fn events_that_move_addresses() {
-        for a in ["start", "die", "connect", "disconnect", "rename"] {
+        for a in [
+            "start",
+            "die",
+            "connect",
+            "disconnect",
+            "rename",
+            "create",
+            "destroy",
+        ] {
             assert!(super::relevant(a), "{a}");
         }
         for a in ["exec_start", "health_status: healthy", "attach", "top"] {
@@ -396,9 +542,13 @@ mod tests {
         let socket = dir.path().join("docker.sock");
         let engine = super::Engine::new(socket.to_str().expect("utf-8"));
         let r = engine
-            .resolve_all(&["app1".to_owned(), "app2".to_owned()])
+            .resolve_all(&crate::discovery::Names {
+                containers: vec!["app1".to_owned(), "app2".to_owned()],
+                networks: vec!["appnet".to_owned()],
+            })
             .await;
         assert!(r.addresses.is_empty());
+        assert!(r.networks.is_empty());
         assert!(
             matches!(r.unreachable, Some(super::DockerError::Connect { .. })),
             "{:?}",
@@ -421,7 +571,8 @@ mod tests {
                 .expect("rules parse"),
         )
         .expect("rules compile");
-        assert_eq!(source.names(&policy), vec!["app2".to_owned()]);
+        assert_eq!(source.names(&policy).containers, vec!["app2".to_owned()]);
+        assert!(source.names(&policy).networks.is_empty());
 
         let names = source.names(&policy);
         let r = source.resolve(&names).await;
@@ -437,6 +588,8 @@ mod tests {
             names: &names,
             unreachable: Some(&e),
             unplaced: &["app2"],
+            unresolved_networks: &["appnet"],
+            network_errors: &[],
         });
         assert!(!source.reachable());
         assert_eq!(metrics.docker_engine_up.load(Ordering::Relaxed), 0);
@@ -444,24 +597,36 @@ mod tests {
             metrics.docker_unresolved_containers.load(Ordering::Relaxed),
             1
         );
+        assert_eq!(
+            metrics.docker_unresolved_networks.load(Ordering::Relaxed),
+            1
+        );
 
         source.report(&Outcome {
             names: &names,
             unreachable: None,
             unplaced: &[],
+            unresolved_networks: &[],
+            network_errors: &[],
         });
         assert!(source.reachable());
         assert_eq!(
             metrics.docker_unresolved_containers.load(Ordering::Relaxed),
             0
         );
+        assert_eq!(
+            metrics.docker_unresolved_networks.load(Ordering::Relaxed),
+            0
+        );
 
         // Rules without Docker containers leave the engine gauge alone.
         metrics.docker_engine_up.store(0, Ordering::Relaxed);
         source.report(&Outcome {
-            names: &[],
+            names: &crate::discovery::Names::default(),
             unreachable: None,
             unplaced: &[],
+            unresolved_networks: &[],
+            network_errors: &[],
         });
         assert!(!source.reachable());
     }

@@ -1,8 +1,10 @@
-//! Policy + current addresses → [`Ruleset`]: the pure, compiling half of the
-//! nftables layer. Every set element carries a comment naming the access
-//! entry it came from, so `nft list` explains itself.
+//! Policy + current addresses (and the subnets of guarded Docker networks)
+//! → [`Ruleset`]: the pure, compiling half of the nftables layer. Every set
+//! element and guard rule carries a comment naming the rule-file entry it
+//! came from, so `nft list` explains itself.
 
 use super::ruleset::{AddrPair, FlowKey, GuardNet, Managed, Ruleset};
+use crate::policy::guard::GuardedNet;
 use crate::policy::Policy;
 use crate::state::directory::Directory;
 use std::net::IpAddr;
@@ -60,10 +62,17 @@ pub fn compile(policy: &Policy, dir: &Directory) -> Ruleset {
             }
         }
     }
-    for g in &policy.guard {
+    // Named Docker networks get the subnets the directory holds for them
+    // (none while unresolved: reported by the discovery source).
+    for g in policy.guard_subnets(&dir.networks) {
+        let rule = &g.guarded.rule;
+        let mut comment = format!("{}:{}:{}", rule.path, rule.pos.line, rule.pos.col);
+        if let GuardedNet::Docker(name) = &g.guarded.net {
+            comment.push_str(&format!(" docker network {name}"));
+        }
         rs.guard.push(GuardNet {
             net: g.net,
-            comment: format!("{}:{}:{}", g.rule.path, g.rule.pos.line, g.rule.pos.col),
+            comment,
         });
     }
     rs.managed.sort();

@@ -5,11 +5,17 @@
 //! reaches every managed container; inside a guarded network such an
 //! address is denied to and from managed containers until it is placed.
 //!
+//! A guarded network is a CIDR of the rule file or a Docker network named
+//! there; a named one guards the subnets the daemon resolved for it
+//! ([`NamedSubnets`], held beside the container addresses in the
+//! directory), so the rules and `explain` are decided from the same data.
+//!
 //! This module holds the CIDR type the rule file, the nftables compiler and
 //! `explain` share, and the one decision about an unplaced address.
 
 use super::{Decision, Layer, Policy};
 use crate::rules::RuleRef;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -41,6 +47,22 @@ impl Cidr {
     /// every address there is), and so are host bits (`198.19.0.1/16`
     /// usually means the author had something else in mind).
     pub fn parse(s: &str) -> Result<Cidr, CidrError> {
+        let net = Cidr::parse_any(s)?;
+        let masked = net.masked();
+        if masked.addr != net.addr {
+            return Err(CidrError::HostBits(masked));
+        }
+        Ok(net)
+    }
+
+    /// Parses a subnet someone else wrote (a Docker network's IPAM
+    /// config): as [`Cidr::parse`], but host bits are cleared rather than
+    /// refused (the range meant is not in doubt there).
+    pub fn parse_subnet(s: &str) -> Result<Cidr, CidrError> {
+        Cidr::parse_any(s).map(|n| n.masked())
+    }
+
+    fn parse_any(s: &str) -> Result<Cidr, CidrError> {
         let (addr, prefix) = s.split_once('/').ok_or(CidrError::Syntax)?;
         let addr: IpAddr = addr.parse().map_err(|_| CidrError::Syntax)?;
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) || prefix.len() > 3 {
@@ -58,18 +80,18 @@ impl Cidr {
                 max,
             });
         }
-        let net = Cidr {
+        Ok(Cidr {
             addr,
             prefix: prefix as u8,
-        };
-        let masked = Cidr {
-            addr: net.network_of(addr),
-            prefix: net.prefix,
-        };
-        if masked.addr != addr {
-            return Err(CidrError::HostBits(masked));
+        })
+    }
+
+    /// The network itself (host bits cleared).
+    fn masked(&self) -> Cidr {
+        Cidr {
+            addr: self.network_of(self.addr),
+            prefix: self.prefix,
         }
-        Ok(net)
     }
 
     /// The address's bytes in network order (4 or 16).
@@ -129,18 +151,90 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// What one entry of `guard.networks` guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardedNet {
+    /// A range written in the rule file.
+    Cidr(Cidr),
+    /// A Docker network, by name: the subnets resolved for it
+    /// ([`NamedSubnets`]), none while it is unresolved.
+    Docker(String),
+}
+
 /// One guarded network of the rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guarded {
-    pub net: Cidr,
+    pub net: GuardedNet,
     /// Its place in the rule file (`guard.networks[N]`).
     pub rule: RuleRef,
 }
 
+/// The subnets in force for each Docker network named in `guard.networks`,
+/// by name. A name with no entry, or an empty list, guards nothing: it is
+/// unresolved (and reported as such).
+pub type NamedSubnets = BTreeMap<String, Vec<Cidr>>;
+
+/// A subnet in force and the entry it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardedSubnet<'a> {
+    pub net: Cidr,
+    pub guarded: &'a Guarded,
+}
+
+impl fmt::Display for GuardedSubnet<'_> {
+    /// `198.19.0.0/16`, or `198.19.5.0/24 (Docker network appnet)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.guarded.net {
+            GuardedNet::Cidr(_) => write!(f, "{}", self.net),
+            GuardedNet::Docker(name) => write!(f, "{} (Docker network {name})", self.net),
+        }
+    }
+}
+
 impl Policy {
-    /// The guarded network holding `ip`, if any.
-    pub fn guarded(&self, ip: IpAddr) -> Option<&Guarded> {
-        self.guard.iter().find(|g| g.net.contains(ip))
+    /// The Docker networks named in `guard.networks`, in file order.
+    pub fn guard_docker_networks(&self) -> Vec<String> {
+        self.guard
+            .iter()
+            .filter_map(|g| match &g.net {
+                GuardedNet::Docker(name) => Some(name.clone()),
+                GuardedNet::Cidr(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every guarded subnet in force, in rule-file order: each CIDR, and
+    /// the subnets `named` holds for each Docker network.
+    pub fn guard_subnets<'a>(
+        &'a self,
+        named: &'a NamedSubnets,
+    ) -> impl Iterator<Item = GuardedSubnet<'a>> + 'a {
+        self.guard.iter().flat_map(move |g| {
+            let nets: &[Cidr] = match &g.net {
+                GuardedNet::Cidr(c) => std::slice::from_ref(c),
+                GuardedNet::Docker(name) => named.get(name).map_or(&[], Vec::as_slice),
+            };
+            nets.iter()
+                .map(move |&net| GuardedSubnet { net, guarded: g })
+        })
+    }
+
+    /// The named networks `named` holds no subnet for.
+    pub fn unresolved_guard_networks<'a>(&'a self, named: &NamedSubnets) -> Vec<&'a str> {
+        self.guard
+            .iter()
+            .filter_map(|g| match &g.net {
+                GuardedNet::Docker(name) if named.get(name).is_none_or(Vec::is_empty) => {
+                    Some(name.as_str())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The guarded subnet holding `ip`, if any.
+    pub fn guarded<'a>(&'a self, ip: IpAddr, named: &'a NamedSubnets) -> Option<GuardedSubnet<'a>> {
+        self.guard_subnets(named).find(|g| g.net.contains(ip))
     }
 
     /// The fixed container address `ip` belongs to, if any.
@@ -154,35 +248,50 @@ impl Policy {
 
     /// What nftables does with a new connection between the managed
     /// container `managed` and an address that belongs to no container
-    /// (`outbound`: the managed container is the source). Denied if the
-    /// address is in a guarded network, else not Portcullis's to decide.
-    pub fn decide_unplaced(&self, managed: &str, unplaced: IpAddr, outbound: bool) -> Decision {
+    /// (`outbound`: the managed container is the source), with the named
+    /// networks' subnets `named`. Denied if the address is in a guarded
+    /// network, else not Portcullis's to decide (and a named network that
+    /// is unresolved is said to be, since it might hold the address).
+    pub fn decide_unplaced(
+        &self,
+        managed: &str,
+        unplaced: IpAddr,
+        outbound: bool,
+        named: &NamedSubnets,
+    ) -> Decision {
         let pair = if outbound {
             format!("{managed} -> {unplaced}")
         } else {
             format!("{unplaced} -> {managed}")
         };
-        match self.guarded(unplaced) {
-            Some(g) => Decision::deny(
+        if let Some(g) = self.guarded(unplaced, named) {
+            return Decision::deny(
                 Layer::Nftables,
-                Some(g.rule.clone()),
+                Some(g.guarded.rule.clone()),
                 format!(
-                    "denied by guard: {unplaced} is in guarded network {} and belongs to no known container, so {pair} is dropped until it is placed",
-                    g.net
+                    "denied by guard: {unplaced} is in guarded network {g} and belongs to no known container, so {pair} is dropped until it is placed"
                 ),
                 self.audit,
                 None,
-            ),
-            None => Decision {
-                verdict: super::Verdict::Allow,
-                layer: Layer::Nftables,
-                rule: None,
-                reason: format!(
-                    "{unplaced} is in no guarded network and belongs to no known container: Portcullis does not filter {pair}"
-                ),
-                audit_deny: false,
-                status: None,
-            },
+            );
+        }
+        let mut reason = format!(
+            "{unplaced} is in no guarded network and belongs to no known container: Portcullis does not filter {pair}"
+        );
+        let unresolved = self.unresolved_guard_networks(named);
+        if !unresolved.is_empty() {
+            reason.push_str(&format!(
+                " (unresolved, so guarding nothing here: Docker network {})",
+                unresolved.join(", ")
+            ));
+        }
+        Decision {
+            verdict: super::Verdict::Allow,
+            layer: Layer::Nftables,
+            rule: None,
+            reason,
+            audit_deny: false,
+            status: None,
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod probe;
 pub mod route_decision;
 pub mod routes;
 
-use crate::rules::model::{Limits, Mode, Protocol, UpstreamProtocol};
+use crate::rules::model::{GuardNetwork, Limits, Mode, Protocol, UpstreamProtocol};
 use crate::rules::{RuleRef, RuleSet};
 use matcher::{Matcher, Miss, RequestView};
 use std::borrow::Cow;
@@ -289,10 +289,14 @@ impl Policy {
             .guard
             .iter()
             .flat_map(|g| g.networks.iter().enumerate())
-            .filter_map(|(i, s)| {
+            .filter_map(|(i, n)| {
                 let path = format!("guard.networks[{i}]");
+                let net = match n {
+                    GuardNetwork::Cidr(s) => guard::GuardedNet::Cidr(guard::Cidr::parse(s).ok()?),
+                    GuardNetwork::Docker(name) => guard::GuardedNet::Docker(name.clone()),
+                };
                 Some(guard::Guarded {
-                    net: guard::Cidr::parse(s).ok()?,
+                    net,
                     rule: set.rule_ref(&path),
                 })
             })

@@ -6,6 +6,7 @@
 //! the decision nftables is compiled from.
 
 use super::access::{Access, FlowOwner, HttpRequest};
+use super::guard::NamedSubnets;
 use super::matcher::RequestView;
 use super::{Decision, Policy, RequestCheck, L4};
 use std::net::IpAddr;
@@ -29,7 +30,8 @@ enum Endpoint {
 impl Policy {
     /// A container name, or an address: a fixed container address names
     /// its container; any other address is unplaced (explain does not ask
-    /// Docker, so a Docker container's current address is unplaced here).
+    /// Docker for container addresses, so a Docker container's current
+    /// address is unplaced here; only guarded networks' subnets are asked).
     fn endpoint(&self, s: &str) -> Result<Endpoint, ProbeError> {
         if let Some(id) = self.container_id(s) {
             return Ok(Endpoint::Container(id));
@@ -46,7 +48,9 @@ impl Policy {
     /// What happens to a connection `from -> to:port/proto` and, when the
     /// flow is checked by the proxy and `request` is given, to that request.
     /// Either end may be an IP address: one that belongs to no container
-    /// is decided by the guarded networks ([`Policy::decide_unplaced`]).
+    /// is decided by the guarded networks ([`Policy::decide_unplaced`]),
+    /// here without any subnet of a named Docker network (see
+    /// [`Policy::probe_with`]).
     pub fn probe(
         &self,
         from: &str,
@@ -55,13 +59,27 @@ impl Policy {
         port: u16,
         request: Option<&RequestProbe<'_>>,
     ) -> Result<Decision, ProbeError> {
+        self.probe_with(from, to, proto, port, request, &NamedSubnets::new())
+    }
+
+    /// [`Policy::probe`] with the subnets `named` resolved for the Docker
+    /// networks of `guard.networks` (what `explain` asked the engine).
+    pub fn probe_with(
+        &self,
+        from: &str,
+        to: &str,
+        proto: L4,
+        port: u16,
+        request: Option<&RequestProbe<'_>>,
+        named: &NamedSubnets,
+    ) -> Result<Decision, ProbeError> {
         let (from_id, to_id) = match (self.endpoint(from)?, self.endpoint(to)?) {
             (Endpoint::Container(f), Endpoint::Container(t)) => (f, t),
             (Endpoint::Container(f), Endpoint::Unplaced(ip)) => {
-                return Ok(self.decide_unplaced(self.container_name(f), ip, true))
+                return Ok(self.decide_unplaced(self.container_name(f), ip, true, named))
             }
             (Endpoint::Unplaced(ip), Endpoint::Container(t)) => {
-                return Ok(self.decide_unplaced(self.container_name(t), ip, false))
+                return Ok(self.decide_unplaced(self.container_name(t), ip, false, named))
             }
             (Endpoint::Unplaced(a), Endpoint::Unplaced(b)) => {
                 return Ok(Decision {

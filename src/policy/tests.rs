@@ -218,7 +218,28 @@ fn bad_rule_files_name_their_position() {
         (r#"{"version":1,"containers":{},"guard":{"networks":["::/0"]}}"#, "prefix /0 is out of range for IPv6"),
         (r#"{"version":1,"containers":{},"guard":{"networks":[]}}"#, "1:50: no networks"),
         (r#"{"version":1,"containers":{},"guard":{"network":["198.19.0.0/16"]}}"#, "unknown field `network`"),
+        // A name in a plain string is not guessed at: the error says how to write one.
+        (r#"{"version":1,"containers":{},"guard":{"networks":["appnet"]}}"#, "1:51: invalid guarded network \"appnet\": expected a network \"ADDRESS/PREFIX\" such as \"198.19.0.0/16\" or \"fd00:19::/64\"; to guard the Docker network of that name write {\"docker_network\": \"appnet\"}"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":["198.19.0.0"]}}"#, "invalid guarded network \"198.19.0.0\": expected a network \"ADDRESS/PREFIX\" such as \"198.19.0.0/16\" or \"fd00:19::/64\""),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[{"docker_network":"app net"}]}}"#, "1:69: invalid Docker network name \"app net\""),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[{"docker_network":""}]}}"#, "invalid Docker network name \"\""),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[{"docker_network":"host"}]}}"#, "Docker network \"host\" has no addresses of its own"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[{"docker_network":"a"},"198.19.0.0/16",{"docker_network":"a"}]}}"#, "Docker network \"a\" is already guard.networks[0]"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[{"docker":"appnet"}]}}"#, "unknown field `docker`, expected `docker_network`"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[{}]}}"#, "empty guarded network: expected {\"docker_network\": \"NAME\"}"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[{"docker_network":"a","name":"b"}]}}"#, "exactly one field, docker_network"),
+        (r#"{"version":1,"containers":{},"guard":{"networks":[42]}}"#, "expected a network: \"ADDRESS/PREFIX\" or {\"docker_network\": \"NAME\"}"),
     ];
+    let bare = crate::rules::parse(
+        "r.json",
+        r#"{"version":1,"containers":{},"guard":{"networks":["198.19.0.0"]}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        !bare.contains("docker_network"),
+        "an address is no name: {bare}"
+    );
     for (text, want) in cases {
         let err = crate::rules::parse("r.json", text)
             .and_then(Policy::compile)
@@ -326,6 +347,9 @@ fn explain_denies_an_unplaced_address_in_a_guarded_network_both_ways() {
     assert!(d.reason.contains("in no guarded network"), "{}", d.reason);
     // Names are still checked.
     assert!(p.probe("app9", "app1", L4::Tcp, 80, None).is_err());
+    // Without an answer from Docker, a named network guards nothing here
+    // (see the next test).
+    assert_eq!(p.guard_docker_networks(), Vec::<String>::new());
     // In global audit mode the guard reports instead of dropping.
     let audit = policy(
         r#"{"version": 1, "mode": "audit", "guard": {"networks": ["198.19.0.0/16"]},
@@ -335,4 +359,81 @@ fn explain_denies_an_unplaced_address_in_a_guarded_network_both_ways() {
         .probe("198.19.9.9", "app1", L4::Tcp, 80, None)
         .expect("probe");
     assert!(d.audit_deny && d.verdict == Verdict::Allow, "{d:?}");
+}
+
+/// A Docker network guarded by name: `explain` decides an unplaced address
+/// in its resolved subnets like one in a CIDR, names the network, and says
+/// so when the name is unresolved instead of quietly claiming nothing is
+/// guarded.
+#[test]
+fn explain_guards_the_resolved_subnets_of_a_named_network() {
+    use crate::policy::guard::{Cidr, NamedSubnets};
+    let p = policy(
+        r#"{"version": 1,
+  "guard": {"networks": ["198.19.0.0/24", {"docker_network": "appnet"}, {"docker_network": "later"}]},
+  "containers": {"app1": {"address": "198.19.0.2"}, "app2": {"docker": "app2"}},
+  "access": [{"from": "app2", "to": "app1", "ports": [80]}]}"#,
+    );
+    assert_eq!(p.guard_docker_networks(), vec!["appnet", "later"]);
+    let named: NamedSubnets = [(
+        "appnet".to_owned(),
+        vec![
+            Cidr::parse("198.19.5.0/24").expect("cidr"),
+            Cidr::parse("fd00:198:19:5::/64").expect("cidr"),
+        ],
+    )]
+    .into_iter()
+    .collect();
+    assert_eq!(p.unresolved_guard_networks(&named), vec!["later"]);
+    for (from, to, net) in [
+        ("198.19.5.9", "app1", "198.19.5.0/24"),
+        ("app1", "fd00:198:19:5::9", "fd00:198:19:5::/64"),
+    ] {
+        let d = p
+            .probe_with(from, to, L4::Tcp, 80, None, &named)
+            .expect("probe");
+        assert_eq!(
+            (d.verdict, d.layer),
+            (Verdict::Deny, Layer::Nftables),
+            "{d:?}"
+        );
+        assert!(
+            d.reason.contains(&format!(
+                "is in guarded network {net} (Docker network appnet) and belongs to no known container"
+            )),
+            "{}",
+            d.reason
+        );
+        let rule = d.rule.expect("the named network decided");
+        assert_eq!(
+            (rule.path.as_str(), rule.pos.line),
+            ("guard.networks[1]", 2)
+        );
+    }
+    // The CIDR entry still decides its own range.
+    let d = p
+        .probe_with("198.19.0.9", "app1", L4::Tcp, 80, None, &named)
+        .expect("probe");
+    assert_eq!(d.rule.map(|r| r.path), Some("guard.networks[0]".to_owned()));
+    // Outside: allowed, and the unresolved name is said.
+    let d = p
+        .probe_with("198.19.6.9", "app1", L4::Tcp, 80, None, &named)
+        .expect("probe");
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(
+        d.reason
+            .ends_with("(unresolved, so guarding nothing here: Docker network later)"),
+        "{}",
+        d.reason
+    );
+    // Without any answer from Docker (plain `probe`): both names unresolved.
+    let d = p
+        .probe("198.19.5.9", "app1", L4::Tcp, 80, None)
+        .expect("probe");
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(
+        d.reason.contains("Docker network appnet, later"),
+        "{}",
+        d.reason
+    );
 }

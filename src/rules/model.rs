@@ -58,8 +58,23 @@ pub struct LogDrops {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
-    /// CIDRs, IPv4 or IPv6 (`"198.19.0.0/16"`, `"fd00:19::/64"`).
-    pub networks: Vec<String>,
+    /// CIDRs, IPv4 or IPv6 (`"198.19.0.0/16"`, `"fd00:19::/64"`), and
+    /// Docker networks by name (`{"docker_network": "appnet"}`).
+    pub networks: Vec<GuardNetwork>,
+}
+
+/// One entry of `guard.networks`. A string is always a CIDR (a name in a
+/// string is refused with a hint, never guessed at: `"appnet"` and a
+/// mistyped `"198.19.0.0"` must not both quietly mean something); a Docker
+/// network is named in an object, the way `{"docker": NAME}` names a
+/// container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardNetwork {
+    /// `"198.19.0.0/16"` (checked by validation, with its position).
+    Cidr(String),
+    /// `{"docker_network": "appnet"}`: the subnets the Docker engine gives
+    /// that network, resolved by the daemon.
+    Docker(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -368,6 +383,41 @@ impl<'de> Deserialize<'de> for HeaderCond {
                     ));
                 }
                 Ok(cond)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// === impl GuardNetwork ===
+
+impl<'de> Deserialize<'de> for GuardNetwork {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GuardNetwork;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a network: \"ADDRESS/PREFIX\" or {\"docker_network\": \"NAME\"}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GuardNetwork, E> {
+                Ok(GuardNetwork::Cidr(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GuardNetwork, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "empty guarded network: expected {\"docker_network\": \"NAME\"}",
+                    ));
+                };
+                if key != "docker_network" {
+                    return Err(de::Error::unknown_field(&key, &["docker_network"]));
+                }
+                let name: String = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "a guarded Docker network has exactly one field, docker_network",
+                    ));
+                }
+                Ok(GuardNetwork::Docker(name))
             }
         }
         d.deserialize_any(V)

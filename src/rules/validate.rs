@@ -3,9 +3,9 @@
 //! the offending value and one sentence; the caller turns the path into
 //! `file:line:col`.
 
-use super::model::{Balance, HeaderCond, HeadersWithUnderscores, Limits, RuleFile};
+use super::model::{Balance, GuardNetwork, HeaderCond, HeadersWithUnderscores, Limits, RuleFile};
 use super::RuleSet;
-use crate::policy::guard::Cidr;
+use crate::policy::guard::{Cidr, CidrError};
 use crate::wire::normalize::normalize_path;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -144,31 +144,88 @@ fn underscore_names(r: &RuleFile, mode: HeadersWithUnderscores) -> Result<(), In
     Ok(())
 }
 
-/// `guard.networks`: each a CIDR, none overlapping another (two spellings
-/// of one range are a mistake the author should see), and every fixed
-/// container address inside them is of course a known one.
+/// `guard.networks`: each a CIDR or a Docker network name. CIDRs must not
+/// overlap each other (two spellings of one range are a mistake the author
+/// should see); a name must be one Docker could have, listed once, and not
+/// `host` or `none` (which have no addresses of their own). Whether a named
+/// network exists, and what its subnets are, is the daemon's to find out:
+/// it may not exist yet when the file is checked.
 fn guard(r: &RuleFile) -> Result<(), Invalid> {
     let Some(g) = &r.guard else { return Ok(()) };
     if g.networks.is_empty() {
         return bad(
             "guard.networks",
-            "no networks: list the CIDRs to guard, or remove \"guard\"",
+            "no networks: list the CIDRs or Docker networks to guard, or remove \"guard\"",
         );
     }
-    let mut seen: Vec<Cidr> = Vec::with_capacity(g.networks.len());
-    for (i, s) in g.networks.iter().enumerate() {
+    let mut seen: Vec<(usize, Cidr)> = Vec::with_capacity(g.networks.len());
+    let mut names: Vec<(usize, &str)> = Vec::new();
+    for (i, n) in g.networks.iter().enumerate() {
         let path = format!("guard.networks[{i}]");
+        let s = match n {
+            GuardNetwork::Cidr(s) => s,
+            GuardNetwork::Docker(name) => {
+                docker_network_name(&format!("{path}.docker_network"), name, &names)?;
+                names.push((i, name));
+                continue;
+            }
+        };
         let net = match Cidr::parse(s) {
             Ok(n) => n,
+            Err(e @ CidrError::Syntax) if valid_docker_network_name(s) && s.parse::<IpAddr>().is_err() => {
+                return bad(
+                    path,
+                    format!("invalid guarded network {s:?}: {e}; to guard the Docker network of that name write {{\"docker_network\": {s:?}}}"),
+                )
+            }
             Err(e) => return bad(path, format!("invalid guarded network {s:?}: {e}")),
         };
-        if let Some((j, other)) = seen.iter().enumerate().find(|(_, o)| o.overlaps(&net)) {
+        if let Some((j, other)) = seen.iter().find(|(_, o)| o.overlaps(&net)) {
             return bad(
                 path,
                 format!("guarded network {net} overlaps guard.networks[{j}] ({other}): list each range once"),
             );
         }
-        seen.push(net);
+        seen.push((i, net));
+    }
+    Ok(())
+}
+
+/// What Docker accepts as a network name (and all that may go into the
+/// Engine API's `/networks/NAME` path).
+fn valid_docker_network_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// A `{"docker_network": NAME}` entry: a possible name, one with addresses
+/// of its own, not listed before.
+fn docker_network_name(path: &str, name: &str, earlier: &[(usize, &str)]) -> Result<(), Invalid> {
+    if !valid_docker_network_name(name) {
+        return bad(
+            path,
+            format!(
+                "invalid Docker network name {name:?}: expected [A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}"
+            ),
+        );
+    }
+    if matches!(name, "host" | "none") {
+        return bad(
+            path,
+            format!("Docker network {name:?} has no addresses of its own: there is nothing in it to guard"),
+        );
+    }
+    if let Some((j, _)) = earlier.iter().find(|(_, n)| *n == name) {
+        return bad(
+            path,
+            format!(
+                "Docker network {name:?} is already guard.networks[{j}]: list each network once"
+            ),
+        );
     }
     Ok(())
 }

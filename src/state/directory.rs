@@ -5,8 +5,11 @@
 //! discovery source (`crate::discovery`, which feeds this module and is
 //! never imported by it) and change as containers restart, so the
 //! directory is rebuilt and republished (with the policy) whenever either
-//! changes.
+//! changes. The subnets of the Docker networks named in `guard.networks`
+//! come from the same source and move with the same events, so they are
+//! held here too: one comparison tells whether anything moved.
 
+use crate::policy::guard::{Cidr, NamedSubnets};
 use crate::policy::{ContainerId, Policy};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,6 +19,8 @@ pub struct Directory {
     /// Addresses of each container, indexed by [`ContainerId`].
     pub addrs: Vec<Vec<IpAddr>>,
     by_addr: HashMap<IpAddr, ContainerId>,
+    /// Subnets in force for each Docker network of `guard.networks`.
+    pub networks: NamedSubnets,
 }
 
 impl Directory {
@@ -41,7 +46,36 @@ impl Directory {
             }
             addrs.push(list);
         }
-        Directory { addrs, by_addr }
+        Directory {
+            addrs,
+            by_addr,
+            networks: NamedSubnets::new(),
+        }
+    }
+
+    /// Adds the subnets of the Docker networks `policy` guards by name:
+    /// `subnets` maps a network name to those in force (empty: unresolved).
+    pub fn with_networks(
+        mut self,
+        policy: &Policy,
+        mut subnets: impl FnMut(&str) -> Vec<Cidr>,
+    ) -> Directory {
+        self.networks = policy
+            .guard_docker_networks()
+            .into_iter()
+            .map(|name| {
+                let mut nets = subnets(&name);
+                nets.sort();
+                nets.dedup();
+                (name, nets)
+            })
+            .collect();
+        self
+    }
+
+    /// The subnets in force for the guarded Docker network `name`.
+    pub fn subnets(&self, name: &str) -> &[Cidr] {
+        self.networks.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// The managed container owning `ip`, if any.

@@ -3,9 +3,11 @@
 #   prerequisites   pc_require_root, pc_ensure_nft, pc_ensure_jq, pc_ensure_docker
 #   a run           pc_init_run (ids, temp dir), pc_cleanup (the EXIT trap)
 #   binaries        pc_build_testsvc, pc_build_portcullis
-#   the lab         pc_build_image, pc_lab_up, pc_lab_down (three containers on one Docker network)
-#   portcullis      pc_render_rules, pc_free_port, pc_portcullis_start, pc_portcullis_stop
-#   probes          pc_probe (host), pc_probe_in / pc_udp_probe_in (inside a container)
+#   the lab         pc_build_image, pc_lab_up, pc_lab_down (three containers on one Docker network),
+#                   pc_network_create (another network), pc_netns_routed (a routed namespace)
+#   portcullis      pc_render_rules, pc_free_port, pc_portcullis_start, pc_portcullis_stop, pc_status
+#   probes          pc_probe (host), pc_probe_in / pc_udp_probe_in (inside a container),
+#                   pc_seen (what a probe reached, from which address)
 #   reporting       pc_expect, pc_summary
 # Everything here is named pc_* / PC_*; what a run creates carries its run id
 # (pc-<runid>, label portcullis.test=<runid>) so two runs never collide.
@@ -25,7 +27,10 @@ PC_TMP=''
 PC_PORTCULLIS=''
 PC_PORTCULLIS_PID=''
 PC_PORTCULLIS_STARTED=''
+PC_ADMIN=''
 declare -gA PC_IP=()
+# Network namespaces this run made (pc_netns_routed), removed by pc_lab_down.
+PC_NETNS=()
 
 pc_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 pc_warn() { printf 'WARNING: %s\n' "$*" >&2; }
@@ -171,7 +176,11 @@ pc_assert_clean() {
 	[[ -n $PC_RUN_ID ]] || return 0
 	local left=()
 	[[ -z $(docker ps -aq --filter "label=portcullis.test=$PC_RUN_ID") ]] || left+=(containers)
-	docker network inspect "$PC_NAME" >/dev/null 2>&1 && left+=("network $PC_NAME")
+	[[ -z $(docker network ls -q --filter "label=portcullis.test=$PC_RUN_ID") ]] || left+=(networks)
+	local ns
+	for ns in "${PC_NETNS[@]}"; do
+		[[ -e /run/netns/$ns ]] && left+=("namespace $ns")
+	done
 	docker image inspect "$PC_IMAGE" >/dev/null 2>&1 && left+=("image $PC_IMAGE")
 	[[ -n $PC_PORTCULLIS_STARTED ]] && nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1 && left+=("table ${PC_NFT_TABLE[*]}")
 	((${#left[@]} == 0)) && return 0
@@ -231,27 +240,70 @@ pc_subnet_in_use() {
 		grep -qF "$prefix."
 }
 
-# Creates network pc-<runid> on a free /24 of 198.19.0.0/16 and sets PC_PREFIX
-# (e.g. 198.19.77) and PC_IP[app] (.2, .3, .4, ...).
-pc_lab_network_up() {
-	local attempt prefix
-	for ((attempt = 0; attempt < 30; attempt++)); do
-		prefix=198.19.$((RANDOM % 200 + 20))
-		pc_subnet_in_use "$prefix" && continue
-		if docker network create --driver bridge --subnet "$prefix.0/24" --gateway "$prefix.1" \
-			--label "portcullis.test=$PC_RUN_ID" "$PC_NAME" >/dev/null 2>"$PC_TMP/network.err"; then
-			# shellcheck disable=SC2034 # for the scripts that source this file
-			PC_PREFIX=$prefix
-			local i=2 app
-			for app in "${PC_APPS[@]}"; do
-				PC_IP[$app]=$prefix.$i
-				i=$((i + 1))
-			done
-			pc_log "network $PC_NAME on $prefix.0/24"
+# pc_free_prefix VAR: a /24 of 198.19.0.0/16 (as 198.19.N) no route or Docker
+# network uses, distinct from earlier picks.
+PC_PICKED_PREFIXES=' '
+pc_free_prefix() {
+	local _try _prefix
+	for ((_try = 0; _try < 60; _try++)); do
+		_prefix=198.19.$((RANDOM % 200 + 20))
+		[[ $PC_PICKED_PREFIXES == *" $_prefix "* ]] && continue
+		pc_subnet_in_use "$_prefix" && continue
+		PC_PICKED_PREFIXES+="$_prefix "
+		printf -v "$1" '%s' "$_prefix"
+		return 0
+	done
+	pc_die "no free /24 in 198.19.0.0/16 after 60 tries"
+}
+
+# pc_network_create NAME VAR [OPTION]...: a bridge network NAME, labelled with
+# the run (pc_lab_down removes it), on a free /24 (gateway .1) whose prefix
+# goes into VAR; OPTIONs go to `docker network create`.
+pc_network_create() {
+	local _name=$1 _var=$2 _try _net
+	shift 2
+	for ((_try = 0; _try < 10; _try++)); do
+		pc_free_prefix _net
+		if docker network create --driver bridge --subnet "$_net.0/24" --gateway "$_net.1" \
+			--label "portcullis.test=$PC_RUN_ID" "$@" "$_name" >/dev/null 2>"$PC_TMP/network.err"; then
+			printf -v "$_var" '%s' "$_net"
+			pc_log "network $_name on $_net.0/24"
 			return 0
 		fi
 	done
-	pc_die "no free /24 in 198.19.0.0/16 after 30 tries: $(cat "$PC_TMP/network.err")"
+	pc_die "cannot create network $_name: $(cat "$PC_TMP/network.err")"
+}
+
+# Creates network pc-<runid> on a free /24 of 198.19.0.0/16 and sets PC_PREFIX
+# (e.g. 198.19.77) and PC_IP[app] (.2, .3, .4, ...).
+pc_lab_network_up() {
+	pc_network_create "$PC_NAME" PC_PREFIX
+	local i=2 app
+	for app in "${PC_APPS[@]}"; do
+		PC_IP[$app]=$PC_PREFIX.$i
+		i=$((i + 1))
+	done
+}
+
+# pc_netns_routed NAME VAR: network namespace NAME (removed by pc_lab_down)
+# linked to the host by a veth pair on a free 198.19.N.0/30 and routed
+# through it: .1 on the host, .2 inside, whose address goes into VAR. A
+# client there reaches the host and its containers on an interface that is
+# not a Docker bridge, as a machine on the network would.
+pc_netns_routed() {
+	local _name=$1 _var=$2 _net _host _inside
+	pc_free_prefix _net
+	# Interface names are at most 15 bytes: pc + run id + h|n.
+	_host=pc${PC_RUN_ID}h _inside=pc${PC_RUN_ID}n
+	ip netns add "$_name" || pc_die "cannot create network namespace $_name"
+	PC_NETNS+=("$_name")
+	ip link add "$_host" type veth peer name "$_inside" netns "$_name" &&
+		ip addr add "$_net.1/30" dev "$_host" && ip link set "$_host" up &&
+		ip -n "$_name" addr add "$_net.2/30" dev "$_inside" && ip -n "$_name" link set "$_inside" up &&
+		ip -n "$_name" link set lo up && ip -n "$_name" route add default via "$_net.1" ||
+		pc_die "cannot link network namespace $_name to the host"
+	printf -v "$_var" '%s' "$_net.2"
+	pc_log "namespace $_name at $_net.2, routed through $_host ($_net.1)"
 }
 
 # Network, one container per app (pc-<runid>-<app>, serving PC_APP_ARGS), all healthy.
@@ -271,11 +323,16 @@ pc_lab_up() {
 	pc_log "lab up: $(for app in "${PC_APPS[@]}"; do printf '%s=%s ' "$app" "${PC_IP[$app]}"; done)"
 }
 
-# Removes this run's containers, network and image; safe to call at any point.
+# Removes this run's containers, networks, namespaces (with their veth ends)
+# and image; safe to call at any point.
 pc_lab_down() {
 	[[ -n $PC_RUN_ID ]] || return 0
 	docker ps -aq --filter "label=portcullis.test=$PC_RUN_ID" | xargs -r docker rm -f >/dev/null
-	docker network inspect "$PC_NAME" >/dev/null 2>&1 && docker network rm "$PC_NAME" >/dev/null
+	docker network ls -q --filter "label=portcullis.test=$PC_RUN_ID" | xargs -r docker network rm >/dev/null
+	local ns
+	for ns in "${PC_NETNS[@]}"; do
+		[[ -e /run/netns/$ns ]] && ip netns del "$ns"
+	done
 	docker image inspect "$PC_IMAGE" >/dev/null 2>&1 && docker image rm "$PC_IMAGE" >/dev/null
 	return 0
 }
@@ -292,6 +349,31 @@ pc_udp_probe_in() {
 	local app=$1
 	shift
 	docker exec "$PC_NAME-$app" /testsvc udp-probe "$@" || true
+}
+
+# pc_probe_ns NAMESPACE ARGS...: a probe from inside a network namespace.
+pc_probe_ns() {
+	local ns=$1
+	shift
+	ip netns exec "$ns" "$PC_TESTSVC" probe "$@" || true
+}
+
+# pc_seen PROBE_JSON: what an HTTP probe reached, as one comparable phrase:
+# `SERVICE from PEER` (testsvc's echo: who answered, and the address the
+# connection came from as it saw it) with ` via portcullis as SOURCE` when the
+# proxy stamped X-Portcullis-Source; else `http STATUS`, `timeout`, `refused`,
+# `reset` or `error: ...`.
+pc_seen() {
+	jq -r '
+		if .result == "http" then
+			(.body | try fromjson catch null) as $echo
+			| if .status == 200 and ($echo | type) == "object" and ($echo.service | type) == "string" then
+				([$echo.headers[]? | select(.[0] | ascii_downcase == "x-portcullis-source") | .[1]]) as $src
+				| "\($echo.service) from \($echo.peer | sub(":[0-9]+$"; ""))"
+				+ (if ($src | length) > 0 then " via portcullis as \($src | join(","))" else "" end)
+			else "http \(.status)" end
+		elif .result == "error" then "error: \(.error)"
+		else .result end' <<<"$1" 2>/dev/null || echo "unparsable output: ${1:-none}"
 }
 
 # pc_wait_http URL SECONDS: until URL answers 200 (probed from the host).
@@ -343,10 +425,14 @@ pc_render_rules() {
 	! grep -qE '@[A-Z0-9_]+@' "$out" || pc_die "unreplaced placeholder in $out: $(grep -oE '@[A-Z0-9_]+@' "$out" | sort -u | tr '\n' ' ')"
 }
 
+# pc_status: `portcullis status` of the daemon pc_portcullis_start started.
+pc_status() { "$PC_PORTCULLIS" status --admin "$PC_ADMIN"; }
+
 # pc_portcullis_start RULES ADMIN: `portcullis run` in its own process group;
 # waits until its table exists and ADMIN answers /healthz.
 pc_portcullis_start() {
 	local rules=$1 admin=$2 log=$PC_TMP/portcullis.log
+	PC_ADMIN=$admin
 	nft list table "${PC_NFT_TABLE[@]}" >/dev/null 2>&1 &&
 		pc_die "table ${PC_NFT_TABLE[*]} already exists (another portcullis runs, or one was left behind): stop it or run 'portcullis down' first"
 	pc_log "starting portcullis run (log: $log)"

@@ -79,6 +79,7 @@ counters! {
     cache_bytes: "Bytes held by the cache (status, headers and bodies).",
     docker_engine_up: "1 while the Docker engine answers (events followed), 0 while it cannot be reached and the known addresses stay in force.",
     docker_unresolved_containers: "Docker containers of the rule file without a known address (not running, unknown, or the engine unreachable).",
+    docker_unresolved_networks: "Docker networks of guard.networks without a known subnet (unknown to the engine, none configured, or never answered for): they guard nothing until they resolve.",
     nft_in_sync: "1 while the kernel holds the nftables rules portcullis installed, 0 while it does not (drift, or the table cannot be read).",
     bridge_netfilter_ok: "1 while traffic between containers on one bridge reaches nftables (br_netfilter loaded, net.bridge.bridge-nf-call-iptables and -ip6tables 1) or the rules name no container; 0 while access rules between containers on one bridge are NOT enforced.",
     nft_drift_repairs_total: "Times table inet portcullis was changed or removed by something else and applied again.",
