@@ -170,6 +170,21 @@ firewall_checks() {
 	[[ $drops == none ]] && printf '%s\n' "$listing" >&2
 	pc_expect "kernel: a drop rule in ${PC_NFT_TABLE[*]} counted packets" non-zero "$drops"
 
+	# The same drops per pair of containers (the drops4 set's element
+	# counters on /metrics), and each logged through NFLOG (log_drops) as a
+	# line naming both containers and the port.
+	local pair
+	pair=$(pc_metric "$ADMIN" 'kernel_pair_drops_total{source="app3",destination="app1"}')
+	[[ $pair =~ ^[1-9][0-9]*$ ]] && pair=non-zero
+	pc_expect "kernel: app3->app1 drops counted for that pair" non-zero "$pair"
+	pc_expect "kernel: no drops counted for app1->app3 (none tried)" absent \
+		"$(pc_metric "$ADMIN" 'kernel_pair_drops_total{source="app1",destination="app3"}')"
+	local logged
+	logged=$(grep -F 'kernel dropped a packet between managed containers' "$PC_TMP/portcullis.log" |
+		grep -F '"source":"app3","destination":"app1"' | grep -cF '"destination_port":8080' || true)
+	[[ $logged =~ ^[1-9][0-9]*$ ]] && logged=logged
+	pc_expect "kernel: the dropped app3->app1 tcp/8080 SYN logged (log_drops)" logged "$logged"
+
 	local alive=exited
 	kill -0 "$PC_PORTCULLIS_PID" 2>/dev/null && alive=running
 	pc_expect "portcullis still running after the probes" running "$alive"
