@@ -475,7 +475,7 @@ fn route(
         out_head.extend_from_slice(v);
         out_head.extend_from_slice(b", ");
     }
-    let _ = write!(out_head, "{client}");
+    outbound::push_ip(out_head, client);
     out_head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
     for v in fwd.iter().filter(|v| !v.is_empty()) {
         out_head.extend_from_slice(v);
@@ -571,10 +571,15 @@ fn forwarding_values<'b>(req: &head::RequestHead<'b, '_>, name: &str) -> Vec<&'b
 
 /// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]`.
 fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, host: Option<&[u8]>) {
-    let _ = match client {
-        IpAddr::V4(a) => write!(out, "for={a}"),
-        IpAddr::V6(a) => write!(out, "for=\"[{a}]\""),
-    };
+    match client {
+        IpAddr::V4(_) => {
+            out.extend_from_slice(b"for=");
+            outbound::push_ip(out, client);
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(out, "for=\"[{a}]\"");
+        }
+    }
     out.extend_from_slice(b";proto=http");
     if let Some(h) = host {
         if h.iter()
