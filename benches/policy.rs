@@ -137,7 +137,7 @@ fn bench(c: &mut Criterion) {
         });
     }
 
-    for n in [10usize, 1000] {
+    for n in [10usize, 1000, 10_000] {
         let p = large(n);
         let (a, z) = (
             p.container_id(&format!("c{}", n / 2)).unwrap_or(0),

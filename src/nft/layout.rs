@@ -11,7 +11,6 @@
 //! always there (an empty set matches nothing), so a reload only changes
 //! set contents, the proxy port and the audit switch.
 
-use std::cmp::Ordering;
 use std::net::IpAddr;
 
 use super::ruleset::{Cidr, DropLog, Ruleset, L4};
@@ -236,15 +235,16 @@ impl Key {
     }
 
     /// The order `nft list` prints elements in, so the rendered text reads
-    /// exactly like the listing: single values by numeric value, and
-    /// concatenations by their key bytes read as one little-endian integer
-    /// (nft imports concatenated keys in host byte order before sorting).
-    fn listing_order(&self, other: &Key) -> Ordering {
-        let (a, b) = (self.bytes(), other.bytes());
-        match self {
-            Key::Addr(_) => a.cmp(&b),
-            Key::Flow { .. } | Key::Pair { .. } => a.iter().rev().cmp(b.iter().rev()),
+    /// exactly like the listing, as a sort key: single values by numeric
+    /// value, and concatenations by their key bytes read as one
+    /// little-endian integer (nft imports concatenated keys in host byte
+    /// order before sorting), i.e. by the bytes reversed.
+    fn listing_key(&self) -> Vec<u8> {
+        let mut b = self.bytes();
+        if !matches!(self, Key::Addr(_)) {
+            b.reverse();
         }
+        b
     }
 }
 
@@ -273,11 +273,10 @@ pub(crate) struct SetLayout {
 
 impl SetLayout {
     fn new(base: &str, family: Family, shape: KeyShape, mut elements: Vec<Element>) -> Self {
-        elements.sort_by(|a, b| {
-            a.key
-                .listing_order(&b.key)
-                .then_with(|| a.comment.cmp(&b.comment))
-        });
+        // By comment, then (stable) by key: one key per element, not two
+        // per comparison (a drops set of 100 containers has 9,900).
+        elements.sort_by(|a, b| a.comment.cmp(&b.comment));
+        elements.sort_by_cached_key(|e| e.key.listing_key());
         // The same key from two sources (e.g. two access entries naming the
         // same flow) is one element: a duplicate is an error for the kernel.
         // Keep every source in the comment.
