@@ -52,6 +52,7 @@ fn lab(max_bytes: u64) -> Lab {
     let dir = Directory::build(&policy, |_| vec![dst.ip()]);
     let state = Arc::new(ArcSwap::from_pointee(Snapshot {
         lb: Arc::new(crate::balance::Balancer::compile(&policy)),
+        tls: Default::default(),
         policy,
         dir,
         version: 1,
@@ -419,6 +420,7 @@ fn wiki_examples_load_as_documented() {
                         let policy = Arc::new(Policy::compile(set).unwrap());
                         let snap = Snapshot {
                             lb: Arc::new(crate::balance::Balancer::compile(&policy)),
+                            tls: Default::default(),
                             dir: Directory::build(&policy, |_| Vec::new()),
                             policy,
                             version: 1,
@@ -487,6 +489,7 @@ fn stores_survive_reloads_that_keep_their_settings() {
         }
         Snapshot {
             lb: Arc::new(crate::balance::Balancer::compile(&policy)),
+            tls: Default::default(),
             policy,
             dir,
             version,

@@ -34,6 +34,7 @@ use crate::proxy::{self, ProxyCtx};
 use crate::rules::{self, RuleError};
 use crate::state::metrics::Metrics;
 use crate::state::snapshot::{placement, Snapshot};
+use crate::tls::{self, Certificates};
 
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -73,8 +74,12 @@ pub struct Started {
     pub admin: SocketAddr,
 }
 
-fn load_policy(path: &Path) -> Result<Policy, RuleError> {
-    Policy::compile(rules::load(path)?)
+/// The rules and the certificates they name, read and checked together:
+/// either both are good or the load is refused.
+fn load_policy(path: &Path) -> Result<(Policy, Certificates), RuleError> {
+    let set = rules::load(path)?;
+    let certs = tls::load(&set, &tls::base_of(path), std::time::SystemTime::now())?;
+    Ok((Policy::compile(set)?, certs))
 }
 
 async fn install(kernel: &Arc<Kernel>, rs: nft::ruleset::Ruleset) -> Result<(), DaemonError> {
@@ -93,8 +98,10 @@ pub async fn run(
     mut ctl: Control,
     on_started: impl FnOnce(Started),
 ) -> Result<(), DaemonError> {
-    let policy = Arc::new(load_policy(&path)?);
+    let (policy, certs) = load_policy(&path)?;
+    let (policy, certs) = (Arc::new(policy), Arc::new(certs));
     let metrics = Arc::new(Metrics::default());
+    metrics.labelled.certificates(&certs);
     let source = discovery::open(&discovery, metrics.clone());
     let dir = discovery::directory(&*source, &policy, &discovery::NothingKnown).await;
     let proxy_addr = SocketAddr::from(([0, 0, 0, 0], policy.proxy_port));
@@ -129,6 +136,7 @@ pub async fn run(
         dir,
         version: 1,
         lb: lb.clone(),
+        tls: certs,
     }));
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
     // `POST /reload` on the admin endpoint (`portcullis reload`, the unit's
@@ -369,10 +377,11 @@ async fn reload(
     kernel: &Arc<Kernel>,
 ) -> Result<bool, DaemonError> {
     let current = state.load_full();
-    let policy = if trigger.resync_only {
-        current.policy.clone()
+    let (policy, certs) = if trigger.resync_only {
+        (current.policy.clone(), current.tls.clone())
     } else {
-        Arc::new(load_policy(path)?)
+        let (p, c) = load_policy(path)?;
+        (Arc::new(p), Arc::new(c))
     };
     if policy.proxy_port != current.policy.proxy_port {
         return Err(DaemonError::Reload(format!(
@@ -401,7 +410,9 @@ async fn reload(
         dir,
         version,
         lb,
+        tls: certs.clone(),
     }));
+    ctx.metrics.labelled.certificates(&certs);
     frontends.commit(bound, ctx);
     info!(trigger = trigger.reason, version, "rules reloaded");
     Ok(true)

@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ServerConfig;
 use tracing::{debug, info, warn};
 
 use super::client_io::{ClientIo, ConnLimits};
@@ -49,6 +50,7 @@ use super::limits::{ConnectionPermit, Effective, SourceName};
 use super::outbound;
 use super::pipeline::{PoolTarget, Target};
 use super::refusal::{At, Refusal};
+use super::tls;
 use super::{ActiveGuard, ProxyCtx};
 use crate::balance::{PickInput, Pool};
 use crate::policy::access::{Access, FlowOwner, HttpRequest};
@@ -165,9 +167,22 @@ async fn serve(
                 ctx.active.fetch_add(1, Ordering::Relaxed);
                 let guard = ActiveGuard(ctx.clone());
                 let _ = stream.set_nodelay(true);
-                let entry = FrontendConn { peer, listen };
                 tokio::spawn(async move {
-                    connection::serve(guard.0.clone(), ClientIo::new(stream), entry).await;
+                    let ctx = guard.0.clone();
+                    let https = tls_of(&ctx, listen);
+                    let mut entry = FrontendConn { peer, listen, https: false };
+                    let io = match https {
+                        None => ClientIo::new(stream),
+                        Some((config, name, timeout)) => {
+                            let at = tls::Handshaking { frontend: &name, peer, timeout };
+                            let Some(s) = tls::handshake(&ctx.metrics, config, stream, at).await else {
+                                return;
+                            };
+                            entry.https = true;
+                            ClientIo::new(s)
+                        }
+                    };
+                    connection::serve(ctx, io, entry).await;
                     drop(guard);
                 });
             }
@@ -175,11 +190,29 @@ async fn serve(
     }
 }
 
+/// The TLS configuration of the frontend at `listen` as published now
+/// (`None`: it speaks plain HTTP), its name and its handshake timeout.
+fn tls_of(ctx: &ProxyCtx, listen: SocketAddr) -> Option<(Arc<ServerConfig>, Arc<str>, Duration)> {
+    let snap = ctx.state.load();
+    let tls = snap.tls.at(listen)?;
+    let timeout = snap
+        .lb
+        .frontend_at(listen)
+        .map_or_else(
+            || limits::effective_over(&snap.policy.limits, None),
+            |fe| limits_for(&snap.policy, fe),
+        )
+        .header_timeout;
+    Some((tls.config.clone(), tls.name.clone(), timeout))
+}
+
 /// A client of a frontend: the entry path of frontends. Limits count per
 /// client address on this frontend.
 struct FrontendConn {
     peer: SocketAddr,
     listen: SocketAddr,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    https: bool,
 }
 
 impl EntryPath for FrontendConn {
@@ -261,6 +294,7 @@ impl EntryPath for FrontendConn {
             fe,
             index: fe_index,
             series: &series,
+            https: self.https,
         };
         match route(&at, peer, listen, req, &lim, out_head, metrics) {
             Plan::Refuse { refusal, close } => Decision::Refuse { refusal, close },
@@ -360,6 +394,8 @@ struct Frontend<'a> {
     index: usize,
     /// The metric series of `snap`'s rules.
     series: &'a Series,
+    /// The client connection is TLS.
+    https: bool,
 }
 
 /// Phase 3: route and prepare the upstream head in `out_head`.
@@ -476,12 +512,13 @@ fn route(
         out_head.extend_from_slice(b", ");
     }
     let _ = write!(out_head, "{client}");
-    out_head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
+    let proto = if at.https { "https" } else { "http" };
+    let _ = write!(out_head, "\r\nx-forwarded-proto: {proto}\r\nforwarded: ");
     for v in fwd.iter().filter(|v| !v.is_empty()) {
         out_head.extend_from_slice(v);
         out_head.extend_from_slice(b", ");
     }
-    write_forwarded(out_head, client, raw_host);
+    write_forwarded(out_head, client, proto, raw_host);
     out_head.extend_from_slice(b"\r\n\r\n");
 
     let idempotent = head::idempotent(req.method.as_bytes());
@@ -569,13 +606,13 @@ fn forwarding_values<'b>(req: &head::RequestHead<'b, '_>, name: &str) -> Vec<&'b
         .collect()
 }
 
-/// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]`.
-fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, host: Option<&[u8]>) {
+/// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]` (`https`
+/// on a TLS frontend).
+fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, proto: &str, host: Option<&[u8]>) {
     let _ = match client {
-        IpAddr::V4(a) => write!(out, "for={a}"),
-        IpAddr::V6(a) => write!(out, "for=\"[{a}]\""),
+        IpAddr::V4(a) => write!(out, "for={a};proto={proto}"),
+        IpAddr::V6(a) => write!(out, "for=\"[{a}]\";proto={proto}"),
     };
-    out.extend_from_slice(b";proto=http");
     if let Some(h) = host {
         if h.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
@@ -593,7 +630,7 @@ mod tests {
 
     fn forwarded(client: &str, host: Option<&[u8]>) -> String {
         let mut out = Vec::new();
-        write_forwarded(&mut out, client.parse().unwrap(), host);
+        write_forwarded(&mut out, client.parse().unwrap(), "http", host);
         String::from_utf8(out).unwrap()
     }
 
@@ -605,5 +642,8 @@ mod tests {
         );
         assert_eq!(forwarded("::1", None), "for=\"[::1]\";proto=http");
         assert_eq!(forwarded("::1", Some(b"a\"b")), "for=\"[::1]\";proto=http");
+        let mut out = Vec::new();
+        write_forwarded(&mut out, "::1".parse().unwrap(), "https", None);
+        assert_eq!(out, b"for=\"[::1]\";proto=https");
     }
 }

@@ -24,6 +24,7 @@ pub mod send;
 #[cfg(test)]
 mod split_tests;
 pub mod tap;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_h2;

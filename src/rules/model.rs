@@ -174,6 +174,27 @@ pub struct Frontend {
     pub default_pool: Option<String>,
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// TLS termination: the frontend speaks HTTPS instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<FrontendTls>,
+}
+
+/// `frontends[i].tls`: the certificates a TLS frontend serves (the
+/// daemon reads and checks the files; see [`crate::tls`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendTls {
+    /// Chosen by SNI among their names; the first is the default.
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// One certificate: PEM files, the chain (leaf first) and its key.
+/// Relative paths are relative to the rule file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

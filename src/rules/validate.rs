@@ -648,6 +648,24 @@ fn frontends(r: &RuleFile) -> Result<(), Invalid> {
         if let Some(l) = &f.limits {
             limits(&format!("{path}.limits"), l)?;
         }
+        if let Some(t) = &f.tls {
+            if t.certificates.is_empty() {
+                return bad(
+                    format!("{path}.tls.certificates"),
+                    "a TLS frontend needs at least one certificate",
+                );
+            }
+            for (j, c) in t.certificates.iter().enumerate() {
+                for (field, v) in [("cert", &c.cert), ("key", &c.key)] {
+                    if v.trim().is_empty() {
+                        return bad(
+                            format!("{path}.tls.certificates[{j}].{field}"),
+                            format!("empty {field} path: expected a PEM file"),
+                        );
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
