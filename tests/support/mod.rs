@@ -291,6 +291,7 @@ pub async fn lab(rules: &str) -> Lab {
         tls: Arc::new(tls),
     }));
     let metrics = Arc::new(Metrics::default());
+    metrics.labelled.certificates(&state.load().tls);
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
     let mut listeners = Listeners::default();
     let bound = listeners
