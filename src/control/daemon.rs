@@ -189,7 +189,7 @@ pub async fn run(
     // Only now: the ruleset is in the kernel and every listener is bound.
     notify::ready(&status_line(&path, &state, &report));
 
-    let mut file = RuleFileWatch::new(&path);
+    let mut file = RuleFileWatch::new(&path, &state.load().tls.files());
     let (resync_tx, mut resync) = tokio::sync::mpsc::channel::<()>(1);
     let mut follower: Option<tokio::task::JoinHandle<()>> = None;
     loop {
@@ -242,6 +242,11 @@ pub async fn run(
         }
         if !resync_only || !matches!(result, Ok(false)) {
             notify::ready(&status_line(&path, &state, &report));
+        }
+        // New rules may name other certificate files: watch those.
+        let certs = state.load().tls.files();
+        if file.files()[1..] != certs[..] {
+            file = RuleFileWatch::new(&path, &certs);
         }
         match result {
             Ok(true) => {
