@@ -31,13 +31,15 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The directory a file is watched through, as given (inotify names an
-/// event's file by the watched directory joined with its name).
+/// The directory a file is watched through, absolute: events name a file
+/// by the absolute directory watched joined with its name, whatever the
+/// path was given as.
 fn dir_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
 }
 
 impl RuleFileWatch {
@@ -146,6 +148,18 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(2), w.changed())
             .await
             .expect("the rename is seen");
+    }
+
+    #[test]
+    fn a_relative_path_is_watched_through_its_absolute_directory() {
+        // notify reports events under the absolute directory it watches:
+        // `rules.json` given relative must still match them.
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(super::dir_of(std::path::Path::new("rules.json")), cwd);
+        assert_eq!(
+            super::dir_of(std::path::Path::new("tls/site.pem")),
+            cwd.join("tls")
+        );
     }
 
     #[tokio::test]

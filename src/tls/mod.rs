@@ -144,11 +144,8 @@ fn server_config(
     Ok(config)
 }
 
-/// The directory relative certificate paths of the rule file at `path`
-/// are taken from.
+/// The directory relative certificate paths of the rule file at
+/// `rule_file` are taken from (empty: the working directory).
 pub fn base_of(rule_file: &Path) -> PathBuf {
-    match rule_file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    }
+    rule_file.parent().map(Path::to_owned).unwrap_or_default()
 }
