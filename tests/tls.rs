@@ -84,11 +84,20 @@ impl Ca {
 
     /// A client trusting only this CA, offering `alpn`.
     fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+        self.client_of(alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`client`](Self::client) speaking only `versions`.
+    fn client_of(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> TlsConnector {
         let mut roots = RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -201,6 +210,24 @@ async fn https_over_http1_and_h2_reaches_an_http1_member_as_https() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("x-forwarded-proto: https\n"), "{body}");
 
+    // TLS 1.2 is served too, and counted as such.
+    let s = connect(
+        &ca.client_of(&[b"http/1.1"], &[&rustls::version::TLS12]),
+        lab.front,
+        "site.example",
+    )
+    .await;
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let (status, body) = exchange_on(
+        s,
+        "GET / HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
     // The plain frontend beside it still speaks plain HTTP, and says so.
     let (status, body) = get_host(plain, "site.example", "/").await;
     assert_eq!(status, 200, "{body}");
@@ -213,10 +240,56 @@ async fn https_over_http1_and_h2_reaches_an_http1_member_as_https() {
         "{metrics}"
     );
     assert!(
+        metrics.contains("portcullis_tls_handshakes_total{result=\"ok\",version=\"TLSv1.2\"} 1"),
+        "{metrics}"
+    );
+    assert!(
         metrics
             .contains("portcullis_tls_handshakes_total{result=\"failed\",version=\"unknown\"} 0"),
         "{metrics}"
     );
+}
+
+#[test]
+fn portcullis_check_reads_the_certificates_relative_to_the_rule_file() {
+    let ca = Ca::new();
+    let site = ca.issue("site", &["site.example"]);
+    let other = ca.issue("other", &["other.example"]);
+    let rules = |key: &str| {
+        format!(
+            r#"{{ "version": 1,
+  "containers": {{ "app": {{ "address": "198.19.0.2" }} }},
+  "frontends": [ {{ "name": "secure", "listen": "127.0.0.1:8443", "default_pool": "app",
+    "tls": {{ "certificates": [ {{ "cert": "site.pem", "key": "{key}" }} ] }} }} ],
+  "pools": {{ "app": {{ "members": ["app:80"] }} }} }}"#
+        )
+    };
+    let check = |text: String| {
+        let path = ca.dir.path().join("rules.json");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .expect("run portcullis check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The files are found beside the rule file, wherever check runs.
+    let (code, out, err) = check(rules("site.key"));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("valid: 1 containers"), "{out}");
+    let (code, _, err) = check(rules("other.key"));
+    assert_eq!(code, Some(1), "{err}");
+    let want = format!(
+        "rules.json:4:61: key {} does not match certificate {}",
+        other.key.display(),
+        site.cert.display()
+    );
+    assert!(err.trim_end().ends_with(&want), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
