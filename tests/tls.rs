@@ -135,12 +135,17 @@ fn served(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 /// Rules with one TLS frontend (`@FRONT@`) routing everything to the
 /// member, a plain one at `plain` to the same member, and `tls`.
 fn rules(member: SocketAddr, plain: SocketAddr, tls: &str) -> String {
+    rules_with(member, plain, tls, "")
+}
+
+/// [`rules`] with more `limits` of the TLS frontend (`, "name": value`).
+fn rules_with(member: SocketAddr, plain: SocketAddr, tls: &str, limits: &str) -> String {
     format!(
         r#"{{ "version": 1,
   "containers": {{ "app2": {{ "docker": "127.0.0.2" }} }},
   "frontends": [
     {{ "name": "secure", "listen": "@FRONT@", "default_pool": "app", {tls},
-       "limits": {{ "header_timeout_ms": 500 }} }},
+       "limits": {{ "header_timeout_ms": 500{limits} }} }},
     {{ "name": "plain", "listen": "{plain}", "default_pool": "app" }} ],
   "pools": {{ "app": {{ "members": ["app2:{}"] }} }} }}"#,
         member.port()
@@ -523,6 +528,51 @@ async fn failed_and_slow_handshakes_are_closed_and_counted() {
     assert!(
         metrics
             .contains("portcullis_tls_handshakes_total{result=\"failed\",version=\"unknown\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_per_source_bounds_handshakes() {
+    let member = Upstream::start(ip(2), "app2").await;
+    let ca = Ca::new();
+    let site = ca.issue("site", &["site.example"]);
+    let limits = r#", "max_connections_per_source": 1"#;
+    let lab = lab(&rules_with(
+        member.addr,
+        plain_addr(),
+        &tls_json(&[&site]),
+        limits,
+    ))
+    .await;
+    let client = ca.client(&[b"http/1.1"]);
+    // One connection open, even before its handshake: the next one from the
+    // same address is closed without one.
+    let first = TcpStream::connect(lab.front).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tcp = TcpStream::connect(lab.front).await.unwrap();
+    let name = ServerName::try_from("site.example").unwrap();
+    assert!(client.connect(name, tcp).await.is_err());
+    drop(first);
+    // Once it is gone, a client is admitted again.
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let tcp = TcpStream::connect(lab.front).await.unwrap();
+        let name = ServerName::try_from("site.example").unwrap();
+        if let Ok(s) = client.connect(name, tcp).await {
+            let ask = "GET / HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n";
+            assert_eq!(exchange_on(s, ask).await.0, 200);
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "admitted again once the first connection closed");
+    let metrics = render(&lab);
+    assert!(
+        metrics.contains(
+            "portcullis_refusals_total{status=\"429\",rule=\"limits.max_connections_per_source\"}"
+        ),
         "{metrics}"
     );
 }

@@ -104,18 +104,7 @@ pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
         Ok(Some(p)) => p,
         Ok(None) => return,
         Err(n) => {
-            let r = Refusal::TooManyConnections {
-                open: n.open,
-                limit: n.limit,
-            };
-            let limit_at = entry.limit_ref(&ctx, "max_connections_per_source");
-            let at = At {
-                source: Some(&n.source),
-                destination: Some(&n.destination),
-                limit_at: limit_at.as_ref(),
-                ..At::default()
-            };
-            r.record(&ctx.metrics, &at);
+            let r = not_admitted(&ctx, &*entry, n);
             let _ = super::refusal::write_refusal(&mut inbound.io, &r, true).await;
             close_lingering(&mut inbound).await;
             return;
@@ -153,6 +142,24 @@ pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
         }
     }
     close_lingering(&mut inbound).await;
+}
+
+/// Records (counts and logs) a connection over `max_connections_per_source`;
+/// the refusal to answer it with, if the stream can still carry one.
+pub fn not_admitted<E: EntryPath>(ctx: &ProxyCtx, entry: &E, n: NotAdmitted) -> Refusal {
+    let r = Refusal::TooManyConnections {
+        open: n.open,
+        limit: n.limit,
+    };
+    let limit_at = entry.limit_ref(ctx, "max_connections_per_source");
+    let at = At {
+        source: Some(&n.source),
+        destination: Some(&n.destination),
+        limit_at: limit_at.as_ref(),
+        ..At::default()
+    };
+    r.record(&ctx.metrics, &at);
+    r
 }
 
 /// One HTTP/1 request/response exchange. `Ok(true)`: keep the connection.

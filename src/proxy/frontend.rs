@@ -1,6 +1,11 @@
 //! Frontend listeners: where outside clients enter (`frontends` in the
 //! rule file), routed by Host and path to a pool of containers.
 //!
+//! On a TLS frontend each connection first makes its TLS handshake
+//! ([`super::tls`], the certificates of the snapshot published at accept);
+//! the requests on it then go through the same phases, forwarded with
+//! `X-Forwarded-Proto: https`.
+//!
 //! Phases per request, sharing phases 1-2 and 4-5 with the access flows:
 //! 1. **read head** — bounded by the frontend's (else the global) limits;
 //! 2. **parse** — strict RFC 9112 ([`crate::wire::head`]): 400/431/501;
@@ -32,7 +37,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -170,10 +175,22 @@ async fn serve(
                 tokio::spawn(async move {
                     let ctx = guard.0.clone();
                     let https = tls_of(&ctx, listen);
-                    let mut entry = FrontendConn { peer, listen, https: false };
+                    let mut entry = FrontendConn { peer, listen, https: false, admitted: Mutex::new(None) };
                     let io = match https {
                         None => ClientIo::new(stream),
                         Some((config, name, timeout)) => {
+                            // Admitted before the handshake, the costly part:
+                            // `max_connections_per_source` bounds handshakes
+                            // too. Over it, the connection closes unanswered
+                            // (a 429 would need the handshake).
+                            match entry.admit(&ctx) {
+                                Ok(Some(p)) => entry.admitted = Mutex::new(Some(p)),
+                                Ok(None) => return,
+                                Err(n) => {
+                                    connection::not_admitted(&ctx, &entry, n);
+                                    return;
+                                }
+                            }
                             let at = tls::Handshaking { frontend: &name, peer, timeout };
                             let Some(s) = tls::handshake(&ctx.metrics, config, stream, at).await else {
                                 return;
@@ -213,12 +230,17 @@ struct FrontendConn {
     listen: SocketAddr,
     /// The client came over TLS (`X-Forwarded-Proto: https`).
     https: bool,
+    /// Counted already (before a TLS handshake): what `admit` hands out.
+    admitted: Mutex<Option<ConnectionPermit>>,
 }
 
 impl EntryPath for FrontendConn {
     const PATH: &'static str = crate::state::metrics::labelled::FRONTEND;
 
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
+        if let Some(p) = self.admitted.lock().ok().and_then(|mut a| a.take()) {
+            return Ok(Some(p));
+        }
         let snap = ctx.state.load();
         let Some(fe) = snap.lb.frontend_at(self.listen) else {
             return Ok(None);
