@@ -576,3 +576,68 @@ async fn max_connections_per_source_bounds_handshakes() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_http_answers_308_to_the_same_host_and_target_over_https() {
+    let member = Upstream::start(ip(2), "app2").await;
+    let ca = Ca::new();
+    let site = ca.issue("site", &["site.example"]);
+    let redirect = plain_addr();
+    let tls = tls_json(&[&site]).replacen(
+        "\"certificates\"",
+        &format!("\"redirect_http\": \"{redirect}\", \"certificates\""),
+        1,
+    );
+    let lab = lab(&rules(member.addr, plain_addr(), &tls)).await;
+    let raw = |head: &str| {
+        let head = head.to_owned();
+        async move {
+            let mut s = TcpStream::connect(redirect)
+                .await
+                .expect("the redirect listener");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+                .await
+                .expect("answered in time")
+                .unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let got = raw("GET /a/b?c=1 HTTP/1.1\r\nHost: Site.Example\r\n\r\n").await;
+    let want = format!(
+        "location: https://site.example:{}/a/b?c=1\r\n",
+        lab.front.port()
+    );
+    assert!(
+        got.starts_with("HTTP/1.1 308 Permanent Redirect\r\n"),
+        "{got}"
+    );
+    assert!(got.contains(&want), "{got}");
+    assert!(
+        got.ends_with("\r\n\r\n"),
+        "no body, nothing from the member: {got}"
+    );
+    // A POST keeps its method under 308; its body is not forwarded anywhere.
+    let got =
+        raw("POST /form HTTP/1.1\r\nHost: site.example\r\nContent-Length: 3\r\n\r\nabc").await;
+    assert!(got.starts_with("HTTP/1.1 308 "), "{got}");
+    // No usable Host, or a target that is no path: 400, no Location.
+    for bad in [
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET http://other.example/ HTTP/1.1\r\nHost: site.example\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: site.example\r\n\r\n",
+    ] {
+        let got = raw(bad).await;
+        assert!(got.starts_with("HTTP/1.1 400 "), "{bad:?}: {got}");
+        assert!(!got.contains("location:"), "{got}");
+    }
+    // Where it points, the frontend answers over TLS.
+    let s = connect(&ca.client(&[b"http/1.1"]), lab.front, "site.example").await;
+    let (status, body) = exchange_on(
+        s,
+        "GET /a/b?c=1 HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

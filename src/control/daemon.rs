@@ -122,7 +122,9 @@ pub async fn run(
     let admin_addr = admin_listener.local_addr().unwrap_or(policy.admin);
     let lb = Arc::new(Balancer::compile(&policy));
     let mut frontends = Listeners::default();
-    let bound = frontends.prepare(&lb.listen_addrs()).await?;
+    let bound = frontends
+        .prepare(&frontend::listen_addrs(&lb, &certs))
+        .await?;
     let kernel = Kernel::new(metrics.clone());
     install(&kernel, nft::compile::compile(&policy, &dir)).await?;
     info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
@@ -407,7 +409,9 @@ async fn reload(
         lb.carry_state_from(&current.lb);
         Arc::new(lb)
     };
-    let bound = frontends.prepare(&lb.listen_addrs()).await?;
+    let bound = frontends
+        .prepare(&frontend::listen_addrs(&lb, &certs))
+        .await?;
     install(kernel, nft::compile::compile(&policy, &dir)).await?;
     let version = current.version + 1;
     state.store(Arc::new(Snapshot {

@@ -241,7 +241,7 @@ async fn refuse_head<E: EntryPath>(
 /// Closes after a last response: half-close, then drain what the client
 /// still sends for a moment, so unread input does not turn the close into
 /// a reset that destroys the response in flight.
-async fn close_lingering(inbound: &mut Inbound<ClientIo>) {
+pub(super) async fn close_lingering(inbound: &mut Inbound<ClientIo>) {
     let _ = inbound.io.shutdown().await;
     let mut sink = [0u8; 8192];
     let mut drained = 0usize;

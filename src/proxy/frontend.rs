@@ -4,7 +4,9 @@
 //! On a TLS frontend each connection first makes its TLS handshake
 //! ([`super::tls`], the certificates of the snapshot published at accept);
 //! the requests on it then go through the same phases, forwarded with
-//! `X-Forwarded-Proto: https`.
+//! `X-Forwarded-Proto: https`. A TLS frontend's `redirect_http` listener
+//! is served here too, by [`super::redirect`] (a `308` to HTTPS, nothing
+//! forwarded).
 //!
 //! Phases per request, sharing phases 1-2 and 4-5 with the access flows:
 //! 1. **read head** — bounded by the frontend's (else the global) limits;
@@ -54,6 +56,7 @@ use super::limits;
 use super::limits::{ConnectionPermit, Effective, SourceName};
 use super::outbound;
 use super::pipeline::{PoolTarget, Target};
+use super::redirect;
 use super::refusal::{At, Refusal};
 use super::tls;
 use super::{ActiveGuard, ProxyCtx};
@@ -174,6 +177,9 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
                     let ctx = guard.0.clone();
+                    if let Some((port, lim)) = redirect_of(&ctx, listen) {
+                        return redirect::serve(ClientIo::new(stream), peer, port, lim).await;
+                    }
                     let https = tls_of(&ctx, listen);
                     let mut entry = FrontendConn { peer, listen, https: false, admitted: Mutex::new(None) };
                     let io = match https {
@@ -205,6 +211,29 @@ async fn serve(
             }
         }
     }
+}
+
+/// Where the `redirect_http` listener at `listen` sends clients (the TLS
+/// frontend's port) and its frontend's limits; `None`: not one.
+fn redirect_of(ctx: &ProxyCtx, listen: SocketAddr) -> Option<(u16, ConnLimits)> {
+    let snap = ctx.state.load();
+    let tls = snap.tls.at_redirect(listen)?;
+    let fe = snap.lb.frontend_at(tls.listen)?;
+    Some((
+        tls.listen.port(),
+        ConnLimits::from(&limits_for(&snap.policy, fe)),
+    ))
+}
+
+/// Every address the frontends of these rules listen on: each frontend's
+/// `listen` and each TLS frontend's `redirect_http`.
+pub fn listen_addrs(
+    lb: &crate::balance::Balancer,
+    tls: &crate::tls::Certificates,
+) -> Vec<SocketAddr> {
+    let mut out = lb.listen_addrs();
+    out.extend(tls.redirect_addrs());
+    out
 }
 
 /// The TLS configuration of the frontend at `listen` as published now

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod original_dst;
 pub mod outbound;
 pub mod pipeline;
+pub mod redirect;
 pub mod refusal;
 pub mod relay;
 pub mod respond;

@@ -186,6 +186,10 @@ pub struct Frontend {
 pub struct FrontendTls {
     /// Chosen by SNI among their names; the first is the default.
     pub certificates: Vec<CertificateFiles>,
+    /// A plain-HTTP listener (`"IP:PORT"`) answering every request with a
+    /// `308` to the same host and target over HTTPS on this frontend.
+    #[serde(default)]
+    pub redirect_http: Option<String>,
 }
 
 /// One certificate: PEM files, the chain (leaf first) and its key.

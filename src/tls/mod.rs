@@ -47,6 +47,8 @@ pub struct FrontendTls {
     pub config: Arc<ServerConfig>,
     /// In rule-file order (the first is the default).
     pub certificates: Vec<Loaded>,
+    /// The plain-HTTP listener redirecting to this frontend (`redirect_http`).
+    pub redirect_http: Option<SocketAddr>,
     resolver: Arc<SniResolver>,
 }
 
@@ -62,6 +64,18 @@ impl Certificates {
     /// The TLS frontend listening on `listen`, if it is one.
     pub fn at(&self, listen: SocketAddr) -> Option<&FrontendTls> {
         self.frontends.iter().find(|f| f.listen == listen)
+    }
+
+    /// The TLS frontend whose `redirect_http` listens on `listen`.
+    pub fn at_redirect(&self, listen: SocketAddr) -> Option<&FrontendTls> {
+        self.frontends
+            .iter()
+            .find(|f| f.redirect_http == Some(listen))
+    }
+
+    /// The addresses of every `redirect_http` listener.
+    pub fn redirect_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.frontends.iter().filter_map(|f| f.redirect_http)
     }
 
     pub fn frontends(&self) -> &[FrontendTls] {
@@ -119,8 +133,11 @@ pub fn load(set: &RuleSet, base: &Path, now: SystemTime) -> Result<Certificates,
                 format!("cannot build the TLS configuration: {e}"),
             )
         })?;
+        // Checked by validation; an unparsable one cannot get here.
+        let redirect_http = tls.redirect_http.as_deref().and_then(|r| r.parse().ok());
         frontends.push(FrontendTls {
             listen,
+            redirect_http,
             name: f.name.as_str().into(),
             config: Arc::new(config),
             certificates,

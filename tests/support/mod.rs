@@ -295,7 +295,10 @@ pub async fn lab(rules: &str) -> Lab {
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
     let mut listeners = Listeners::default();
     let bound = listeners
-        .prepare(&lb.listen_addrs())
+        .prepare(&portcullis::proxy::frontend::listen_addrs(
+            &lb,
+            &state.load().tls,
+        ))
         .await
         .expect("bind frontend");
     listeners.commit(bound, &ctx);
