@@ -641,3 +641,78 @@ async fn redirect_http_answers_308_to_the_same_host_and_target_over_https() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_is_added_to_responses_over_http1_and_h2_but_not_on_plain_frontends() {
+    let member = Upstream::start(ip(2), "app2").await;
+    let ca = Ca::new();
+    let site = ca.issue("site", &["site.example"]);
+    let tls = tls_json(&[&site]).replacen(
+        "\"certificates\"",
+        r#""hsts": { "max_age_s": 31536000, "include_subdomains": true }, "certificates""#,
+        1,
+    );
+    let plain = plain_addr();
+    let lab = lab(&rules(member.addr, plain, &tls)).await;
+
+    // HTTP/1.1: the field in the head the client reads.
+    let mut s = connect(&ca.client(&[b"http/1.1"]), lab.front, "site.example").await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response in time");
+    let text = String::from_utf8_lossy(&out);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(
+        head.matches("strict-transport-security: max-age=31536000; includeSubDomains\r\n")
+            .count(),
+        1,
+        "{head}"
+    );
+
+    // HTTP/2: the same field on the stream's response.
+    let s = connect(&ca.client(&[b"h2"]), lab.front, "site.example").await;
+    let (client, conn) = h2::client::handshake(s).await.expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::builder()
+        .uri("https://site.example/")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("response in time")
+        .expect("response");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()
+            .get_all("strict-transport-security")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["max-age=31536000; includeSubDomains"]
+    );
+    driver.abort();
+
+    // A plain frontend never says it (RFC 6797: only over a secure transport).
+    let mut s = TcpStream::connect(plain).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response in time");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{text}"
+    );
+}

@@ -130,6 +130,7 @@ impl Lab {
             let mut client = Downstream::H1 {
                 send_timeout: exchange.send_timeout,
                 inbound: &mut inbound,
+                hsts: None,
             };
             forward(&ctx, &flow, &mut client, head.as_bytes(), exchange).await
         });
@@ -564,6 +565,7 @@ async fn a_hit_to_a_client_that_stops_reading_times_out() {
     let mut client = Downstream::H1 {
         send_timeout,
         inbound: &mut inbound,
+        hsts: None,
     };
     // The client reads nothing.
     let r = tokio::time::timeout(

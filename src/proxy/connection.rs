@@ -93,6 +93,11 @@ pub trait EntryPath: Send + Sync + 'static {
     /// The source and destination as refusals name them before a request
     /// exists (a head that timed out or cannot be parsed).
     fn endpoints(&self, ctx: &ProxyCtx) -> (String, String);
+    /// `Strict-Transport-Security` for the responses on this connection
+    /// (a TLS frontend's `hsts`).
+    fn hsts(&self) -> Option<crate::tls::Hsts> {
+        None
+    }
 }
 
 /// Serves one accepted connection of `entry` until either side is done.
@@ -210,6 +215,7 @@ async fn exchange<E: EntryPath>(
             let mut client = Downstream::H1 {
                 send_timeout: exchange.send_timeout,
                 inbound,
+                hsts: entry.hsts(),
             };
             pipeline::serve(ctx, entry.peer(), &mut client, out_head, exchange, target).await
         }

@@ -181,10 +181,16 @@ async fn serve(
                         return redirect::serve(ClientIo::new(stream), peer, port, lim).await;
                     }
                     let https = tls_of(&ctx, listen);
-                    let mut entry = FrontendConn { peer, listen, https: false, admitted: Mutex::new(None) };
+                    let mut entry = FrontendConn {
+                        peer,
+                        listen,
+                        https: false,
+                        hsts: None,
+                        admitted: Mutex::new(None),
+                    };
                     let io = match https {
                         None => ClientIo::new(stream),
-                        Some((config, name, timeout)) => {
+                        Some((config, name, timeout, hsts)) => {
                             // Admitted before the handshake, the costly part:
                             // `max_connections_per_source` bounds handshakes
                             // too. Over it, the connection closes unanswered
@@ -202,6 +208,7 @@ async fn serve(
                                 return;
                             };
                             entry.https = true;
+                            entry.hsts = hsts;
                             ClientIo::new(s)
                         }
                     };
@@ -238,7 +245,14 @@ pub fn listen_addrs(
 
 /// The TLS configuration of the frontend at `listen` as published now
 /// (`None`: it speaks plain HTTP), its name and its handshake timeout.
-fn tls_of(ctx: &ProxyCtx, listen: SocketAddr) -> Option<(Arc<ServerConfig>, Arc<str>, Duration)> {
+type TlsAt = (
+    Arc<ServerConfig>,
+    Arc<str>,
+    Duration,
+    Option<crate::tls::Hsts>,
+);
+
+fn tls_of(ctx: &ProxyCtx, listen: SocketAddr) -> Option<TlsAt> {
     let snap = ctx.state.load();
     let tls = snap.tls.at(listen)?;
     let timeout = snap
@@ -249,7 +263,7 @@ fn tls_of(ctx: &ProxyCtx, listen: SocketAddr) -> Option<(Arc<ServerConfig>, Arc<
             |fe| limits_for(&snap.policy, fe),
         )
         .header_timeout;
-    Some((tls.config.clone(), tls.name.clone(), timeout))
+    Some((tls.config.clone(), tls.name.clone(), timeout, tls.hsts))
 }
 
 /// A client of a frontend: the entry path of frontends. Limits count per
@@ -259,6 +273,8 @@ struct FrontendConn {
     listen: SocketAddr,
     /// The client came over TLS (`X-Forwarded-Proto: https`).
     https: bool,
+    /// The TLS frontend's `hsts` when the connection was accepted.
+    hsts: Option<crate::tls::Hsts>,
     /// Counted already (before a TLS handshake): what `admit` hands out.
     admitted: Mutex<Option<ConnectionPermit>>,
 }
@@ -389,6 +405,10 @@ impl EntryPath for FrontendConn {
             .frontend_index_at(self.listen)
             .map_or(LimitOwner::Unowned, |(i, _)| LimitOwner::Frontend(i));
         snap.limit_ref(owner, field)
+    }
+
+    fn hsts(&self) -> Option<crate::tls::Hsts> {
+        self.hsts
     }
 
     fn endpoints(&self, ctx: &ProxyCtx) -> (String, String) {

@@ -190,6 +190,20 @@ pub struct FrontendTls {
     /// `308` to the same host and target over HTTPS on this frontend.
     #[serde(default)]
     pub redirect_http: Option<String>,
+    /// `Strict-Transport-Security` on the responses of this frontend.
+    #[serde(default)]
+    pub hsts: Option<HstsSpec>,
+}
+
+/// `frontends[i].tls.hsts`: RFC 6797's header, added to every response a
+/// member sends through this TLS frontend (unless it sent its own).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsSpec {
+    /// `max-age`, in seconds (0 tells browsers to forget the policy).
+    pub max_age_s: u32,
+    #[serde(default)]
+    pub include_subdomains: bool,
 }
 
 /// One certificate: PEM files, the chain (leaf first) and its key.

@@ -28,6 +28,24 @@ use crate::rules::{RuleError, RuleSet};
 pub use files::Loaded;
 pub use sni::SniResolver;
 
+/// A TLS frontend's `Strict-Transport-Security` (RFC 6797).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: u32,
+    pub include_subdomains: bool,
+}
+
+impl std::fmt::Display for Hsts {
+    /// The field value: `max-age=31536000; includeSubDomains`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "max-age={}", self.max_age)?;
+        if self.include_subdomains {
+            f.write_str("; includeSubDomains")?;
+        }
+        Ok(())
+    }
+}
+
 /// The ALPN protocols a TLS frontend offers, in order of preference.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -49,6 +67,8 @@ pub struct FrontendTls {
     pub certificates: Vec<Loaded>,
     /// The plain-HTTP listener redirecting to this frontend (`redirect_http`).
     pub redirect_http: Option<SocketAddr>,
+    /// `Strict-Transport-Security` for its responses.
+    pub hsts: Option<Hsts>,
     resolver: Arc<SniResolver>,
 }
 
@@ -138,6 +158,10 @@ pub fn load(set: &RuleSet, base: &Path, now: SystemTime) -> Result<Certificates,
         frontends.push(FrontendTls {
             listen,
             redirect_http,
+            hsts: tls.hsts.map(|h| Hsts {
+                max_age: h.max_age_s,
+                include_subdomains: h.include_subdomains,
+            }),
             name: f.name.as_str().into(),
             config: Arc::new(config),
             certificates,
