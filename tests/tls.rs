@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -108,11 +108,56 @@ impl Ca {
 
 /// `"tls": {...}` naming `certs` in order.
 fn tls_json(certs: &[&Issued]) -> String {
+    tls_json_with(certs, "")
+}
+
+/// [`tls_json`] with more fields of `tls` (`"name": value, `).
+fn tls_json_with(certs: &[&Issued], fields: &str) -> String {
     let list: Vec<String> = certs
         .iter()
         .map(|c| format!(r#"{{ "cert": {:?}, "key": {:?} }}"#, c.cert, c.key))
         .collect();
-    format!(r#""tls": {{ "certificates": [ {} ] }}"#, list.join(", "))
+    format!(
+        r#""tls": {{ {fields}"certificates": [ {} ] }}"#,
+        list.join(", ")
+    )
+}
+
+/// The lab most tests here use: an HTTP/1.1 member, a test CA, its
+/// certificate for `site.example` on the TLS frontend (with more `tls`
+/// fields and `limits`, see [`tls_json_with`] and [`rules_with`]), and
+/// the plain frontend beside it. Bind `_member` when taking it apart:
+/// dropped, the member stops.
+struct Site {
+    _member: Upstream,
+    ca: Ca,
+    plain: SocketAddr,
+    lab: Lab,
+}
+
+async fn site_lab(tls_fields: &str, limits: &str) -> Site {
+    let member = Upstream::start(ip(2), "app2").await;
+    let ca = Ca::new();
+    let site = ca.issue("site", &["site.example"]);
+    let plain = plain_addr();
+    let tls = tls_json_with(&[&site], tls_fields);
+    let lab = lab(&rules_with(member.addr, plain, &tls, limits)).await;
+    Site {
+        _member: member,
+        ca,
+        plain,
+        lab,
+    }
+}
+
+/// Writes `request` on `s` and reads until the server closes: the raw text.
+async fn read_all<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, request: &str) -> String {
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answered and closed in time");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A TLS connection to `front` asking for `name` (an IP address: no SNI).
@@ -166,11 +211,13 @@ fn render(lab: &Lab) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_over_http1_and_h2_reaches_an_http1_member_as_https() {
-    let member = Upstream::start(ip(2), "app2").await;
-    let ca = Ca::new();
-    let site = ca.issue("site", &["site.example"]);
-    let plain = plain_addr();
-    let lab = lab(&rules(member.addr, plain, &tls_json(&[&site]))).await;
+    let Site {
+        _member,
+        ca,
+        plain,
+        lab,
+        ..
+    } = site_lab("", "").await;
 
     // HTTP/1.1, agreed by ALPN.
     let s = connect(&ca.client(&[b"http/1.1"]), lab.front, "site.example").await;
@@ -493,21 +540,14 @@ async fn read_response(s: &mut TlsStream<TcpStream>, head: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_slow_handshakes_are_closed_and_counted() {
-    let member = Upstream::start(ip(2), "app2").await;
-    let ca = Ca::new();
-    let site = ca.issue("site", &["site.example"]);
-    let lab = lab(&rules(member.addr, plain_addr(), &tls_json(&[&site]))).await;
+    let Site {
+        _member, ca, lab, ..
+    } = site_lab("", "").await;
 
     // Plain HTTP to the TLS port: no handshake, closed.
-    let mut s = TcpStream::connect(lab.front).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: site.example\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .expect("closed in time");
-    assert!(!String::from_utf8_lossy(&out).contains("HTTP/1.1 200"));
+    let s = TcpStream::connect(lab.front).await.unwrap();
+    let got = read_all(s, "GET / HTTP/1.1\r\nHost: site.example\r\n\r\n").await;
+    assert!(!got.contains("HTTP/1.1"), "{got}");
 
     // A client that says nothing: closed after header_timeout_ms (500).
     let mut s = TcpStream::connect(lab.front).await.unwrap();
@@ -534,17 +574,9 @@ async fn failed_and_slow_handshakes_are_closed_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_per_source_bounds_handshakes() {
-    let member = Upstream::start(ip(2), "app2").await;
-    let ca = Ca::new();
-    let site = ca.issue("site", &["site.example"]);
-    let limits = r#", "max_connections_per_source": 1"#;
-    let lab = lab(&rules_with(
-        member.addr,
-        plain_addr(),
-        &tls_json(&[&site]),
-        limits,
-    ))
-    .await;
+    let Site {
+        _member, ca, lab, ..
+    } = site_lab("", r#", "max_connections_per_source": 1"#).await;
     let client = ca.client(&[b"http/1.1"]);
     // One connection open, even before its handshake: the next one from the
     // same address is closed without one.
@@ -579,30 +611,16 @@ async fn max_connections_per_source_bounds_handshakes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_http_answers_308_to_the_same_host_and_target_over_https() {
-    let member = Upstream::start(ip(2), "app2").await;
-    let ca = Ca::new();
-    let site = ca.issue("site", &["site.example"]);
     let redirect = plain_addr();
-    let tls = tls_json(&[&site]).replacen(
-        "\"certificates\"",
-        &format!("\"redirect_http\": \"{redirect}\", \"certificates\""),
-        1,
-    );
-    let lab = lab(&rules(member.addr, plain_addr(), &tls)).await;
-    let raw = |head: &str| {
-        let head = head.to_owned();
-        async move {
-            let mut s = TcpStream::connect(redirect)
-                .await
-                .expect("the redirect listener");
-            s.write_all(head.as_bytes()).await.unwrap();
-            let mut out = Vec::new();
-            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-                .await
-                .expect("answered in time")
-                .unwrap();
-            String::from_utf8_lossy(&out).into_owned()
-        }
+    let fields = format!(r#""redirect_http": "{redirect}", "#);
+    let Site {
+        _member, ca, lab, ..
+    } = site_lab(&fields, "").await;
+    let raw = |head: &'static str| async move {
+        let s = TcpStream::connect(redirect)
+            .await
+            .expect("the redirect listener");
+        read_all(s, head).await
     };
     let got = raw("GET /a/b?c=1 HTTP/1.1\r\nHost: Site.Example\r\n\r\n").await;
     let want = format!(
@@ -644,27 +662,19 @@ async fn redirect_http_answers_308_to_the_same_host_and_target_over_https() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsts_is_added_to_responses_over_http1_and_h2_but_not_on_plain_frontends() {
-    let member = Upstream::start(ip(2), "app2").await;
-    let ca = Ca::new();
-    let site = ca.issue("site", &["site.example"]);
-    let tls = tls_json(&[&site]).replacen(
-        "\"certificates\"",
-        r#""hsts": { "max_age_s": 31536000, "include_subdomains": true }, "certificates""#,
-        1,
-    );
-    let plain = plain_addr();
-    let lab = lab(&rules(member.addr, plain, &tls)).await;
+    let hsts = r#""hsts": { "max_age_s": 31536000, "include_subdomains": true }, "#;
+    let Site {
+        _member,
+        ca,
+        plain,
+        lab,
+        ..
+    } = site_lab(hsts, "").await;
+    let ask = "GET / HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n";
 
     // HTTP/1.1: the field in the head the client reads.
-    let mut s = connect(&ca.client(&[b"http/1.1"]), lab.front, "site.example").await;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("response in time");
-    let text = String::from_utf8_lossy(&out);
+    let s = connect(&ca.client(&[b"http/1.1"]), lab.front, "site.example").await;
+    let text = read_all(s, ask).await;
     let head = text.split("\r\n\r\n").next().unwrap_or("");
     assert!(head.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(
@@ -699,15 +709,7 @@ async fn hsts_is_added_to_responses_over_http1_and_h2_but_not_on_plain_frontends
     driver.abort();
 
     // A plain frontend never says it (RFC 6797: only over a secure transport).
-    let mut s = TcpStream::connect(plain).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("response in time");
-    let text = String::from_utf8_lossy(&out);
+    let text = read_all(TcpStream::connect(plain).await.unwrap(), ask).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         !text
