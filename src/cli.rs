@@ -261,8 +261,11 @@ fn fail(msg: impl std::fmt::Display, code: i32) -> i32 {
 }
 
 fn check(path: &Path) -> i32 {
+    // The certificates of TLS frontends are read and checked as a reload
+    // would: `check` answers whether the daemon would take these rules.
     match rules::load(path).and_then(|s| {
         let summary = s.summary();
+        crate::tls::load(&s, &crate::tls::base_of(path), std::time::SystemTime::now())?;
         Policy::compile(s).map(|_| summary)
     }) {
         Ok(summary) => {

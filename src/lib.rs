@@ -19,4 +19,5 @@ pub mod policy;
 pub mod proxy;
 pub mod rules;
 pub mod state;
+pub mod tls;
 pub mod wire;

@@ -3,6 +3,11 @@
 //! refused with a positioned one-line error; after a line
 //! `<!-- refused: MESSAGE -->` the error must contain MESSAGE). Documentation
 //! that rots fails here.
+//!
+//! `check` also reads the certificates of TLS frontends. Examples name
+//! them by paths relative to the rule file; here each block's are made
+//! (a fresh key and certificate per entry, at test time) in a directory
+//! standing for the rule file's, and loaded as `check` loads them.
 
 use std::path::Path;
 
@@ -37,6 +42,34 @@ fn blocks(text: &str) -> Vec<Block> {
     out
 }
 
+/// A directory holding a certificate and its key at every (relative) path
+/// the TLS frontends of `set` name.
+fn certificates_for(name: &str, set: &portcullis::rules::RuleSet) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for fe in &set.rules.frontends {
+        for c in fe.tls.iter().flat_map(|t| &t.certificates) {
+            for p in [&c.cert, &c.key] {
+                assert!(
+                    Path::new(p).is_relative(),
+                    "{name}: name certificates relative to the rule file ({p}), so the example can be checked"
+                );
+            }
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = rcgen::CertificateParams::new(vec!["example.test".to_owned()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("certificate");
+            for (p, pem) in [(&c.cert, cert.pem()), (&c.key, key.serialize_pem())] {
+                let path = dir.path().join(p);
+                std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+                    .expect("mkdir");
+                std::fs::write(path, pem).expect("write");
+            }
+        }
+    }
+    dir
+}
+
 #[test]
 fn wiki_rule_examples_are_checked() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/wiki");
@@ -50,8 +83,11 @@ fn wiki_rule_examples_are_checked() {
         for (i, (refused, body)) in blocks(&text).into_iter().enumerate() {
             seen += 1;
             let name = format!("{}#{}", path.display(), i);
-            let result = portcullis::rules::parse(&name, &body)
-                .and_then(portcullis::policy::Policy::compile);
+            let result = portcullis::rules::parse(&name, &body).and_then(|set| {
+                let dir = certificates_for(&name, &set);
+                portcullis::tls::load(&set, dir.path(), std::time::SystemTime::now())?;
+                portcullis::policy::Policy::compile(set)
+            });
             match (refused, result) {
                 (None, Err(e)) => panic!("{name}: documented as valid but refused: {e}"),
                 (Some(_), Ok(_)) => panic!("{name}: documented as invalid but accepted"),

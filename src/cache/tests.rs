@@ -52,6 +52,7 @@ fn lab(max_bytes: u64) -> Lab {
     let dir = Directory::build(&policy, |_| vec![dst.ip()]);
     let state = Arc::new(ArcSwap::from_pointee(Snapshot {
         lb: Arc::new(crate::balance::Balancer::compile(&policy)),
+        tls: Default::default(),
         policy,
         dir,
         version: 1,
@@ -129,6 +130,7 @@ impl Lab {
             let mut client = Downstream::H1 {
                 send_timeout: exchange.send_timeout,
                 inbound: &mut inbound,
+                hsts: None,
             };
             forward(&ctx, &flow, &mut client, head.as_bytes(), exchange).await
         });
@@ -419,6 +421,7 @@ fn wiki_examples_load_as_documented() {
                         let policy = Arc::new(Policy::compile(set).unwrap());
                         let snap = Snapshot {
                             lb: Arc::new(crate::balance::Balancer::compile(&policy)),
+                            tls: Default::default(),
                             dir: Directory::build(&policy, |_| Vec::new()),
                             policy,
                             version: 1,
@@ -487,6 +490,7 @@ fn stores_survive_reloads_that_keep_their_settings() {
         }
         Snapshot {
             lb: Arc::new(crate::balance::Balancer::compile(&policy)),
+            tls: Default::default(),
             policy,
             dir,
             version,
@@ -561,6 +565,7 @@ async fn a_hit_to_a_client_that_stops_reading_times_out() {
     let mut client = Downstream::H1 {
         send_timeout,
         inbound: &mut inbound,
+        hsts: None,
     };
     // The client reads nothing.
     let r = tokio::time::timeout(

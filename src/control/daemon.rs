@@ -34,6 +34,7 @@ use crate::proxy::{self, ProxyCtx};
 use crate::rules::{self, RuleError};
 use crate::state::metrics::Metrics;
 use crate::state::snapshot::{placement, Snapshot};
+use crate::tls::{self, Certificates};
 
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -73,8 +74,12 @@ pub struct Started {
     pub admin: SocketAddr,
 }
 
-fn load_policy(path: &Path) -> Result<Policy, RuleError> {
-    Policy::compile(rules::load(path)?)
+/// The rules and the certificates they name, read and checked together:
+/// either both are good or the load is refused.
+fn load_policy(path: &Path) -> Result<(Policy, Certificates), RuleError> {
+    let set = rules::load(path)?;
+    let certs = tls::load(&set, &tls::base_of(path), std::time::SystemTime::now())?;
+    Ok((Policy::compile(set)?, certs))
 }
 
 async fn install(kernel: &Arc<Kernel>, rs: nft::ruleset::Ruleset) -> Result<(), DaemonError> {
@@ -93,8 +98,10 @@ pub async fn run(
     mut ctl: Control,
     on_started: impl FnOnce(Started),
 ) -> Result<(), DaemonError> {
-    let policy = Arc::new(load_policy(&path)?);
+    let (policy, certs) = load_policy(&path)?;
+    let (policy, certs) = (Arc::new(policy), Arc::new(certs));
     let metrics = Arc::new(Metrics::default());
+    metrics.labelled.certificates(&certs);
     let source = discovery::open(&discovery, metrics.clone());
     let dir = discovery::directory(&*source, &policy, &discovery::NothingKnown).await;
     let proxy_addr = SocketAddr::from(([0, 0, 0, 0], policy.proxy_port));
@@ -115,7 +122,9 @@ pub async fn run(
     let admin_addr = admin_listener.local_addr().unwrap_or(policy.admin);
     let lb = Arc::new(Balancer::compile(&policy));
     let mut frontends = Listeners::default();
-    let bound = frontends.prepare(&lb.listen_addrs()).await?;
+    let bound = frontends
+        .prepare(&frontend::listen_addrs(&lb, &certs))
+        .await?;
     let kernel = Kernel::new(metrics.clone());
     install(&kernel, nft::compile::compile(&policy, &dir)).await?;
     info!(rules = %path.display(), containers = policy.containers.len(), entries = policy.entries.len(), "rules installed");
@@ -129,6 +138,7 @@ pub async fn run(
         dir,
         version: 1,
         lb: lb.clone(),
+        tls: certs,
     }));
     let ctx = Arc::new(ProxyCtx::new(state.clone(), metrics.clone()));
     // `POST /reload` on the admin endpoint (`portcullis reload`, the unit's
@@ -181,7 +191,7 @@ pub async fn run(
     // Only now: the ruleset is in the kernel and every listener is bound.
     notify::ready(&status_line(&path, &state, &report));
 
-    let mut file = RuleFileWatch::new(&path);
+    let mut file = RuleFileWatch::new(&path, &state.load().tls.files());
     let (resync_tx, mut resync) = tokio::sync::mpsc::channel::<()>(1);
     let mut follower: Option<tokio::task::JoinHandle<()>> = None;
     loop {
@@ -234,6 +244,11 @@ pub async fn run(
         }
         if !resync_only || !matches!(result, Ok(false)) {
             notify::ready(&status_line(&path, &state, &report));
+        }
+        // New rules may name other certificate files: watch those.
+        let certs = state.load().tls.files();
+        if file.files()[1..] != certs[..] {
+            file = RuleFileWatch::new(&path, &certs);
         }
         match result {
             Ok(true) => {
@@ -369,10 +384,11 @@ async fn reload(
     kernel: &Arc<Kernel>,
 ) -> Result<bool, DaemonError> {
     let current = state.load_full();
-    let policy = if trigger.resync_only {
-        current.policy.clone()
+    let (policy, certs) = if trigger.resync_only {
+        (current.policy.clone(), current.tls.clone())
     } else {
-        Arc::new(load_policy(path)?)
+        let (p, c) = load_policy(path)?;
+        (Arc::new(p), Arc::new(c))
     };
     if policy.proxy_port != current.policy.proxy_port {
         return Err(DaemonError::Reload(format!(
@@ -393,7 +409,9 @@ async fn reload(
         lb.carry_state_from(&current.lb);
         Arc::new(lb)
     };
-    let bound = frontends.prepare(&lb.listen_addrs()).await?;
+    let bound = frontends
+        .prepare(&frontend::listen_addrs(&lb, &certs))
+        .await?;
     install(kernel, nft::compile::compile(&policy, &dir)).await?;
     let version = current.version + 1;
     state.store(Arc::new(Snapshot {
@@ -401,7 +419,9 @@ async fn reload(
         dir,
         version,
         lb,
+        tls: certs.clone(),
     }));
+    ctx.metrics.labelled.certificates(&certs);
     frontends.commit(bound, ctx);
     info!(trigger = trigger.reason, version, "rules reloaded");
     Ok(true)

@@ -1,11 +1,13 @@
-//! Noticing a change of the rule file (inotify through the `notify` crate).
+//! Noticing a change of the rule file, or of a certificate or key file it
+//! names (inotify through the `notify` crate): either is a reload.
 //!
-//! The file's directory is watched, not the file: editors and deployment
-//! tools replace a file by writing a new one and renaming it over the old,
-//! which a watch on the old inode would never see. Events for other names
-//! in the directory are ignored. If inotify cannot be used (no instances
-//! left, an unusual file system) the watch falls back to comparing the
-//! file's modification time every second, and says so.
+//! The files' directories are watched, not the files: editors, deployment
+//! tools and certificate renewers replace a file by writing a new one and
+//! renaming it over the old, which a watch on the old inode would never
+//! see. Events for other names in those directories are ignored. If
+//! inotify cannot be used (no instances left, an unusual file system) the
+//! watch falls back to comparing the files' modification times every
+//! second, and says so.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -20,54 +22,83 @@ const POLL: Duration = Duration::from_secs(1);
 const SETTLE: Duration = Duration::from_millis(50);
 
 pub struct RuleFileWatch {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     events: Option<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)>,
-    mtime: Option<SystemTime>,
+    mtimes: Vec<Option<SystemTime>>,
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// The directory a file is watched through, absolute: events name a file
+/// by the absolute directory watched joined with its name, whatever the
+/// path was given as.
+fn dir_of(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
+}
+
 impl RuleFileWatch {
-    pub fn new(path: &Path) -> RuleFileWatch {
-        let events = match Self::inotify(path) {
+    /// Watches the rule file and the certificate files `also` (a rule set's
+    /// [`Certificates::files`](crate::tls::Certificates::files)).
+    pub fn new(path: &Path, also: &[PathBuf]) -> RuleFileWatch {
+        let mut paths = vec![path.to_owned()];
+        paths.extend(also.iter().cloned());
+        let events = match Self::inotify(&paths) {
             Ok(w) => Some(w),
             Err(e) => {
-                warn!(file = %path.display(), error = %e, "cannot watch the rule file with inotify; checking its modification time every second instead");
+                warn!(file = %path.display(), error = %e, "cannot watch the rule and certificate files with inotify; checking their modification times every second instead");
                 None
             }
         };
         RuleFileWatch {
-            path: path.to_owned(),
+            mtimes: paths.iter().map(|p| mtime(p)).collect(),
+            paths,
             events,
-            mtime: mtime(path),
         }
     }
 
+    /// The files watched: the rule file first.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
     fn inotify(
-        path: &Path,
+        paths: &[PathBuf],
     ) -> notify::Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let name = path.file_name().map(|n| n.to_owned());
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let wanted: Vec<(PathBuf, std::ffi::OsString)> = paths
+            .iter()
+            .filter_map(|p| Some((dir_of(p), p.file_name()?.to_owned())))
+            .collect();
+        let mut dirs: Vec<PathBuf> = wanted.iter().map(|(d, _)| d.clone()).collect();
+        dirs.sort();
+        dirs.dedup();
         let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let ours = match &ev {
                 // An error may mean lost events: look again.
                 Err(_) => true,
                 Ok(ev) => {
                     !ev.kind.is_access()
-                        && ev.paths.iter().any(|p| p.file_name() == name.as_deref())
+                        && ev.paths.iter().any(|p| {
+                            wanted.iter().any(|(d, n)| {
+                                p.file_name() == Some(n.as_os_str())
+                                    && p.parent().is_some_and(|pd| pd == d)
+                            })
+                        })
                 }
             };
             if ours {
                 let _ = tx.send(());
             }
         })?;
-        w.watch(&dir, RecursiveMode::NonRecursive)?;
+        for dir in &dirs {
+            w.watch(dir, RecursiveMode::NonRecursive)?;
+        }
         Ok((w, rx))
     }
 
@@ -85,9 +116,9 @@ impl RuleFileWatch {
             }
             None => loop {
                 tokio::time::sleep(POLL).await;
-                let m = mtime(&self.path);
-                if m != self.mtime {
-                    self.mtime = m;
+                let now: Vec<_> = self.paths.iter().map(|p| mtime(p)).collect();
+                if now != self.mtimes {
+                    self.mtimes = now;
                     return;
                 }
             },
@@ -104,7 +135,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rules.json");
         std::fs::write(&path, "{}").expect("write");
-        let mut w = super::RuleFileWatch::new(&path);
+        let mut w = super::RuleFileWatch::new(&path, &[]);
         assert!(w.events.is_some(), "inotify is available here");
         // A neighbour changing is not a change of the rule file.
         std::fs::write(dir.path().join("other.json"), "{}").expect("write");
@@ -117,5 +148,40 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(2), w.changed())
             .await
             .expect("the rename is seen");
+    }
+
+    #[test]
+    fn a_relative_path_is_watched_through_its_absolute_directory() {
+        // notify reports events under the absolute directory it watches:
+        // `rules.json` given relative must still match them.
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(super::dir_of(std::path::Path::new("rules.json")), cwd);
+        assert_eq!(
+            super::dir_of(std::path::Path::new("tls/site.pem")),
+            cwd.join("tls")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_file_elsewhere_is_watched_too() {
+        let rules = tempfile::tempdir().expect("tempdir");
+        let certs = tempfile::tempdir().expect("tempdir");
+        let path = rules.path().join("rules.json");
+        let cert = certs.path().join("site.pem");
+        std::fs::write(&path, "{}").expect("write");
+        std::fs::write(&cert, "old").expect("write");
+        let mut w = super::RuleFileWatch::new(&path, std::slice::from_ref(&cert));
+        std::fs::write(certs.path().join("other.pem"), "x").expect("write");
+        let quiet = tokio::time::timeout(Duration::from_millis(300), w.changed()).await;
+        assert!(
+            quiet.is_err(),
+            "a neighbour of the certificate woke the watch"
+        );
+        let tmp = certs.path().join(".site.pem.new");
+        std::fs::write(&tmp, "new").expect("write");
+        std::fs::rename(&tmp, &cert).expect("rename");
+        tokio::time::timeout(Duration::from_secs(2), w.changed())
+            .await
+            .expect("the renewed certificate is seen");
     }
 }

@@ -1,5 +1,5 @@
 //! The client's byte stream as the request path holds it: any
-//! [`ClientStream`] (plain TCP today, TLS next) boxed into a [`ClientIo`],
+//! [`ClientStream`] (plain TCP here, TLS in [`super::tls`]) boxed into a [`ClientIo`],
 //! and the time limits of a client connection.
 
 use std::io;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A client byte stream: plain TCP today, TLS next.
+/// A client byte stream: plain TCP, or TLS on a TLS frontend.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Resolves `Ready(true)` when the peer has closed (or the stream
     /// failed), `Ready(false)` when bytes are waiting, without taking them.

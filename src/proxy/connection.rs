@@ -93,6 +93,11 @@ pub trait EntryPath: Send + Sync + 'static {
     /// The source and destination as refusals name them before a request
     /// exists (a head that timed out or cannot be parsed).
     fn endpoints(&self, ctx: &ProxyCtx) -> (String, String);
+    /// `Strict-Transport-Security` for the responses on this connection
+    /// (a TLS frontend's `hsts`).
+    fn hsts(&self) -> Option<crate::tls::Hsts> {
+        None
+    }
 }
 
 /// Serves one accepted connection of `entry` until either side is done.
@@ -104,18 +109,7 @@ pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
         Ok(Some(p)) => p,
         Ok(None) => return,
         Err(n) => {
-            let r = Refusal::TooManyConnections {
-                open: n.open,
-                limit: n.limit,
-            };
-            let limit_at = entry.limit_ref(&ctx, "max_connections_per_source");
-            let at = At {
-                source: Some(&n.source),
-                destination: Some(&n.destination),
-                limit_at: limit_at.as_ref(),
-                ..At::default()
-            };
-            r.record(&ctx.metrics, &at);
+            let r = not_admitted(&ctx, &*entry, n);
             let _ = super::refusal::write_refusal(&mut inbound.io, &r, true).await;
             close_lingering(&mut inbound).await;
             return;
@@ -153,6 +147,24 @@ pub async fn serve<E: EntryPath>(ctx: Arc<ProxyCtx>, io: ClientIo, entry: E) {
         }
     }
     close_lingering(&mut inbound).await;
+}
+
+/// Records (counts and logs) a connection over `max_connections_per_source`;
+/// the refusal to answer it with, if the stream can still carry one.
+pub fn not_admitted<E: EntryPath>(ctx: &ProxyCtx, entry: &E, n: NotAdmitted) -> Refusal {
+    let r = Refusal::TooManyConnections {
+        open: n.open,
+        limit: n.limit,
+    };
+    let limit_at = entry.limit_ref(ctx, "max_connections_per_source");
+    let at = At {
+        source: Some(&n.source),
+        destination: Some(&n.destination),
+        limit_at: limit_at.as_ref(),
+        ..At::default()
+    };
+    r.record(&ctx.metrics, &at);
+    r
 }
 
 /// One HTTP/1 request/response exchange. `Ok(true)`: keep the connection.
@@ -203,6 +215,7 @@ async fn exchange<E: EntryPath>(
             let mut client = Downstream::H1 {
                 send_timeout: exchange.send_timeout,
                 inbound,
+                hsts: entry.hsts(),
             };
             pipeline::serve(ctx, entry.peer(), &mut client, out_head, exchange, target).await
         }
@@ -234,7 +247,7 @@ async fn refuse_head<E: EntryPath>(
 /// Closes after a last response: half-close, then drain what the client
 /// still sends for a moment, so unread input does not turn the close into
 /// a reset that destroys the response in flight.
-async fn close_lingering(inbound: &mut Inbound<ClientIo>) {
+pub(super) async fn close_lingering(inbound: &mut Inbound<ClientIo>) {
     let _ = inbound.io.shutdown().await;
     let mut sink = [0u8; 8192];
     let mut drained = 0usize;

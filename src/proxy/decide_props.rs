@@ -38,6 +38,7 @@ fn snapshot() -> Snapshot {
         dir,
         version: 1,
         lb,
+        tls: Default::default(),
     }
 }
 
@@ -60,6 +61,7 @@ fn frontend_both(snap: &Snapshot, raw: &str) -> Option<((String, String), String
     let mut out = Vec::new();
     let (index, fe) = snap.lb.frontend_index_at(fe.listen).expect("edge listens");
     let at = Frontend {
+        https: false,
         snap,
         fe,
         index,

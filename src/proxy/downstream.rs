@@ -36,6 +36,7 @@ use super::client_io::ClientIo;
 use super::refusal::Refusal;
 use super::respond;
 use super::send::SendTimeout;
+use crate::tls::Hsts;
 use crate::wire::head::{self, Framing};
 
 /// A response head on its way to the client: status, the end-to-end
@@ -64,6 +65,8 @@ pub enum Downstream<'a> {
     H1 {
         inbound: &'a mut Inbound<ClientIo>,
         send_timeout: Duration,
+        /// Added to every response head (a TLS frontend's `hsts`).
+        hsts: Option<Hsts>,
     },
     /// One HTTP/2 stream.
     H2(Box<H2Down>),
@@ -78,6 +81,8 @@ pub struct H2Down {
     /// while an HTTP/2 upstream relays it alongside the response).
     pub body: Option<Inbound<H2Body>>,
     pub send_timeout: Duration,
+    /// Added to every response head (a TLS frontend's `hsts`).
+    pub hsts: Option<Hsts>,
 }
 
 /// Which protocol the client speaks.
@@ -112,15 +117,16 @@ impl Downstream<'_> {
             Downstream::H1 {
                 inbound,
                 send_timeout,
+                hsts,
             } => {
-                let mut out = h1_head(h);
+                let mut out = h1_head(h, hsts_for(h, *hsts));
                 out.extend_from_slice(first);
                 SendTimeout::new(&mut inbound.io, *send_timeout)
                     .write_all(&out)
                     .await
             }
             Downstream::H2(d) => {
-                let res = h2_head(h)?;
+                let res = h2_head(h, hsts_for(h, d.hsts))?;
                 let end = matches!(h.framing, Framing::None | Framing::Length(0));
                 let send = d
                     .respond
@@ -151,6 +157,7 @@ impl Downstream<'_> {
             Downstream::H1 {
                 inbound,
                 send_timeout,
+                ..
             } => {
                 let w = SendTimeout::new(&mut inbound.io, *send_timeout);
                 if framing == Framing::Chunked {
@@ -228,8 +235,18 @@ impl Downstream<'_> {
     }
 }
 
+/// The `Strict-Transport-Security` to add to `h`: the connection's, unless
+/// the member sent its own (which wins: browsers heed only the first).
+fn hsts_for(h: &OutHead<'_>, hsts: Option<Hsts>) -> Option<Hsts> {
+    let own = h
+        .fields
+        .iter()
+        .any(|f| f.name.eq_ignore_ascii_case("strict-transport-security"));
+    hsts.filter(|_| !own)
+}
+
 /// The HTTP/1 serialisation of a response head.
-fn h1_head(h: &OutHead<'_>) -> Vec<u8> {
+fn h1_head(h: &OutHead<'_>, hsts: Option<Hsts>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(h.status.to_string().as_bytes());
@@ -242,6 +259,12 @@ fn h1_head(h: &OutHead<'_>) -> Vec<u8> {
     for (name, value) in h.extra {
         super::outbound::field(&mut out, name.as_bytes(), value);
     }
+    if let Some(sts) = hsts {
+        let _ = std::io::Write::write_fmt(
+            &mut out,
+            format_args!("strict-transport-security: {sts}\r\n"),
+        );
+    }
     super::outbound::framing_fields(&mut out, h.framing);
     if h.close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -253,7 +276,7 @@ fn h1_head(h: &OutHead<'_>) -> Vec<u8> {
 
 /// The HTTP/2 form of a response head: the same fields, the framing as
 /// `content-length` when known, no connection-specific fields.
-fn h2_head(h: &OutHead<'_>) -> io::Result<Response<()>> {
+fn h2_head(h: &OutHead<'_>, hsts: Option<Hsts>) -> io::Result<Response<()>> {
     let mut res = Response::new(());
     *res.status_mut() = StatusCode::from_u16(h.status)
         .map_err(|_| io::Error::other(format!("status {} not valid for HTTP/2", h.status)))?;
@@ -266,6 +289,13 @@ fn h2_head(h: &OutHead<'_>) -> io::Result<Response<()>> {
     }
     for (name, value) in h.extra {
         push(map, name.as_bytes(), value);
+    }
+    if let Some(sts) = hsts {
+        push(
+            map,
+            b"strict-transport-security",
+            sts.to_string().as_bytes(),
+        );
     }
     if let Framing::Length(n) = h.framing {
         map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
@@ -442,5 +472,43 @@ impl AsyncRead for H2Body {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_with(fields: &[httparse::Header<'_>]) -> String {
+        let h = OutHead {
+            status: 200,
+            reason: "OK",
+            fields,
+            extra: &[],
+            framing: Framing::Length(0),
+            close: false,
+            upgrade: "",
+        };
+        let hsts = Hsts {
+            max_age: 60,
+            include_subdomains: false,
+        };
+        String::from_utf8(h1_head(&h, hsts_for(&h, Some(hsts)))).unwrap()
+    }
+
+    #[test]
+    fn hsts_is_added_unless_the_member_sent_its_own() {
+        let added = head_with(&[]);
+        assert!(
+            added.contains("strict-transport-security: max-age=60\r\n"),
+            "{added}"
+        );
+        let own = [httparse::Header {
+            name: "Strict-Transport-Security",
+            value: b"max-age=5",
+        }];
+        let kept = head_with(&own);
+        assert_eq!(kept.matches("max-age=").count(), 1, "{kept}");
+        assert!(kept.contains("max-age=5"), "{kept}");
     }
 }

@@ -1,6 +1,13 @@
 //! Frontend listeners: where outside clients enter (`frontends` in the
 //! rule file), routed by Host and path to a pool of containers.
 //!
+//! On a TLS frontend each connection first makes its TLS handshake
+//! ([`super::tls`], the certificates of the snapshot published at accept);
+//! the requests on it then go through the same phases, forwarded with
+//! `X-Forwarded-Proto: https`. A TLS frontend's `redirect_http` listener
+//! is served here too, by [`super::redirect`] (a `308` to HTTPS, nothing
+//! forwarded).
+//!
 //! Phases per request, sharing phases 1-2 and 4-5 with the access flows:
 //! 1. **read head** — bounded by the frontend's (else the global) limits;
 //! 2. **parse** — strict RFC 9112 ([`crate::wire::head`]): 400/431/501;
@@ -32,12 +39,13 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ServerConfig;
 use tracing::{debug, info, warn};
 
 use super::client_io::{ClientIo, ConnLimits};
@@ -48,7 +56,9 @@ use super::limits;
 use super::limits::{ConnectionPermit, Effective, SourceName};
 use super::outbound;
 use super::pipeline::{PoolTarget, Target};
+use super::redirect;
 use super::refusal::{At, Refusal};
+use super::tls;
 use super::{ActiveGuard, ProxyCtx};
 use crate::balance::{PickInput, Pool};
 use crate::policy::access::{Access, FlowOwner, HttpRequest};
@@ -165,9 +175,44 @@ async fn serve(
                 ctx.active.fetch_add(1, Ordering::Relaxed);
                 let guard = ActiveGuard(ctx.clone());
                 let _ = stream.set_nodelay(true);
-                let entry = FrontendConn { peer, listen };
                 tokio::spawn(async move {
-                    connection::serve(guard.0.clone(), ClientIo::new(stream), entry).await;
+                    let ctx = guard.0.clone();
+                    if let Some((port, lim)) = redirect_of(&ctx, listen) {
+                        return redirect::serve(ClientIo::new(stream), peer, port, lim).await;
+                    }
+                    let https = tls_of(&ctx, listen);
+                    let mut entry = FrontendConn {
+                        peer,
+                        listen,
+                        https: false,
+                        hsts: None,
+                        admitted: Mutex::new(None),
+                    };
+                    let io = match https {
+                        None => ClientIo::new(stream),
+                        Some((config, name, timeout, hsts)) => {
+                            // Admitted before the handshake, the costly part:
+                            // `max_connections_per_source` bounds handshakes
+                            // too. Over it, the connection closes unanswered
+                            // (a 429 would need the handshake).
+                            match entry.admit(&ctx) {
+                                Ok(Some(p)) => entry.admitted = Mutex::new(Some(p)),
+                                Ok(None) => return,
+                                Err(n) => {
+                                    connection::not_admitted(&ctx, &entry, n);
+                                    return;
+                                }
+                            }
+                            let at = tls::Handshaking { frontend: &name, peer, timeout };
+                            let Some(s) = tls::handshake(&ctx.metrics, config, stream, at).await else {
+                                return;
+                            };
+                            entry.https = true;
+                            entry.hsts = hsts;
+                            ClientIo::new(s)
+                        }
+                    };
+                    connection::serve(ctx, io, entry).await;
                     drop(guard);
                 });
             }
@@ -175,17 +220,72 @@ async fn serve(
     }
 }
 
+/// Where the `redirect_http` listener at `listen` sends clients (the TLS
+/// frontend's port) and its frontend's limits; `None`: not one.
+fn redirect_of(ctx: &ProxyCtx, listen: SocketAddr) -> Option<(u16, ConnLimits)> {
+    let snap = ctx.state.load();
+    let tls = snap.tls.at_redirect(listen)?;
+    let fe = snap.lb.frontend_at(tls.listen)?;
+    Some((
+        tls.listen.port(),
+        ConnLimits::from(&limits_for(&snap.policy, fe)),
+    ))
+}
+
+/// Every address the frontends of these rules listen on: each frontend's
+/// `listen` and each TLS frontend's `redirect_http`.
+pub fn listen_addrs(
+    lb: &crate::balance::Balancer,
+    tls: &crate::tls::Certificates,
+) -> Vec<SocketAddr> {
+    let mut out = lb.listen_addrs();
+    out.extend(tls.redirect_addrs());
+    out
+}
+
+/// The TLS configuration of the frontend at `listen` as published now
+/// (`None`: it speaks plain HTTP), its name and its handshake timeout.
+type TlsAt = (
+    Arc<ServerConfig>,
+    Arc<str>,
+    Duration,
+    Option<crate::tls::Hsts>,
+);
+
+fn tls_of(ctx: &ProxyCtx, listen: SocketAddr) -> Option<TlsAt> {
+    let snap = ctx.state.load();
+    let tls = snap.tls.at(listen)?;
+    let timeout = snap
+        .lb
+        .frontend_at(listen)
+        .map_or_else(
+            || limits::effective_over(&snap.policy.limits, None),
+            |fe| limits_for(&snap.policy, fe),
+        )
+        .header_timeout;
+    Some((tls.config.clone(), tls.name.clone(), timeout, tls.hsts))
+}
+
 /// A client of a frontend: the entry path of frontends. Limits count per
 /// client address on this frontend.
 struct FrontendConn {
     peer: SocketAddr,
     listen: SocketAddr,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    https: bool,
+    /// The TLS frontend's `hsts` when the connection was accepted.
+    hsts: Option<crate::tls::Hsts>,
+    /// Counted already (before a TLS handshake): what `admit` hands out.
+    admitted: Mutex<Option<ConnectionPermit>>,
 }
 
 impl EntryPath for FrontendConn {
     const PATH: &'static str = crate::state::metrics::labelled::FRONTEND;
 
     fn admit(&self, ctx: &Arc<ProxyCtx>) -> Result<Option<ConnectionPermit>, NotAdmitted> {
+        if let Some(p) = self.admitted.lock().ok().and_then(|mut a| a.take()) {
+            return Ok(Some(p));
+        }
         let snap = ctx.state.load();
         let Some(fe) = snap.lb.frontend_at(self.listen) else {
             return Ok(None);
@@ -261,6 +361,7 @@ impl EntryPath for FrontendConn {
             fe,
             index: fe_index,
             series: &series,
+            https: self.https,
         };
         match route(&at, peer, listen, req, &lim, out_head, metrics) {
             Plan::Refuse { refusal, close } => Decision::Refuse { refusal, close },
@@ -304,6 +405,10 @@ impl EntryPath for FrontendConn {
             .frontend_index_at(self.listen)
             .map_or(LimitOwner::Unowned, |(i, _)| LimitOwner::Frontend(i));
         snap.limit_ref(owner, field)
+    }
+
+    fn hsts(&self) -> Option<crate::tls::Hsts> {
+        self.hsts
     }
 
     fn endpoints(&self, ctx: &ProxyCtx) -> (String, String) {
@@ -360,6 +465,8 @@ struct Frontend<'a> {
     index: usize,
     /// The metric series of `snap`'s rules.
     series: &'a Series,
+    /// The client connection is TLS.
+    https: bool,
 }
 
 /// Phase 3: route and prepare the upstream head in `out_head`.
@@ -476,12 +583,15 @@ fn route(
         out_head.extend_from_slice(b", ");
     }
     outbound::push_ip(out_head, client);
-    out_head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
+    let proto = if at.https { "https" } else { "http" };
+    out_head.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out_head.extend_from_slice(proto.as_bytes());
+    out_head.extend_from_slice(b"\r\nforwarded: ");
     for v in fwd.iter().filter(|v| !v.is_empty()) {
         out_head.extend_from_slice(v);
         out_head.extend_from_slice(b", ");
     }
-    write_forwarded(out_head, client, raw_host);
+    write_forwarded(out_head, client, proto, raw_host);
     out_head.extend_from_slice(b"\r\n\r\n");
 
     let idempotent = head::idempotent(req.method.as_bytes());
@@ -569,8 +679,9 @@ fn forwarding_values<'b>(req: &head::RequestHead<'b, '_>, name: &str) -> Vec<&'b
         .collect()
 }
 
-/// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]`.
-fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, host: Option<&[u8]>) {
+/// Appends one RFC 7239 element: `for=…;proto=http[;host="…"]` (`https`
+/// on a TLS frontend).
+fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, proto: &str, host: Option<&[u8]>) {
     match client {
         IpAddr::V4(_) => {
             out.extend_from_slice(b"for=");
@@ -580,7 +691,8 @@ fn write_forwarded(out: &mut Vec<u8>, client: IpAddr, host: Option<&[u8]>) {
             let _ = write!(out, "for=\"[{a}]\"");
         }
     }
-    out.extend_from_slice(b";proto=http");
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
     if let Some(h) = host {
         if h.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
@@ -598,7 +710,7 @@ mod tests {
 
     fn forwarded(client: &str, host: Option<&[u8]>) -> String {
         let mut out = Vec::new();
-        write_forwarded(&mut out, client.parse().unwrap(), host);
+        write_forwarded(&mut out, client.parse().unwrap(), "http", host);
         String::from_utf8(out).unwrap()
     }
 
@@ -610,5 +722,8 @@ mod tests {
         );
         assert_eq!(forwarded("::1", None), "for=\"[::1]\";proto=http");
         assert_eq!(forwarded("::1", Some(b"a\"b")), "for=\"[::1]\";proto=http");
+        let mut out = Vec::new();
+        write_forwarded(&mut out, "::1".parse().unwrap(), "https", None);
+        assert_eq!(out, b"for=\"[::1]\";proto=https");
     }
 }

@@ -405,6 +405,7 @@ async fn stream<E: EntryPath>(
         send: None,
         body: Some(Inbound::new(H2Body::new(body))),
         send_timeout,
+        hsts: shared.entry.hsts(),
     }));
     if let Err(e) = pipeline::serve(ctx, peer, &mut client, &out_head, exchange, target).await {
         if super::send::is_send_timeout(&e) {

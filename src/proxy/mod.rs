@@ -17,6 +17,7 @@ pub mod limits;
 pub mod original_dst;
 pub mod outbound;
 pub mod pipeline;
+pub mod redirect;
 pub mod refusal;
 pub mod relay;
 pub mod respond;
@@ -24,6 +25,7 @@ pub mod send;
 #[cfg(test)]
 mod split_tests;
 pub mod tap;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_h2;

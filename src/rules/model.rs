@@ -174,6 +174,45 @@ pub struct Frontend {
     pub default_pool: Option<String>,
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// TLS termination: the frontend speaks HTTPS instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<FrontendTls>,
+}
+
+/// `frontends[i].tls`: the certificates a TLS frontend serves (the
+/// daemon reads and checks the files; see [`crate::tls`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendTls {
+    /// Chosen by SNI among their names; the first is the default.
+    pub certificates: Vec<CertificateFiles>,
+    /// A plain-HTTP listener (`"IP:PORT"`) answering every request with a
+    /// `308` to the same host and target over HTTPS on this frontend.
+    #[serde(default)]
+    pub redirect_http: Option<String>,
+    /// `Strict-Transport-Security` on the responses of this frontend.
+    #[serde(default)]
+    pub hsts: Option<HstsSpec>,
+}
+
+/// `frontends[i].tls.hsts`: RFC 6797's header, added to every response a
+/// member sends through this TLS frontend (unless it sent its own).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsSpec {
+    /// `max-age`, in seconds (0 tells browsers to forget the policy).
+    pub max_age_s: u32,
+    #[serde(default)]
+    pub include_subdomains: bool,
+}
+
+/// One certificate: PEM files, the chain (leaf first) and its key.
+/// Relative paths are relative to the rule file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -571,6 +571,7 @@ fn valid_host(h: &str) -> bool {
 fn frontends(r: &RuleFile) -> Result<(), Invalid> {
     let mut names = HashSet::new();
     let mut listens = HashSet::new();
+    let mut redirects = HashSet::new();
     for (i, f) in r.frontends.iter().enumerate() {
         let path = format!("frontends[{i}]");
         if !valid_container_name(&f.name) {
@@ -647,6 +648,44 @@ fn frontends(r: &RuleFile) -> Result<(), Invalid> {
         }
         if let Some(l) = &f.limits {
             limits(&format!("{path}.limits"), l)?;
+        }
+        if let Some(t) = &f.tls {
+            if let Some(redirect) = &t.redirect_http {
+                let rp = format!("{path}.tls.redirect_http");
+                let Ok(raddr) = redirect.parse::<SocketAddr>() else {
+                    return bad(
+                        rp,
+                        format!("invalid listen address {redirect:?}: expected \"IP:PORT\""),
+                    );
+                };
+                if raddr.port() == 0 {
+                    return bad(rp, "listen port 0: expected 1-65535");
+                }
+                if !redirects.insert(raddr)
+                    || r.frontends.iter().any(|o| o.listen.parse() == Ok(raddr))
+                {
+                    return bad(
+                        rp,
+                        format!("listen address {raddr} is used twice (by frontends or their redirect_http)"),
+                    );
+                }
+            }
+            if t.certificates.is_empty() {
+                return bad(
+                    format!("{path}.tls.certificates"),
+                    "a TLS frontend needs at least one certificate",
+                );
+            }
+            for (j, c) in t.certificates.iter().enumerate() {
+                for (field, v) in [("cert", &c.cert), ("key", &c.key)] {
+                    if v.trim().is_empty() {
+                        return bad(
+                            format!("{path}.tls.certificates[{j}].{field}"),
+                            format!("empty {field} path: expected a PEM file"),
+                        );
+                    }
+                }
+            }
         }
     }
     Ok(())

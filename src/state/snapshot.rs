@@ -19,6 +19,9 @@ pub struct Snapshot {
     /// Frontend routes and pools compiled from `policy` (kept across
     /// reloads that change only addresses, so health state survives).
     pub lb: Arc<crate::balance::Balancer>,
+    /// The TLS frontends' checked certificates, read with `policy` (kept
+    /// across reloads that change only addresses).
+    pub tls: Arc<crate::tls::Certificates>,
 }
 
 /// Whose `limits` a request is held to: an access entry's, a frontend's,

@@ -89,6 +89,46 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `ok` or `failed`.
+    pub result: &'static str,
+    /// `TLSv1.3`, `TLSv1.2`, or `unknown` (a failed handshake).
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// The frontend's name.
+    pub frontend: Label,
+    /// The certificate file, as resolved.
+    pub certificate: Label,
+}
+
+/// The outcome of one TLS handshake, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    Tls13,
+    Tls12,
+    Failed,
+}
+
+/// `tls_handshakes` label sets, in [`Handshake`] order.
+const HANDSHAKES: [HandshakeLabels; 3] = [
+    HandshakeLabels {
+        result: "ok",
+        version: "TLSv1.3",
+    },
+    HandshakeLabels {
+        result: "ok",
+        version: "TLSv1.2",
+    },
+    HandshakeLabels {
+        result: "failed",
+        version: "unknown",
+    },
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -112,6 +152,8 @@ struct Fixed {
     access_responses: [Counter; 5],
     /// `active_connections` of `access`, `frontend`.
     active: [Gauge; 2],
+    /// `tls_handshakes`, in [`Handshake`] order.
+    handshakes: [Counter; 3],
 }
 
 /// The labelled families, registered once.
@@ -137,6 +179,8 @@ pub struct Labelled {
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload: Gauge<f64, AtomicU64>,
     pub last_reload_success: Gauge,
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub tls_expiry: Family<CertificateLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,12 +206,15 @@ impl Default for Labelled {
             reloads: Family::default(),
             last_reload: Gauge::default(),
             last_reload_success: Gauge::default(),
+            tls_handshakes: Family::default(),
+            tls_expiry: Family::default(),
             registry: Registry::default(),
             fixed: Fixed {
                 request_time: [latency(), latency()],
                 access_upstream_time: latency(),
                 access_responses: Default::default(),
                 active: Default::default(),
+                handshakes: Default::default(),
             },
             series: Default::default(),
             default_rule: "default".into(),
@@ -234,6 +281,16 @@ impl Default for Labelled {
             "1 if the last reload attempt was applied (or none was made), 0 if it was refused.",
             l.last_reload_success.clone(),
         );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes at frontends, by result and protocol version.",
+            l.tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time a frontend's certificate expires (notAfter), by frontend and certificate file.",
+            l.tls_expiry.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -264,6 +321,7 @@ impl Default for Labelled {
                     .clone()
             }),
             active: ENTRY_PATHS.map(|p| l.active_connections.get_or_create(&path(p)).clone()),
+            handshakes: HANDSHAKES.map(|h| l.tls_handshakes.get_or_create(&h).clone()),
         };
         Labelled {
             registry,
@@ -378,6 +436,31 @@ impl Labelled {
             misses: lookups("miss"),
             response_bytes: self.cache_response_bytes.get_or_create(&labels).clone(),
             bytes: self.cache_bytes.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Counts one TLS handshake (no lookup: the series are resolved once).
+    pub fn handshake(&self, h: Handshake) {
+        let i = match h {
+            Handshake::Tls13 => 0,
+            Handshake::Tls12 => 1,
+            Handshake::Failed => 2,
+        };
+        self.fixed.handshakes[i].inc();
+    }
+
+    /// Publishes the expiry of the certificates now served (the series of
+    /// certificates no longer served go away).
+    pub fn certificates(&self, certs: &crate::tls::Certificates) {
+        self.tls_expiry.clear();
+        for fe in certs.frontends() {
+            for c in &fe.certificates {
+                let labels = CertificateLabels {
+                    frontend: fe.name.clone(),
+                    certificate: c.cert.display().to_string().into(),
+                };
+                self.tls_expiry.get_or_create(&labels).set(c.not_after);
+            }
         }
     }
 

@@ -240,6 +240,7 @@ mod tests {
         let policy = Arc::new(Policy::compile(set).expect("compiles"));
         Snapshot {
             lb: Arc::new(Balancer::compile(&policy)),
+            tls: Default::default(),
             dir: Directory::build(&policy, |_| Vec::new()),
             version: 1,
             policy,
