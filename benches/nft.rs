@@ -9,19 +9,12 @@ use portcullis::nft::{compile::compile, to_nft_text};
 use portcullis::policy::Policy;
 use portcullis::state::directory::Directory;
 
+mod support;
+
 /// `containers` containers with fixed addresses; `entries` access entries,
 /// each from one container to another on 4 ports, a tenth of them with
 /// HTTP rules (redirected into the proxy).
 fn policy(containers: usize, entries: usize) -> Policy {
-    let names: Vec<String> = (0..containers)
-        .map(|i| {
-            format!(
-                "\"c{i}\": {{ \"address\": \"198.19.{}.{}\" }}",
-                i / 250,
-                i % 250 + 2
-            )
-        })
-        .collect();
     let access: Vec<String> = (0..entries)
         .map(|i| {
             let (from, to) = (i % containers, (i / containers + 1 + i) % containers);
@@ -38,13 +31,7 @@ fn policy(containers: usize, entries: usize) -> Policy {
             format!("{{ \"from\": \"c{from}\", \"to\": \"c{to}\", \"ports\": [{ports}]{http} }}")
         })
         .collect();
-    let text = format!(
-        "{{\"version\":1,\"containers\":{{{}}},\"access\":[{}]}}",
-        names.join(","),
-        access.join(",")
-    );
-    Policy::compile(portcullis::rules::parse("large.json", &text).expect("valid"))
-        .expect("compiles")
+    support::policy(containers, &access)
 }
 
 fn bench(c: &mut Criterion) {

@@ -11,6 +11,8 @@ use portcullis::policy::{Policy, L4};
 use portcullis::wire::head::{head_end, parse_request, MAX_HEADERS};
 use portcullis::wire::normalize::normalize_path;
 
+mod support;
+
 fn example() -> Policy {
     let set = portcullis::rules::parse("example.json", include_str!("../rules/example.json"))
         .expect("valid");
@@ -19,25 +21,10 @@ fn example() -> Policy {
 
 /// `n` containers in a chain, each allowed to call the next on 16 ports.
 fn large(n: usize) -> Policy {
-    let containers: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "\"c{i}\": {{ \"address\": \"198.19.{}.{}\" }}",
-                i / 250,
-                i % 250 + 2
-            )
-        })
-        .collect();
     let access: Vec<String> = (0..n - 1)
         .map(|i| format!("{{ \"from\": \"c{i}\", \"to\": \"c{}\", \"ports\": [{}], \"http\": [{{ \"methods\": [\"GET\"], \"path_prefix\": \"/api\" }}] }}", i + 1, (8000..8016).map(|p| p.to_string()).collect::<Vec<_>>().join(",")))
         .collect();
-    let text = format!(
-        "{{\"version\":1,\"containers\":{{{}}},\"access\":[{}]}}",
-        containers.join(","),
-        access.join(",")
-    );
-    Policy::compile(portcullis::rules::parse("large.json", &text).expect("valid"))
-        .expect("compiles")
+    support::policy(n, &access)
 }
 
 fn bench(c: &mut Criterion) {

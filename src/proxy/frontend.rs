@@ -481,8 +481,9 @@ fn route(
 ) -> Plan {
     let (snap, fe) = (at.snap, at.fe);
     let has_body = req.framing != Framing::None;
-    let source = SourceName::of(&snap.policy, &snap.dir, peer.ip());
     let refuse = |refusal: Refusal, path: &str| {
+        // Named only when refusing: no directory lookup per routed request.
+        let source = SourceName::of(&snap.policy, &snap.dir, peer.ip());
         let at = At {
             source: Some(&source),
             peer: Some(peer),
